@@ -1,0 +1,78 @@
+//! The control socket protocol (Unix stream socket, `Kind::Control` frames).
+//!
+//! `mosctl` sends one [`Request`] and reads one [`Reply`]. `mosrun` sends [`Request::Register`] and
+//! keeps the connection: mosd then sends it [`Command`]s and mosrun answers each with
+//! [`Request::CommandDone`], and reports moves with [`Request::Moved`].
+use crate::migration::Stats;
+use serde::{Deserialize, Serialize};
+
+/// Where a process should go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    Home,
+    Node { node: u32, addr: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// From mosrun: supervise `pid` (its child), started as `command`.
+    Register { pid: u32, uid: u32, command: String },
+    /// From mosrun: the answer to `Command{id}`.
+    CommandDone { id: u64, result: Result<Stats, String> },
+    /// From mosrun: the process now runs on `node` (0 = home).
+    Moved { node: u32 },
+    /// From mosctl: list processes.
+    Ps,
+    /// From mosctl: this node's status.
+    Status,
+    /// From mosctl: move home pid `pid` to `target` ("home", a node number or an address).
+    Migrate { pid: u32, target: String },
+}
+
+/// A process row of `mosctl ps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRow {
+    /// Pid at the home node.
+    pub pid: u32,
+    pub home: u32,
+    /// Node number where it runs now.
+    pub node: u32,
+    pub command: String,
+    /// True for a guest hosted here on behalf of another node.
+    pub guest: bool,
+    /// Pid of the remote component on this node (guests only).
+    pub local_pid: Option<u32>,
+    pub last_migration: Option<Stats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: u32,
+    pub address: String,
+    pub state: String,
+    pub ncpus: u32,
+    pub load: f64,
+    pub mem_free: u64,
+    pub mem_total: u64,
+    /// Processes whose home is this node.
+    pub procs: u32,
+    /// Guests running here for other nodes.
+    pub guests: u32,
+    pub age_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Ok,
+    Registered { node: u32 },
+    Ps { processes: Vec<ProcRow> },
+    Status { nodes: Vec<NodeStatus> },
+    Migrated { stats: Stats },
+    Error { message: String },
+}
+
+/// From mosd to a registered mosrun.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Migrate { id: u64, target: Target },
+}

@@ -1,0 +1,59 @@
+//! The deputy channel: after `Resumed`, the migration connection carries these messages between the
+//! remote component's host (mosd) and the deputy at home (mosrun), as `Kind::Deputy` frames.
+//!
+//! ```text
+//! remote ── Syscall{seq,nr,args,bufs} ─▶ home   deputy executes it in the original task's context
+//! remote ◀─ Reply{seq,ret,outs} ──────── home
+//! remote ◀─ Signal{sig} ──────────────── home   a signal for the process (delivered remotely)
+//! remote ◀─ Recall ───────────────────── home   come home: remote answers with an Offer and the stream
+//! remote ── Offer… (migration stream) ─▶ home   also sent unasked when a call must run at home
+//! remote ── Exited{status} ────────────▶ home   the process ended; home ends the deputy the same way
+//! ```
+use serde::{Deserialize, Serialize};
+
+/// Largest buffer moved with one forwarded call; bigger requests are split by the sender.
+pub const MAX_BUF: usize = 1 << 20;
+
+/// A buffer argument of a forwarded call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Buf {
+    /// Argument `arg` points to these bytes (copied in before the call).
+    In { arg: u8, data: Vec<u8> },
+    /// Argument `arg` points to `len` bytes the call writes (copied out after it).
+    Out { arg: u8, len: u32 },
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal { sig: i32, core: bool },
+}
+
+impl ExitStatus {
+    /// Shell convention: the code, or 128 + signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c & 0xff,
+            ExitStatus::Signal { sig, .. } => 128 + sig,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeputyMsg {
+    /// Execute system call `nr` at home. Pointer arguments named in `bufs` are replaced by
+    /// addresses of the deputy's copies.
+    Syscall { seq: u64, nr: u32, args: [u64; 6], bufs: Vec<Buf> },
+    /// Result of `Syscall{seq}`: the raw return value (negative errno on error) and the `Out` buffers,
+    /// in request order, each truncated to what the call reported.
+    Reply { seq: u64, ret: i64, outs: Vec<Vec<u8>> },
+    /// Deliver this signal to the process.
+    Signal { sig: i32 },
+    /// Bring the process back home now.
+    Recall,
+    /// The process ended remotely.
+    Exited { status: ExitStatus },
+    /// The home task is gone: end the remote component.
+    Kill,
+}

@@ -1,0 +1,30 @@
+//! MOS wire formats. Every byte that crosses a socket between MOS components is defined here.
+//!
+//! * [`frame`]: the fixed 16-byte header on every frame (magic, version, kind, length), size bounds
+//!   checked before any allocation, and version negotiation (current or previous).
+//! * [`migration`]: the migration stream (`Offer` → `Accept|Refuse` → `Vmas` → `Pages`* → `Context`
+//!   → `Resumed|Failed`) and its statistics.
+//! * [`pages`]: the raw page-run encoding of `Pages` frames (never serde'd: header plus raw bytes).
+//! * [`deputy`]: the channel between a remote component and its deputy at home (forwarded system
+//!   calls with their buffers, signals, exit, recall).
+//! * [`control`]: the local control socket spoken by `mosrun`, `mosctl` and `mosd`.
+//! * [`nodemap`]: the MOSIX node map format.
+//!
+//! Pure code: no I/O besides generic `Read`/`Write` helpers, no clock, no unsafe.
+#![forbid(unsafe_code)]
+
+pub mod control;
+pub mod deputy;
+pub mod frame;
+pub mod migration;
+pub mod nodemap;
+pub mod pages;
+
+pub use frame::{Frame, FrameError, Header, Kind};
+
+/// Default TCP (and later UDP) port of mosd.
+pub const DEFAULT_PORT: u16 = 4949;
+/// Default path of mosd's control socket.
+pub const DEFAULT_CONTROL: &str = "/run/mos/mosd.sock";
+/// Page size of the migration stream (x86-64).
+pub const PAGE_SIZE: usize = 4096;
