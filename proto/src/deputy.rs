@@ -19,8 +19,9 @@ pub const MAX_BUF: usize = 1 << 20;
 pub enum Buf {
     /// Argument `arg` points to these bytes (copied in before the call).
     In { arg: u8, data: Vec<u8> },
-    /// Argument `arg` points to `len` bytes the call writes (copied out after it).
-    Out { arg: u8, len: u32 },
+    /// Argument `arg` points to `len` bytes the call writes (copied out after it). With `by_ret`,
+    /// only the first `ret` bytes come back (read-like calls); otherwise all `len` bytes.
+    Out { arg: u8, len: u32, by_ret: bool },
 }
 
 /// How the process ended.
@@ -31,11 +32,12 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
-    /// Shell convention: the code, or 128 + signal.
+    /// Shell convention: the code, or 128 + signal. `sig` comes off the wire: it is masked to 7
+    /// bits so a bogus value can neither overflow nor map to 0 (success).
     pub fn shell_code(self) -> i32 {
         match self {
             ExitStatus::Code(c) => c & 0xff,
-            ExitStatus::Signal { sig, .. } => 128 + sig,
+            ExitStatus::Signal { sig, .. } => 128 + (sig & 0x7f),
         }
     }
 }

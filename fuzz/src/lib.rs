@@ -1,0 +1,72 @@
+//! Shared checks of the mos-proto fuzz targets.
+use mos_proto::frame::{self, Header, Kind, HEADER_LEN, VERSION};
+use mos_proto::pages;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Decodes `data` as a postcard body of kind `kind`; whatever decodes must re-encode to a body
+/// that decodes again to the same encoding (encode ∘ decode is stable).
+pub fn postcard_body<T: Serialize + DeserializeOwned>(kind: Kind, data: &[u8]) {
+    let Ok(v) = frame::decode_body::<T>(kind, data) else {
+        return;
+    };
+    // A decoded body was at most the input, so re-encoding stays within the frame limit unless the
+    // input was already over it.
+    let Ok(once) = frame::encode(kind, &v) else {
+        assert!(
+            data.len() > kind.max_body() as usize,
+            "a decodable body failed to re-encode"
+        );
+        return;
+    };
+    let again: T = frame::decode_body(kind, &once[HEADER_LEN..]).expect("re-encoded body decodes");
+    let twice = frame::encode(kind, &again).expect("re-encodes");
+    assert_eq!(once, twice, "encoding is not stable");
+}
+
+/// Decodes `data` as a `Pages` body; a valid body re-encodes to exactly the same bytes.
+pub fn pages_body(data: &[u8]) {
+    let Ok((runs, bytes)) = pages::decode(data) else {
+        return;
+    };
+    let mut out = pages::encode_runs(&runs);
+    out.extend_from_slice(bytes);
+    assert_eq!(out, data, "pages body does not re-encode to itself");
+}
+
+/// Parses a whole frame, checks the header re-encodes, and decodes the body as its kind says.
+pub fn whole_frame(data: &[u8]) {
+    let Ok(f) = frame::parse_frame(data) else {
+        return;
+    };
+    assert_eq!(f.body.len() + HEADER_LEN, data.len());
+    if f.version == VERSION {
+        assert_eq!(
+            Header::encode(f.kind, f.body.len() as u32),
+            data[..HEADER_LEN]
+        );
+    }
+    // The stream reader agrees with the slice parser.
+    let g = frame::read_frame(&mut std::io::Cursor::new(data))
+        .expect("read_frame agrees with parse_frame");
+    assert_eq!(f, g);
+    use mos_proto::control::{Command, Reply, Request};
+    use mos_proto::deputy::DeputyMsg;
+    use mos_proto::migration::{Accept, Context, Failed, Offer, Refuse, Resumed, Vmas};
+    match f.kind {
+        Kind::Invalid => unreachable!("parse_frame returned an Invalid frame"),
+        Kind::Offer => postcard_body::<Offer>(f.kind, &f.body),
+        Kind::Accept => postcard_body::<Accept>(f.kind, &f.body),
+        Kind::Refuse => postcard_body::<Refuse>(f.kind, &f.body),
+        Kind::Vmas => postcard_body::<Vmas>(f.kind, &f.body),
+        Kind::Pages => pages_body(&f.body),
+        Kind::Context => postcard_body::<Context>(f.kind, &f.body),
+        Kind::Resumed => postcard_body::<Resumed>(f.kind, &f.body),
+        Kind::Failed => postcard_body::<Failed>(f.kind, &f.body),
+        Kind::Deputy => postcard_body::<DeputyMsg>(f.kind, &f.body),
+        Kind::Control => {
+            postcard_body::<Request>(f.kind, &f.body);
+            postcard_body::<Reply>(f.kind, &f.body);
+            postcard_body::<Command>(f.kind, &f.body);
+        }
+    }
+}
