@@ -160,8 +160,7 @@ impl Frame {
 
 /// Decodes a postcard body; trailing bytes are an error.
 pub fn decode_body<T: DeserializeOwned>(kind: Kind, body: &[u8]) -> Result<T, FrameError> {
-    let (v, rest) = postcard::take_from_bytes(body)
-        .map_err(|e| FrameError::Body { kind, detail: e.to_string() })?;
+    let (v, rest) = postcard::take_from_bytes(body).map_err(|e| FrameError::Body { kind, detail: e.to_string() })?;
     if !rest.is_empty() {
         return Err(FrameError::Body { kind, detail: format!("{} trailing bytes", rest.len()) });
     }
@@ -171,9 +170,11 @@ pub fn decode_body<T: DeserializeOwned>(kind: Kind, body: &[u8]) -> Result<T, Fr
 /// Encodes header + postcard body into one buffer.
 pub fn encode<T: Serialize>(kind: Kind, msg: &T) -> Result<Vec<u8>, FrameError> {
     let body = postcard::to_allocvec(msg).map_err(|e| FrameError::Body { kind, detail: e.to_string() })?;
-    let len = u32::try_from(body.len()).ok().filter(|l| *l <= kind.max_body()).ok_or(
-        FrameError::TooLarge { kind, len: u32::try_from(body.len()).unwrap_or(u32::MAX), limit: kind.max_body() },
-    )?;
+    let len = u32::try_from(body.len()).ok().filter(|l| *l <= kind.max_body()).ok_or(FrameError::TooLarge {
+        kind,
+        len: u32::try_from(body.len()).unwrap_or(u32::MAX),
+        limit: kind.max_body(),
+    })?;
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.extend_from_slice(&Header::encode(kind, len));
     out.extend_from_slice(&body);
@@ -189,10 +190,11 @@ pub fn write_msg<W: Write, T: Serialize>(w: &mut W, kind: Kind, msg: &T) -> Resu
 /// Writes a frame whose body is already encoded (used for raw page frames).
 pub fn write_raw<W: Write>(w: &mut W, kind: Kind, body: &[&[u8]]) -> Result<(), FrameError> {
     let total: usize = body.iter().map(|b| b.len()).sum();
-    let len = u32::try_from(total)
-        .ok()
-        .filter(|l| *l <= kind.max_body())
-        .ok_or(FrameError::TooLarge { kind, len: u32::MAX, limit: kind.max_body() })?;
+    let len = u32::try_from(total).ok().filter(|l| *l <= kind.max_body()).ok_or(FrameError::TooLarge {
+        kind,
+        len: u32::MAX,
+        limit: kind.max_body(),
+    })?;
     w.write_all(&Header::encode(kind, len))?;
     for b in body {
         w.write_all(b)?;

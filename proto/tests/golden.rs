@@ -9,9 +9,7 @@ mod common;
 use common::*;
 use mos_proto::control::{Command, Reply, Request};
 use mos_proto::deputy::DeputyMsg;
-use mos_proto::frame::{
-    self, Header, Kind, HEADER_LEN, MAGIC, MAX_FRAME, MAX_SMALL_FRAME, MIN_VERSION, VERSION,
-};
+use mos_proto::frame::{self, Header, Kind, HEADER_LEN, MAGIC, MAX_FRAME, MAX_SMALL_FRAME, MIN_VERSION, VERSION};
 use mos_proto::migration::{fnv1a, Accept, Context, Failed, Offer, Refuse, Resumed, Vmas};
 use mos_proto::pages::{self, PageRun, MAX_PAGES_PER_FRAME, MAX_RUNS};
 use mos_proto::{FrameError, PAGE_SIZE};
@@ -25,15 +23,7 @@ fn grouped(b: &[u8]) -> String {
     if h.len() < 32 {
         return h;
     }
-    format!(
-        "{} {} {} {} {}  {}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..24],
-        &h[24..32],
-        &h[32..]
-    )
+    format!("{} {} {} {} {}  {}", &h[0..8], &h[8..12], &h[12..16], &h[16..24], &h[24..32], &h[32..])
 }
 
 fn check<T>(name: &str, kind: Kind, value: &T, golden: &str)
@@ -42,23 +32,11 @@ where
 {
     let bytes = frame::encode(kind, value).expect("encode");
     let want = unhex(golden);
-    assert!(
-        bytes == want,
-        "golden {name} changed:\n  want {}\n  got  GOLDEN {name}: {}",
-        grouped(&want),
-        grouped(&bytes)
-    );
+    assert!(bytes == want, "golden {name} changed:\n  want {}\n  got  GOLDEN {name}: {}", grouped(&want), grouped(&bytes));
 
     // The header says what it carries.
     let hdr = Header::decode(bytes[..HEADER_LEN].try_into().unwrap()).expect("header");
-    assert_eq!(
-        hdr,
-        Header {
-            version: VERSION,
-            kind,
-            len: (bytes.len() - HEADER_LEN) as u32
-        }
-    );
+    assert_eq!(hdr, Header { version: VERSION, kind, len: (bytes.len() - HEADER_LEN) as u32 });
 
     // parse_frame + decode.
     let f = frame::parse_frame(&bytes).expect("parse_frame");
@@ -67,10 +45,7 @@ where
     assert_eq!(f.body, &bytes[HEADER_LEN..]);
     assert_eq!(&f.decode::<T>().expect("decode"), value);
     assert_eq!(&f.expect::<T>(kind).expect("expect"), value);
-    assert_eq!(
-        &frame::decode_body::<T>(kind, &f.body).expect("decode_body"),
-        value
-    );
+    assert_eq!(&frame::decode_body::<T>(kind, &f.body).expect("decode_body"), value);
 
     // The body is canonical: re-encoding the decoded value gives the same bytes.
     let again: T = f.decode().unwrap();
@@ -136,11 +111,7 @@ fn kind_numbers_are_pinned() {
     for (k, n) in kinds {
         assert_eq!(k as u16, n);
         assert_eq!(Kind::from_u16(n), Some(k));
-        let want = if k == Kind::Pages {
-            MAX_FRAME
-        } else {
-            MAX_SMALL_FRAME
-        };
+        let want = if k == Kind::Pages { MAX_FRAME } else { MAX_SMALL_FRAME };
         assert_eq!(k.max_body(), want, "{k:?}");
     }
     assert_eq!(Kind::from_u16(11), None);
@@ -151,39 +122,17 @@ fn header_bytes_are_pinned() {
     let cases: [(Kind, u32, &str); 5] = [
         (Kind::Offer, 0, "4d4f5300 0100 0100 00000000 00000000"),
         (Kind::Accept, 1, "4d4f5300 0100 0200 01000000 00000000"),
-        (
-            Kind::Pages,
-            MAX_FRAME,
-            "4d4f5300 0100 0500 00001001 00000000",
-        ),
-        (
-            Kind::Deputy,
-            0x0102_0304,
-            "4d4f5300 0100 0900 04030201 00000000",
-        ),
-        (
-            Kind::Control,
-            MAX_SMALL_FRAME,
-            "4d4f5300 0100 0a00 00002000 00000000",
-        ),
+        (Kind::Pages, MAX_FRAME, "4d4f5300 0100 0500 00001001 00000000"),
+        (Kind::Deputy, 0x0102_0304, "4d4f5300 0100 0900 04030201 00000000"),
+        (Kind::Control, MAX_SMALL_FRAME, "4d4f5300 0100 0a00 00002000 00000000"),
     ];
     for (kind, len, golden) in cases {
         let h = Header::encode(kind, len);
         assert_eq!(hex(&h), hex(&unhex(golden)), "{kind:?} {len}");
         if len <= kind.max_body() {
-            assert_eq!(
-                Header::decode(&h).unwrap(),
-                Header {
-                    version: VERSION,
-                    kind,
-                    len
-                }
-            );
+            assert_eq!(Header::decode(&h).unwrap(), Header { version: VERSION, kind, len });
         } else {
-            assert!(matches!(
-                Header::decode(&h),
-                Err(FrameError::TooLarge { .. })
-            ));
+            assert!(matches!(Header::decode(&h), Err(FrameError::TooLarge { .. })));
         }
     }
 }
@@ -225,29 +174,9 @@ golden!(
      01ffffffff0f808004feff03feff030000ffffffffffffffffff010000ffffff
      ffffffffffff010001022f78000100"
 );
-golden!(
-    accept_golden,
-    Kind::Accept,
-    Accept,
-    accept(),
-    "4d4f5300 0100 0200 04000000 00000000  03010001"
-);
-golden!(
-    accept_empty_golden,
-    Kind::Accept,
-    Accept,
-    Accept {
-        files_present: vec![]
-    },
-    "4d4f5300 0100 0200 01000000 00000000  00"
-);
-golden!(
-    refuse_golden,
-    Kind::Refuse,
-    Refuse,
-    refuse(),
-    "4d4f5300 0100 0300 05000000 00000000  0462757379"
-);
+golden!(accept_golden, Kind::Accept, Accept, accept(), "4d4f5300 0100 0200 04000000 00000000  03010001");
+golden!(accept_empty_golden, Kind::Accept, Accept, Accept { files_present: vec![] }, "4d4f5300 0100 0200 01000000 00000000  00");
+golden!(refuse_golden, Kind::Refuse, Refuse, refuse(), "4d4f5300 0100 0300 05000000 00000000  0462757379");
 golden!(
     vmas_golden,
     Kind::Vmas,
@@ -280,20 +209,8 @@ golden!(
      1b00000000000000000000000000000000000000000000000000000000000000
      0000000000000000000000808080020000000000"
 );
-golden!(
-    resumed_golden,
-    Kind::Resumed,
-    Resumed,
-    resumed(),
-    "4d4f5300 0100 0700 02000000 00000000  e121"
-);
-golden!(
-    failed_golden,
-    Kind::Failed,
-    Failed,
-    failed(),
-    "4d4f5300 0100 0800 0a000000 00000000  096e6f206d656d6f7279"
-);
+golden!(resumed_golden, Kind::Resumed, Resumed, resumed(), "4d4f5300 0100 0700 02000000 00000000  e121");
+golden!(failed_golden, Kind::Failed, Failed, failed(), "4d4f5300 0100 0800 0a000000 00000000  096e6f206d656d6f7279");
 
 // ---------------------------------------------------------------- deputy channel
 
@@ -306,48 +223,12 @@ golden!(
      000701018080fcff07050000ffffffffffffffffff010300010568656c6c6f01
      02400101031000"
 );
-golden!(
-    deputy_reply_golden,
-    Kind::Deputy,
-    DeputyMsg,
-    deputy_reply(),
-    "4d4f5300 0100 0900 08000000 00000000  01071b02026f6b00"
-);
-golden!(
-    deputy_signal_golden,
-    Kind::Deputy,
-    DeputyMsg,
-    deputy_signal(),
-    "4d4f5300 0100 0900 02000000 00000000  021e"
-);
-golden!(
-    deputy_recall_golden,
-    Kind::Deputy,
-    DeputyMsg,
-    DeputyMsg::Recall,
-    "4d4f5300 0100 0900 01000000 00000000  03"
-);
-golden!(
-    deputy_exited_code_golden,
-    Kind::Deputy,
-    DeputyMsg,
-    deputy_exit_code(),
-    "4d4f5300 0100 0900 03000000 00000000  040006"
-);
-golden!(
-    deputy_exited_signal_golden,
-    Kind::Deputy,
-    DeputyMsg,
-    deputy_exit_signal(),
-    "4d4f5300 0100 0900 04000000 00000000  04011201"
-);
-golden!(
-    deputy_kill_golden,
-    Kind::Deputy,
-    DeputyMsg,
-    DeputyMsg::Kill,
-    "4d4f5300 0100 0900 01000000 00000000  05"
-);
+golden!(deputy_reply_golden, Kind::Deputy, DeputyMsg, deputy_reply(), "4d4f5300 0100 0900 08000000 00000000  01071b02026f6b00");
+golden!(deputy_signal_golden, Kind::Deputy, DeputyMsg, deputy_signal(), "4d4f5300 0100 0900 02000000 00000000  021e");
+golden!(deputy_recall_golden, Kind::Deputy, DeputyMsg, DeputyMsg::Recall, "4d4f5300 0100 0900 01000000 00000000  03");
+golden!(deputy_exited_code_golden, Kind::Deputy, DeputyMsg, deputy_exit_code(), "4d4f5300 0100 0900 03000000 00000000  040006");
+golden!(deputy_exited_signal_golden, Kind::Deputy, DeputyMsg, deputy_exit_signal(), "4d4f5300 0100 0900 04000000 00000000  04011201");
+golden!(deputy_kill_golden, Kind::Deputy, DeputyMsg, DeputyMsg::Kill, "4d4f5300 0100 0900 01000000 00000000  05");
 
 // ---------------------------------------------------------------- control socket
 
@@ -374,49 +255,13 @@ golden!(
     request_done_err(),
     "4d4f5300 0100 0a00 0b000000 00000000  0104010772656675736564"
 );
-golden!(
-    request_moved_golden,
-    Kind::Control,
-    Request,
-    request_moved(),
-    "4d4f5300 0100 0a00 02000000 00000000  0202"
-);
-golden!(
-    request_ps_golden,
-    Kind::Control,
-    Request,
-    Request::Ps,
-    "4d4f5300 0100 0a00 01000000 00000000  03"
-);
-golden!(
-    request_status_golden,
-    Kind::Control,
-    Request,
-    Request::Status,
-    "4d4f5300 0100 0a00 01000000 00000000  04"
-);
-golden!(
-    request_migrate_golden,
-    Kind::Control,
-    Request,
-    request_migrate(),
-    "4d4f5300 0100 0a00 08000000 00000000  05922104686f6d65"
-);
+golden!(request_moved_golden, Kind::Control, Request, request_moved(), "4d4f5300 0100 0a00 02000000 00000000  0202");
+golden!(request_ps_golden, Kind::Control, Request, Request::Ps, "4d4f5300 0100 0a00 01000000 00000000  03");
+golden!(request_status_golden, Kind::Control, Request, Request::Status, "4d4f5300 0100 0a00 01000000 00000000  04");
+golden!(request_migrate_golden, Kind::Control, Request, request_migrate(), "4d4f5300 0100 0a00 08000000 00000000  05922104686f6d65");
 
-golden!(
-    reply_ok_golden,
-    Kind::Control,
-    Reply,
-    Reply::Ok,
-    "4d4f5300 0100 0a00 01000000 00000000  00"
-);
-golden!(
-    reply_registered_golden,
-    Kind::Control,
-    Reply,
-    Reply::Registered { node: 3 },
-    "4d4f5300 0100 0a00 02000000 00000000  0103"
-);
+golden!(reply_ok_golden, Kind::Control, Reply, Reply::Ok, "4d4f5300 0100 0a00 01000000 00000000  00");
+golden!(reply_registered_golden, Kind::Control, Reply, Reply::Registered { node: 3 }, "4d4f5300 0100 0a00 02000000 00000000  0103");
 golden!(
     reply_ps_golden,
     Kind::Control,
@@ -452,13 +297,7 @@ golden!(
      050f6e6f20737563682070726f63657373"
 );
 
-golden!(
-    command_home_golden,
-    Kind::Control,
-    Command,
-    command_home(),
-    "4d4f5300 0100 0a00 03000000 00000000  000100"
-);
+golden!(command_home_golden, Kind::Control, Command, command_home(), "4d4f5300 0100 0a00 03000000 00000000  000100");
 golden!(
     command_node_golden,
     Kind::Control,
@@ -489,10 +328,7 @@ fn page_frame_is_pinned_and_round_trips() {
     frame::write_raw(&mut out, Kind::Pages, &[&table, &data]).unwrap();
     let body_len = 4 + 2 * 12 + 3 * 4096;
     assert_eq!(body_len, 0x301c);
-    assert_eq!(
-        hex(&out[..HEADER_LEN]),
-        hex(&unhex("4d4f5300 0100 0500 1c300000 00000000"))
-    );
+    assert_eq!(hex(&out[..HEADER_LEN]), hex(&unhex("4d4f5300 0100 0500 1c300000 00000000")));
     assert_eq!(&out[HEADER_LEN..HEADER_LEN + table.len()], &table[..]);
     assert_eq!(out.len(), HEADER_LEN + body_len);
     // Page bytes follow the table raw, in run order.
@@ -517,10 +353,7 @@ fn empty_page_frame_round_trips() {
     let table = pages::encode_runs(&[]);
     let mut out = Vec::new();
     frame::write_raw(&mut out, Kind::Pages, &[&table]).unwrap();
-    assert_eq!(
-        hex(&out),
-        hex(&unhex("4d4f5300 0100 0500 04000000 00000000  00000000"))
-    );
+    assert_eq!(hex(&out), hex(&unhex("4d4f5300 0100 0500 04000000 00000000  00000000")));
     let f = frame::parse_frame(&out).unwrap();
     let (runs, data) = pages::decode(&f.body).unwrap();
     assert!(runs.is_empty());
@@ -530,12 +363,7 @@ fn empty_page_frame_round_trips() {
 #[test]
 fn full_page_frame_round_trips() {
     // The largest legal Pages frame: MAX_RUNS single-page runs.
-    let runs: Vec<PageRun> = (0..MAX_RUNS as u64)
-        .map(|i| PageRun {
-            addr: 0x1000_0000 + i * 8192,
-            npages: 1,
-        })
-        .collect();
+    let runs: Vec<PageRun> = (0..MAX_RUNS as u64).map(|i| PageRun { addr: 0x1000_0000 + i * 8192, npages: 1 }).collect();
     let table = pages::encode_runs(&runs);
     let data = vec![0xa5u8; MAX_PAGES_PER_FRAME * PAGE_SIZE];
     let mut out = Vec::new();
@@ -568,23 +396,9 @@ fn write_fuzz_seeds() {
     put("offer", "manual", &body(Kind::Offer, &offer_manual()));
     put("offer", "recall", &body(Kind::Offer, &offer_recall()));
     put("context", "full", &body(Kind::Context, &context_full()));
-    put(
-        "context",
-        "minimal",
-        &body(Kind::Context, &context_minimal()),
-    );
+    put("context", "minimal", &body(Kind::Context, &context_minimal()));
     put("vmas", "three", &body(Kind::Vmas, &vmas()));
-    put(
-        "vmas",
-        "empty",
-        &body(
-            Kind::Vmas,
-            &Vmas {
-                vmas: vec![],
-                special: vec![],
-            },
-        ),
-    );
+    put("vmas", "empty", &body(Kind::Vmas, &Vmas { vmas: vec![], special: vec![] }));
     for (name, m) in [
         ("syscall", deputy_syscall()),
         ("reply", deputy_reply()),
@@ -621,10 +435,7 @@ fn write_fuzz_seeds() {
     // Pages bodies: empty, one page, the two-run table (pages shrunk to keep seeds small is not
     // possible: a page is always 4096 bytes, so seeds carry real pages).
     put("pages", "empty", &pages::encode_runs(&[]));
-    let one = [PageRun {
-        addr: 0x40_0000,
-        npages: 1,
-    }];
+    let one = [PageRun { addr: 0x40_0000, npages: 1 }];
     let mut b = pages::encode_runs(&one);
     b.extend(page_data(&one));
     put("pages", "one_page", &b);
@@ -633,37 +444,12 @@ fn write_fuzz_seeds() {
     put("pages", "two_runs", &b);
 
     // Whole frames for the frame target.
-    put(
-        "frame",
-        "offer",
-        &frame::encode(Kind::Offer, &offer_manual()).unwrap(),
-    );
-    put(
-        "frame",
-        "accept",
-        &frame::encode(Kind::Accept, &accept()).unwrap(),
-    );
-    put(
-        "frame",
-        "resumed",
-        &frame::encode(Kind::Resumed, &resumed()).unwrap(),
-    );
-    put(
-        "frame",
-        "deputy_syscall",
-        &frame::encode(Kind::Deputy, &deputy_syscall()).unwrap(),
-    );
-    put(
-        "frame",
-        "control_ps",
-        &frame::encode(Kind::Control, &Request::Ps).unwrap(),
-    );
+    put("frame", "offer", &frame::encode(Kind::Offer, &offer_manual()).unwrap());
+    put("frame", "accept", &frame::encode(Kind::Accept, &accept()).unwrap());
+    put("frame", "resumed", &frame::encode(Kind::Resumed, &resumed()).unwrap());
+    put("frame", "deputy_syscall", &frame::encode(Kind::Deputy, &deputy_syscall()).unwrap());
+    put("frame", "control_ps", &frame::encode(Kind::Control, &Request::Ps).unwrap());
     let mut p = Vec::new();
-    frame::write_raw(
-        &mut p,
-        Kind::Pages,
-        &[&pages::encode_runs(&one), &page_data(&one)],
-    )
-    .unwrap();
+    frame::write_raw(&mut p, Kind::Pages, &[&pages::encode_runs(&one), &page_data(&one)]).unwrap();
     put("frame", "pages_one", &p);
 }

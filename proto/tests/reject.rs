@@ -6,9 +6,7 @@ mod common;
 use common::*;
 use mos_proto::control::{Command, Reply, Request};
 use mos_proto::deputy::{Buf, DeputyMsg, ExitStatus};
-use mos_proto::frame::{
-    self, Header, Kind, HEADER_LEN, MAGIC, MAX_FRAME, MAX_SMALL_FRAME, MIN_VERSION, VERSION,
-};
+use mos_proto::frame::{self, Header, Kind, HEADER_LEN, MAGIC, MAX_FRAME, MAX_SMALL_FRAME, MIN_VERSION, VERSION};
 use mos_proto::migration::{Accept, Context, Failed, Offer, Refuse, Resumed, Vmas};
 use mos_proto::pages::{self, PageRun, MAX_PAGES_PER_FRAME, MAX_RUNS};
 use mos_proto::{FrameError, PAGE_SIZE};
@@ -18,13 +16,7 @@ use std::fmt::Debug;
 use std::io::{self, Cursor, Read};
 
 /// A header with every field chosen by the test.
-fn raw_header(
-    magic: [u8; 4],
-    version: u16,
-    kind: u16,
-    len: u32,
-    reserved: u32,
-) -> [u8; HEADER_LEN] {
+fn raw_header(magic: [u8; 4], version: u16, kind: u16, len: u32, reserved: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..4].copy_from_slice(&magic);
     h[4..6].copy_from_slice(&version.to_le_bytes());
@@ -62,35 +54,19 @@ fn body_err(e: &FrameError, kind: Kind, needle: &str) -> bool {
 
 #[test]
 fn bad_magic_is_refused() {
-    for magic in [
-        *b"MOS\x01",
-        *b"mos\0",
-        *b"\0SOM",
-        [0; 4],
-        [0xff; 4],
-        *b"GET ",
-    ] {
-        refused(
-            raw_header(magic, VERSION, Kind::Offer as u16, 0, 0),
-            |e| matches!(e, FrameError::BadMagic(m) if *m == magic),
-        );
+    for magic in [*b"MOS\x01", *b"mos\0", *b"\0SOM", [0; 4], [0xff; 4], *b"GET "] {
+        refused(raw_header(magic, VERSION, Kind::Offer as u16, 0, 0), |e| matches!(e, FrameError::BadMagic(m) if *m == magic));
     }
 }
 
 #[test]
 fn versions_outside_the_window_are_refused() {
     for v in [0, VERSION + 1, VERSION + 2, u16::MAX] {
-        refused(
-            raw_header(MAGIC, v, Kind::Accept as u16, 1, 0),
-            |e| matches!(e, FrameError::Version { got } if *got == v),
-        );
+        refused(raw_header(MAGIC, v, Kind::Accept as u16, 1, 0), |e| matches!(e, FrameError::Version { got } if *got == v));
     }
     if MIN_VERSION > 1 {
         let v = MIN_VERSION - 1;
-        refused(
-            raw_header(MAGIC, v, Kind::Accept as u16, 1, 0),
-            |e| matches!(e, FrameError::Version { got } if *got == v),
-        );
+        refused(raw_header(MAGIC, v, Kind::Accept as u16, 1, 0), |e| matches!(e, FrameError::Version { got } if *got == v));
     }
     // Every version in the window is accepted.
     for v in MIN_VERSION..=VERSION {
@@ -102,52 +78,30 @@ fn versions_outside_the_window_are_refused() {
 #[test]
 fn invalid_and_unknown_kinds_are_refused() {
     for k in [0u16, 11, 12, 0x100, 0x0a00, u16::MAX] {
-        refused(
-            good(k, 0),
-            |e| matches!(e, FrameError::BadKind(n) if *n == k),
-        );
+        refused(good(k, 0), |e| matches!(e, FrameError::BadKind(n) if *n == k));
     }
 }
 
 #[test]
 fn nonzero_reserved_is_refused() {
     for r in [1u32, 0x100, 0x1_0000, 0x0100_0000, u32::MAX] {
-        refused(
-            raw_header(MAGIC, VERSION, Kind::Resumed as u16, 0, r),
-            |e| matches!(e, FrameError::Reserved(x) if *x == r),
-        );
+        refused(raw_header(MAGIC, VERSION, Kind::Resumed as u16, 0, r), |e| matches!(e, FrameError::Reserved(x) if *x == r));
     }
 }
 
 #[test]
 fn oversized_lengths_are_refused_by_the_header() {
-    for kind in [
-        Kind::Offer,
-        Kind::Accept,
-        Kind::Context,
-        Kind::Deputy,
-        Kind::Control,
-        Kind::Pages,
-    ] {
+    for kind in [Kind::Offer, Kind::Accept, Kind::Context, Kind::Deputy, Kind::Control, Kind::Pages] {
         let limit = kind.max_body();
         assert!(Header::decode(&good(kind as u16, limit)).is_ok());
         for len in [limit + 1, limit * 2, u32::MAX] {
             let e = Header::decode(&good(kind as u16, len)).unwrap_err();
-            assert!(
-                matches!(e, FrameError::TooLarge { kind: k, len: l, limit: m } if k == kind && l == len && m == limit),
-                "{e:?}"
-            );
+            assert!(matches!(e, FrameError::TooLarge { kind: k, len: l, limit: m } if k == kind && l == len && m == limit), "{e:?}");
         }
     }
     // A small frame may not claim a Pages-sized body.
-    assert!(matches!(
-        Header::decode(&good(Kind::Deputy as u16, MAX_FRAME)),
-        Err(FrameError::TooLarge { .. })
-    ));
-    assert!(matches!(
-        Header::decode(&good(Kind::Control as u16, MAX_SMALL_FRAME + 1)),
-        Err(FrameError::TooLarge { .. })
-    ));
+    assert!(matches!(Header::decode(&good(Kind::Deputy as u16, MAX_FRAME)), Err(FrameError::TooLarge { .. })));
+    assert!(matches!(Header::decode(&good(Kind::Control as u16, MAX_SMALL_FRAME + 1)), Err(FrameError::TooLarge { .. })));
 }
 
 /// A reader holding only a header: reading past it is a test failure (the body must never be
@@ -159,10 +113,7 @@ struct HeaderOnly {
 
 impl Read for HeaderOnly {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        assert!(
-            self.pos < HEADER_LEN,
-            "read_frame read past the header of an oversized frame"
-        );
+        assert!(self.pos < HEADER_LEN, "read_frame read past the header of an oversized frame");
         let n = buf.len().min(HEADER_LEN - self.pos);
         buf[..n].copy_from_slice(&self.h[self.pos..self.pos + n]);
         self.pos += n;
@@ -172,20 +123,10 @@ impl Read for HeaderOnly {
 
 #[test]
 fn read_frame_refuses_oversized_frames_from_the_header_alone() {
-    for (kind, len) in [
-        (Kind::Offer, u32::MAX),
-        (Kind::Pages, MAX_FRAME + 1),
-        (Kind::Control, MAX_SMALL_FRAME + 1),
-    ] {
-        let mut r = HeaderOnly {
-            h: good(kind as u16, len),
-            pos: 0,
-        };
+    for (kind, len) in [(Kind::Offer, u32::MAX), (Kind::Pages, MAX_FRAME + 1), (Kind::Control, MAX_SMALL_FRAME + 1)] {
+        let mut r = HeaderOnly { h: good(kind as u16, len), pos: 0 };
         let e = frame::read_frame(&mut r).unwrap_err();
-        assert!(
-            matches!(e, FrameError::TooLarge { kind: k, len: l, .. } if k == kind && l == len),
-            "{e:?}"
-        );
+        assert!(matches!(e, FrameError::TooLarge { kind: k, len: l, .. } if k == kind && l == len), "{e:?}");
         assert_eq!(r.pos, HEADER_LEN);
         // The same from a plain cursor of 16 bytes: TooLarge, not an end-of-stream error.
         let h = good(kind as u16, len);
@@ -219,32 +160,15 @@ impl Read for Trickle {
 #[test]
 fn read_frame_handles_short_reads_and_eof() {
     let bytes = frame::encode(Kind::Deputy, &deputy_syscall()).unwrap();
-    let f = frame::read_frame(&mut Trickle {
-        data: bytes.clone(),
-        pos: 0,
-        interrupt: false,
-    })
-    .unwrap();
+    let f = frame::read_frame(&mut Trickle { data: bytes.clone(), pos: 0, interrupt: false }).unwrap();
     assert_eq!(f.decode::<DeputyMsg>().unwrap(), deputy_syscall());
 
     // Nothing at all: a clean close.
-    assert!(matches!(
-        frame::read_frame(&mut Cursor::new(&[][..])),
-        Err(FrameError::Closed)
-    ));
+    assert!(matches!(frame::read_frame(&mut Cursor::new(&[][..])), Err(FrameError::Closed)));
     // Part of a header, or part of a body: an unexpected end of stream, not a clean close.
-    for cut in [
-        1,
-        HEADER_LEN - 1,
-        HEADER_LEN,
-        HEADER_LEN + 1,
-        bytes.len() - 1,
-    ] {
+    for cut in [1, HEADER_LEN - 1, HEADER_LEN, HEADER_LEN + 1, bytes.len() - 1] {
         let e = frame::read_frame(&mut Cursor::new(&bytes[..cut])).unwrap_err();
-        assert!(
-            matches!(&e, FrameError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof),
-            "cut {cut}: {e:?}"
-        );
+        assert!(matches!(&e, FrameError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof), "cut {cut}: {e:?}");
     }
 }
 
@@ -253,10 +177,7 @@ fn parse_frame_requires_the_exact_length() {
     let bytes = frame::encode(Kind::Refuse, &refuse()).unwrap();
     for cut in 0..HEADER_LEN {
         let e = frame::parse_frame(&bytes[..cut]).unwrap_err();
-        assert!(
-            matches!(&e, FrameError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof),
-            "{e:?}"
-        );
+        assert!(matches!(&e, FrameError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof), "{e:?}");
     }
     for cut in HEADER_LEN..bytes.len() {
         let e = frame::parse_frame(&bytes[..cut]).unwrap_err();
@@ -264,58 +185,28 @@ fn parse_frame_requires_the_exact_length() {
     }
     let mut long = bytes.clone();
     long.push(0);
-    assert!(body_err(
-        &frame::parse_frame(&long).unwrap_err(),
-        Kind::Refuse,
-        "length"
-    ));
+    assert!(body_err(&frame::parse_frame(&long).unwrap_err(), Kind::Refuse, "length"));
 }
 
 #[test]
 fn expect_refuses_the_wrong_kind() {
     let f = frame::parse_frame(&frame::encode(Kind::Accept, &accept()).unwrap()).unwrap();
     let e = f.expect::<Accept>(Kind::Refuse).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            FrameError::Unexpected {
-                expected: Kind::Refuse,
-                got: Kind::Accept
-            }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, FrameError::Unexpected { expected: Kind::Refuse, got: Kind::Accept }), "{e:?}");
 }
 
 #[test]
 fn encoders_refuse_oversized_bodies() {
-    let big = Refuse {
-        reason: "x".repeat(MAX_SMALL_FRAME as usize),
-    };
+    let big = Refuse { reason: "x".repeat(MAX_SMALL_FRAME as usize) };
     let e = frame::encode(Kind::Refuse, &big).unwrap_err();
-    assert!(
-        matches!(e, FrameError::TooLarge { kind: Kind::Refuse, limit, .. } if limit == MAX_SMALL_FRAME),
-        "{e:?}"
-    );
+    assert!(matches!(e, FrameError::TooLarge { kind: Kind::Refuse, limit, .. } if limit == MAX_SMALL_FRAME), "{e:?}");
     let mut sink = Vec::new();
     assert!(frame::write_msg(&mut sink, Kind::Refuse, &big).is_err());
-    assert!(
-        sink.is_empty(),
-        "nothing may be written for a refused frame"
-    );
+    assert!(sink.is_empty(), "nothing may be written for a refused frame");
 
     let chunk = vec![0u8; MAX_SMALL_FRAME as usize];
     let e = frame::write_raw(&mut sink, Kind::Deputy, &[&chunk[..], &[0u8][..]]).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            FrameError::TooLarge {
-                kind: Kind::Deputy,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, FrameError::TooLarge { kind: Kind::Deputy, .. }), "{e:?}");
     assert!(sink.is_empty());
     // Exactly at the limit is fine.
     frame::write_raw(&mut sink, Kind::Deputy, &[&chunk]).unwrap();
@@ -333,26 +224,17 @@ where
     assert_eq!(&frame::decode_body::<T>(kind, &body).unwrap(), value);
     for cut in 0..body.len() {
         let e = frame::decode_body::<T>(kind, &body[..cut]).unwrap_err();
-        assert!(
-            matches!(&e, FrameError::Body { kind: k, .. } if *k == kind),
-            "{value:?} cut at {cut}: {e:?}"
-        );
+        assert!(matches!(&e, FrameError::Body { kind: k, .. } if *k == kind), "{value:?} cut at {cut}: {e:?}");
     }
     for extra in [&[0u8][..], &[0xff], &[1, 2, 3]] {
         let mut b = body.clone();
         b.extend_from_slice(extra);
         let e = frame::decode_body::<T>(kind, &b).unwrap_err();
-        assert!(
-            body_err(&e, kind, &format!("{} trailing bytes", extra.len())),
-            "{e:?}"
-        );
+        assert!(body_err(&e, kind, &format!("{} trailing bytes", extra.len())), "{e:?}");
         // Through a whole frame too.
         let mut whole = Header::encode(kind, b.len() as u32).to_vec();
         whole.extend_from_slice(&b);
-        let e = frame::parse_frame(&whole)
-            .unwrap()
-            .decode::<T>()
-            .unwrap_err();
+        let e = frame::parse_frame(&whole).unwrap().decode::<T>().unwrap_err();
         assert!(body_err(&e, kind, "trailing"), "{e:?}");
     }
 }
@@ -369,36 +251,15 @@ fn truncated_and_trailing_bodies_are_refused() {
     truncations_and_trailers_fail(Kind::Context, &context_minimal());
     truncations_and_trailers_fail(Kind::Resumed, &resumed());
     truncations_and_trailers_fail(Kind::Failed, &failed());
-    for m in [
-        deputy_syscall(),
-        deputy_reply(),
-        deputy_signal(),
-        DeputyMsg::Recall,
-        deputy_exit_code(),
-        deputy_exit_signal(),
-        DeputyMsg::Kill,
-    ] {
+    for m in
+        [deputy_syscall(), deputy_reply(), deputy_signal(), DeputyMsg::Recall, deputy_exit_code(), deputy_exit_signal(), DeputyMsg::Kill]
+    {
         truncations_and_trailers_fail(Kind::Deputy, &m);
     }
-    for m in [
-        request_register(),
-        request_done_ok(),
-        request_done_err(),
-        request_moved(),
-        Request::Ps,
-        Request::Status,
-        request_migrate(),
-    ] {
+    for m in [request_register(), request_done_ok(), request_done_err(), request_moved(), Request::Ps, Request::Status, request_migrate()] {
         truncations_and_trailers_fail(Kind::Control, &m);
     }
-    for m in [
-        Reply::Ok,
-        Reply::Registered { node: 3 },
-        reply_ps(),
-        reply_status(),
-        reply_migrated(),
-        reply_error(),
-    ] {
+    for m in [Reply::Ok, Reply::Registered { node: 3 }, reply_ps(), reply_status(), reply_migrated(), reply_error()] {
         truncations_and_trailers_fail(Kind::Control, &m);
     }
     truncations_and_trailers_fail(Kind::Control, &command_home());
@@ -409,16 +270,11 @@ fn truncated_and_trailing_bodies_are_refused() {
 fn malformed_postcard_values_are_refused() {
     // Unknown enum variants.
     assert!(frame::decode_body::<DeputyMsg>(Kind::Deputy, &[6]).is_err());
-    assert!(
-        frame::decode_body::<DeputyMsg>(Kind::Deputy, &[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err()
-    );
+    assert!(frame::decode_body::<DeputyMsg>(Kind::Deputy, &[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
     assert!(frame::decode_body::<Request>(Kind::Control, &[6]).is_err());
     assert!(frame::decode_body::<Reply>(Kind::Control, &[6]).is_err());
     assert!(frame::decode_body::<Command>(Kind::Control, &[1]).is_err());
-    assert!(
-        frame::decode_body::<DeputyMsg>(Kind::Deputy, &[4, 2, 0]).is_err(),
-        "ExitStatus variant 2"
-    );
+    assert!(frame::decode_body::<DeputyMsg>(Kind::Deputy, &[4, 2, 0]).is_err(), "ExitStatus variant 2");
     // A bool other than 0/1.
     assert!(frame::decode_body::<Accept>(Kind::Accept, &[1, 2]).is_err());
     // An Option tag other than 0/1 (Context.rseq follows 27 regs, xstate, sigmask).
@@ -437,11 +293,7 @@ fn malformed_postcard_values_are_refused() {
     assert!(frame::decode_body::<DeputyMsg>(Kind::Deputy, &overlong).is_err());
     assert!(frame::decode_body::<Resumed>(Kind::Resumed, &[0xff, 0xff, 0xff, 0xff, 0x1f]).is_err());
     // An i32 signal that does not fit.
-    assert!(frame::decode_body::<DeputyMsg>(
-        Kind::Deputy,
-        &[2, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
-    )
-    .is_err());
+    assert!(frame::decode_body::<DeputyMsg>(Kind::Deputy, &[2, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
 }
 
 #[test]
@@ -473,49 +325,18 @@ fn huge_declared_lengths_fail_without_huge_allocations() {
 fn exit_statuses_from_the_wire_give_sane_shell_codes() {
     // Exited{Signal{sig}} comes from the remote node: any i32 must map to 128..=255 without
     // overflowing (128 + i32::MAX used to panic in debug builds).
-    for sig in [
-        i32::MIN,
-        -1,
-        0,
-        1,
-        9,
-        15,
-        64,
-        127,
-        128,
-        255,
-        i32::MAX - 127,
-        i32::MAX,
-    ] {
-        let m = DeputyMsg::Exited {
-            status: ExitStatus::Signal { sig, core: false },
-        };
+    for sig in [i32::MIN, -1, 0, 1, 9, 15, 64, 127, 128, 255, i32::MAX - 127, i32::MAX] {
+        let m = DeputyMsg::Exited { status: ExitStatus::Signal { sig, core: false } };
         let bytes = frame::encode(Kind::Deputy, &m).unwrap();
-        let DeputyMsg::Exited { status } = frame::parse_frame(&bytes).unwrap().decode().unwrap()
-        else {
+        let DeputyMsg::Exited { status } = frame::parse_frame(&bytes).unwrap().decode().unwrap() else {
             panic!("not Exited");
         };
         let code = status.shell_code();
         assert!((128..=255).contains(&code), "sig {sig} -> {code}");
     }
     assert_eq!(ExitStatus::Signal { sig: 9, core: true }.shell_code(), 137);
-    assert_eq!(
-        ExitStatus::Signal {
-            sig: 64,
-            core: false
-        }
-        .shell_code(),
-        192
-    );
-    for (c, want) in [
-        (0, 0),
-        (3, 3),
-        (255, 255),
-        (256, 0),
-        (-1, 255),
-        (i32::MIN, 0),
-        (i32::MAX, 255),
-    ] {
+    assert_eq!(ExitStatus::Signal { sig: 64, core: false }.shell_code(), 192);
+    for (c, want) in [(0, 0), (3, 3), (255, 255), (256, 0), (-1, 255), (i32::MIN, 0), (i32::MAX, 255)] {
         assert_eq!(ExitStatus::Code(c).shell_code(), want, "code {c}");
     }
 }
@@ -547,10 +368,7 @@ fn wrong_type_for_a_body_is_an_error_not_a_panic() {
 // ---------------------------------------------------------------- pages
 
 fn page_body(runs: &[(u64, u32)], data_len: usize) -> Vec<u8> {
-    let runs: Vec<PageRun> = runs
-        .iter()
-        .map(|&(addr, npages)| PageRun { addr, npages })
-        .collect();
+    let runs: Vec<PageRun> = runs.iter().map(|&(addr, npages)| PageRun { addr, npages }).collect();
     let mut b = pages::encode_runs(&runs);
     b.resize(b.len() + data_len, 0x5a);
     b
@@ -558,10 +376,7 @@ fn page_body(runs: &[(u64, u32)], data_len: usize) -> Vec<u8> {
 
 fn pages_refused(body: &[u8], needle: &str) {
     let e = pages::decode(body).unwrap_err();
-    assert!(
-        body_err(&e, Kind::Pages, needle),
-        "wanted {needle:?}, got {e:?}"
-    );
+    assert!(body_err(&e, Kind::Pages, needle), "wanted {needle:?}, got {e:?}");
 }
 
 #[test]
@@ -577,33 +392,20 @@ fn misaligned_page_addresses_are_refused() {
         pages_refused(&page_body(&[(addr, 1)], PAGE_SIZE), "not page aligned");
     }
     // The second run is checked too.
-    pages_refused(
-        &page_body(&[(0x1000, 1), (0x3008, 1)], 2 * PAGE_SIZE),
-        "run 1 address",
-    );
+    pages_refused(&page_body(&[(0x1000, 1), (0x3008, 1)], 2 * PAGE_SIZE), "run 1 address");
 }
 
 #[test]
 fn zero_page_runs_are_refused() {
     pages_refused(&page_body(&[(0x1000, 0)], 0), "run 0 is empty");
-    pages_refused(
-        &page_body(&[(0x1000, 1), (0x3000, 0)], PAGE_SIZE),
-        "run 1 is empty",
-    );
+    pages_refused(&page_body(&[(0x1000, 1), (0x3000, 0)], PAGE_SIZE), "run 1 is empty");
 }
 
 #[test]
 fn page_data_length_must_match_the_runs() {
     let runs = [(0x1000, 2), (0x8000, 1)];
     assert!(pages::decode(&page_body(&runs, 3 * PAGE_SIZE)).is_ok());
-    for len in [
-        0,
-        1,
-        PAGE_SIZE,
-        3 * PAGE_SIZE - 1,
-        3 * PAGE_SIZE + 1,
-        4 * PAGE_SIZE,
-    ] {
+    for len in [0, 1, PAGE_SIZE, 3 * PAGE_SIZE - 1, 3 * PAGE_SIZE + 1, 4 * PAGE_SIZE] {
         pages_refused(&page_body(&runs, len), "data bytes");
     }
     // Data with no runs.
@@ -634,10 +436,7 @@ fn too_many_runs_are_refused() {
 fn too_many_pages_are_refused() {
     // Two runs adding up to MAX_PAGES_PER_FRAME + 1 pages (no data needed: counted before).
     let n = MAX_PAGES_PER_FRAME as u32;
-    pages_refused(
-        &page_body(&[(0x1000_0000, n), (0x2000_0000, 1)], 0),
-        "more than",
-    );
+    pages_refused(&page_body(&[(0x1000_0000, n), (0x2000_0000, 1)], 0), "more than");
     pages_refused(&page_body(&[(0x1000_0000, n + 1)], 0), "more than");
     pages_refused(&page_body(&[(0x1000_0000, u32::MAX)], 0), "more than");
 }
@@ -647,25 +446,13 @@ fn runs_leaving_the_user_address_space_are_refused() {
     let top = 1u64 << 47;
     // Ending exactly at the top is accepted; one page further is not.
     assert!(pages::decode(&page_body(&[(top - 4096, 1)], PAGE_SIZE)).is_ok());
-    pages_refused(
-        &page_body(&[(top - 4096, 2)], 2 * PAGE_SIZE),
-        "leaves the user address space",
-    );
-    pages_refused(
-        &page_body(&[(top, 1)], PAGE_SIZE),
-        "leaves the user address space",
-    );
-    pages_refused(
-        &page_body(&[(0xffff_8000_0000_0000, 1)], PAGE_SIZE),
-        "leaves",
-    );
+    pages_refused(&page_body(&[(top - 4096, 2)], 2 * PAGE_SIZE), "leaves the user address space");
+    pages_refused(&page_body(&[(top, 1)], PAGE_SIZE), "leaves the user address space");
+    pages_refused(&page_body(&[(0xffff_8000_0000_0000, 1)], PAGE_SIZE), "leaves");
     // u64 overflow of addr + len.
     pages_refused(&page_body(&[(u64::MAX - 4095, 1)], PAGE_SIZE), "leaves");
     pages_refused(&page_body(&[(u64::MAX - 4095, u32::MAX)], 0), "leaves");
-    pages_refused(
-        &page_body(&[(0x1000, 1), (top, 1)], 2 * PAGE_SIZE),
-        "run 1 at",
-    );
+    pages_refused(&page_body(&[(0x1000, 1), (top, 1)], 2 * PAGE_SIZE), "run 1 at");
 }
 
 #[test]
@@ -685,55 +472,26 @@ fn page_frames_through_the_frame_layer() {
 fn arb_runs() -> impl Strategy<Value = Vec<PageRun>> {
     // Up to 16 runs of 1..=8 pages anywhere in the user address space (overlaps are not the
     // decoder's business).
-    prop::collection::vec(
-        (0u64..(1 << 35) - 8, 1u32..=8).prop_map(|(page, npages)| PageRun {
-            addr: page << 12,
-            npages,
-        }),
-        0..16,
-    )
+    prop::collection::vec((0u64..(1 << 35) - 8, 1u32..=8).prop_map(|(page, npages)| PageRun { addr: page << 12, npages }), 0..16)
 }
 
 fn arb_buf() -> impl Strategy<Value = Buf> {
     prop_oneof![
-        (any::<u8>(), prop::collection::vec(any::<u8>(), 0..32))
-            .prop_map(|(arg, data)| Buf::In { arg, data }),
-        (any::<u8>(), any::<u32>(), any::<bool>()).prop_map(|(arg, len, by_ret)| Buf::Out {
-            arg,
-            len,
-            by_ret
-        }),
+        (any::<u8>(), prop::collection::vec(any::<u8>(), 0..32)).prop_map(|(arg, data)| Buf::In { arg, data }),
+        (any::<u8>(), any::<u32>(), any::<bool>()).prop_map(|(arg, len, by_ret)| Buf::Out { arg, len, by_ret }),
     ]
 }
 
 fn arb_deputy() -> impl Strategy<Value = DeputyMsg> {
     prop_oneof![
-        (
-            any::<u64>(),
-            any::<u32>(),
-            any::<[u64; 6]>(),
-            prop::collection::vec(arb_buf(), 0..4)
-        )
-            .prop_map(|(seq, nr, args, bufs)| DeputyMsg::Syscall {
-                seq,
-                nr,
-                args,
-                bufs
-            }),
-        (
-            any::<u64>(),
-            any::<i64>(),
-            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..16), 0..4)
-        )
+        (any::<u64>(), any::<u32>(), any::<[u64; 6]>(), prop::collection::vec(arb_buf(), 0..4))
+            .prop_map(|(seq, nr, args, bufs)| DeputyMsg::Syscall { seq, nr, args, bufs }),
+        (any::<u64>(), any::<i64>(), prop::collection::vec(prop::collection::vec(any::<u8>(), 0..16), 0..4))
             .prop_map(|(seq, ret, outs)| DeputyMsg::Reply { seq, ret, outs }),
         any::<i32>().prop_map(|sig| DeputyMsg::Signal { sig }),
         Just(DeputyMsg::Recall),
-        any::<i32>().prop_map(|c| DeputyMsg::Exited {
-            status: ExitStatus::Code(c)
-        }),
-        (any::<i32>(), any::<bool>()).prop_map(|(sig, core)| DeputyMsg::Exited {
-            status: ExitStatus::Signal { sig, core }
-        }),
+        any::<i32>().prop_map(|c| DeputyMsg::Exited { status: ExitStatus::Code(c) }),
+        (any::<i32>(), any::<bool>()).prop_map(|(sig, core)| DeputyMsg::Exited { status: ExitStatus::Signal { sig, core } }),
         Just(DeputyMsg::Kill),
     ]
 }

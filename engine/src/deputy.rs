@@ -1,0 +1,124 @@
+//! The deputy: the original task at home, stopped, its user memory released, executing forwarded
+//! system calls in its own context (its fds, cwd, credentials, pid and parent stay as they were).
+use crate::ptrace::{Stopped, Tracee};
+use crate::{mem, procfs, Error};
+use mos_proto::deputy::{Buf, ExitStatus, MAX_BUF};
+use mos_proto::migration::Rseq;
+use nix::sys::signal::Signal;
+
+/// Bytes of the deputy's buffer area (in/out buffers of one forwarded call).
+const AREA: u64 = MAX_BUF as u64 + 4096;
+
+#[derive(Debug)]
+pub struct Deputy {
+    t: Tracee<Stopped>,
+    area: u64,
+}
+
+impl Deputy {
+    /// Turns a frozen task into a deputy: unregister rseq, unmap all user memory (the kernel's
+    /// vDSO areas stay: they hold the injection gadget), map the buffer area.
+    pub fn release(mut t: Tracee<Stopped>, rseq: Option<&Rseq>) -> Result<Deputy, Error> {
+        if let Some(r) = rseq {
+            // Ignore failure: it was not registered (or already unregistered).
+            let _ = t.inject(libc::SYS_rseq, [r.ptr, u64::from(r.len), 1, u64::from(r.sig), 0, 0]);
+        }
+        for m in procfs::maps(t.pid())?.iter().filter(|m| !m.is_special()) {
+            t.inject_ok("munmap(release)", libc::SYS_munmap, [m.start, m.len(), 0, 0, 0, 0])?;
+        }
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let area = t.inject_ok("mmap(deputy area)", libc::SYS_mmap, [0, AREA, prot, flags, u64::MAX, 0])?;
+        Ok(Deputy { t, area })
+    }
+
+    pub fn tracee(&mut self) -> &mut Tracee<Stopped> {
+        &mut self.t
+    }
+
+    pub fn into_tracee(self) -> Tracee<Stopped> {
+        self.t
+    }
+
+    /// Executes a forwarded call. Returns the raw result and the `Out` buffers.
+    /// A call interrupted by a signal (which the deputy holds back) is restarted.
+    pub fn execute(&mut self, nr: u32, mut args: [u64; 6], bufs: &[Buf]) -> Result<(i64, Vec<Vec<u8>>), Error> {
+        let pid = self.t.pid();
+        let mut off = 0u64;
+        let mut outs = Vec::new();
+        for b in bufs {
+            let (arg, len) = match b {
+                Buf::In { arg, data } => (*arg, data.len() as u64),
+                Buf::Out { arg, len, .. } => (*arg, u64::from(*len)),
+            };
+            if arg > 5 || off + len > MAX_BUF as u64 {
+                return Ok((-(libc::EINVAL as i64), Vec::new()));
+            }
+            args[arg as usize] = self.area + off;
+            if let Buf::In { data, .. } = b {
+                if !data.is_empty() {
+                    mem::writev(pid, &[(self.area + off, data.len())], data)?;
+                }
+            } else {
+                outs.push((self.area + off, len));
+            }
+            off = (off + len + 15) & !15;
+        }
+        let ret = loop {
+            let r = self.t.inject(nr as libc::c_long, args)?;
+            if !matches!(-r, 512 | 513 | 514 | 516) {
+                break r;
+            }
+        };
+        let mut out_data = Vec::new();
+        let mut i = 0;
+        for b in bufs {
+            if let Buf::Out { len, by_ret, .. } = b {
+                let (addr, _) = outs[i];
+                i += 1;
+                let n = if ret < 0 {
+                    0
+                } else if *by_ret {
+                    (ret as u64).min(u64::from(*len))
+                } else {
+                    u64::from(*len)
+                };
+                let mut v = vec![0u8; n as usize];
+                if n > 0 {
+                    mem::readv(pid, &[(addr, n as usize)], &mut v)?;
+                }
+                out_data.push(v);
+            }
+        }
+        Ok((ret, out_data))
+    }
+
+    /// Ends the deputy the way the remote process ended, so the parent at home sees that status.
+    pub fn end(mut self, status: ExitStatus) -> Result<(), Error> {
+        let pid = self.t.pid();
+        match status {
+            ExitStatus::Code(c) => {
+                let mut r = self.t.regs()?;
+                r.rax = libc::SYS_exit_group as u64;
+                r.orig_rax = u64::MAX;
+                r.rdi = c as u64;
+                r.rip = self.t.gadget();
+                self.t.set_regs(r)?;
+                self.t.detach(None)
+            }
+            ExitStatus::Signal { sig, .. } => {
+                let s = Signal::try_from(sig).unwrap_or(Signal::SIGKILL);
+                // No core file from an empty deputy; default action; signal unblocked.
+                let _ = crate::sys::set_rlimit(pid, libc::RLIMIT_CORE, 0, 0);
+                mem::writev(pid, &[(self.area, 32)], &[0u8; 32])?;
+                self.t.inject(libc::SYS_rt_sigaction, [sig as u64, self.area, 0, 8, 0, 0])?;
+                let mask = self.t.sigmask()? & !(1u64 << (sig - 1));
+                self.t.set_sigmask(mask)?;
+                // The signal pends while the task is stopped and acts on detach (or kills at once).
+                let _ = nix::sys::signal::kill(pid, s);
+                let _ = self.t.detach(None);
+                Ok(())
+            }
+        }
+    }
+}

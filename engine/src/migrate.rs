@@ -1,0 +1,182 @@
+//! Whole-migration procedures used by the home supervisor (mosrun) and the migration server (mosd).
+use crate::capture::{self, thaw};
+use crate::deputy::Deputy;
+use crate::guest::Guest;
+use crate::ptrace::{Stopped, Tracee};
+use crate::restore::{self, Options};
+use crate::{sys, Error};
+use mos_proto::deputy::DeputyMsg;
+use mos_proto::frame::{self, Kind};
+use mos_proto::migration::*;
+use nix::unistd::Pid;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// How long a peer may stay silent during a migration before it is given up on.
+pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A migration that did not happen. `at_home` says whether the process is intact and running at
+/// home (always true for a failed move out of home).
+#[derive(Debug, thiserror::Error)]
+#[error("{source} (the process {})", if *at_home { "keeps running at home" } else { "could not be kept" })]
+pub struct Failure {
+    #[source]
+    pub source: Error,
+    pub at_home: bool,
+}
+
+/// A process that now runs elsewhere: its deputy and the channel to its remote component.
+#[derive(Debug)]
+pub struct Away {
+    pub deputy: Deputy,
+    pub stream: TcpStream,
+    pub remote_pid: u32,
+    pub stats: Stats,
+}
+
+/// Moves process `pid` from home to the mosd at `target`. On failure the process continues at
+/// home as if nothing happened.
+pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away, Failure> {
+    let start = Instant::now();
+    let fail = |e: Error| Failure { source: e, at_home: true };
+    // Connect first: an unreachable node costs the process no freeze at all.
+    let mut stream =
+        TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(|e| fail(Error::Connect { addr: target, source: e }))?;
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(MIGRATION_TIMEOUT));
+    let mut t = capture::freeze(pid).map_err(fail)?;
+    let frozen_at = Instant::now();
+    let img = match capture::capture(&mut t, pid.as_raw() as u32, home_node, Reason::Manual) {
+        Ok(i) => i,
+        Err(e) => {
+            // Registers are untouched by capture; resume as it was.
+            let mut r = t.regs().map_err(fail)?;
+            crate::ptrace::fixup_restart(&mut r, true);
+            let _ = thaw(t, r);
+            return Err(fail(e));
+        }
+    };
+    let sent = match capture::send(&mut stream, &mut t, &img, frozen_at) {
+        Ok(s) => s,
+        Err(e) => {
+            thaw(t, img.home_regs).map_err(|te| Failure { source: te, at_home: false })?;
+            return Err(fail(e));
+        }
+    };
+    let pending = std::mem::take(&mut t.pending_signals);
+    let deputy = Deputy::release(t, img.context.rseq.as_ref()).map_err(|e| Failure { source: e, at_home: false })?;
+    let _ = stream.set_read_timeout(None);
+    for s in pending {
+        let _ = frame::write_msg(&mut stream, Kind::Deputy, &DeputyMsg::Signal { sig: s as i32 });
+    }
+    let mut stats = sent.stats;
+    stats.total_us = start.elapsed().as_micros() as u64;
+    Ok(Away { deputy, stream, remote_pid: sent.remote_pid, stats })
+}
+
+/// Receives a process coming home (its `Offer` already read from the deputy channel) into the
+/// deputy. On success the process runs natively at home again. On failure the deputy is put back
+/// in its released state and the remote copy keeps running.
+pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Result<(Stats, Pid), (Error, Deputy)> {
+    let start = Instant::now();
+    let mut t = deputy.into_tracee();
+    let pid = t.pid();
+    let redeputy = |t: Tracee<Stopped>, e: Error| -> Result<(Stats, Pid), (Error, Deputy)> {
+        match Deputy::release(t, None) {
+            Ok(d) => Err((e, d)),
+            Err(e2) => panic!("deputy of {pid} lost after a failed return home: {e}; then {e2}"),
+        }
+    };
+    let accept = match restore::check_offer(&t, offer) {
+        Ok(a) => a,
+        Err(reason) => {
+            let _ = frame::write_msg(away, Kind::Refuse, &Refuse { reason: reason.clone() });
+            return redeputy(t, Error::Refused(reason));
+        }
+    };
+    if let Err(e) = frame::write_msg(away, Kind::Accept, &accept) {
+        return redeputy(t, e.into());
+    }
+    let _ = away.set_read_timeout(Some(MIGRATION_TIMEOUT));
+    let r = restore::receive(away, offer, &mut t, Options { set_exe: false, install_filter: false });
+    let _ = away.set_read_timeout(None);
+    let got = match r {
+        Ok((_, got)) => got,
+        Err(e) => {
+            let _ = frame::write_msg(away, Kind::Failed, &Failed { reason: e.to_string() });
+            return redeputy(t, e);
+        }
+    };
+    // Home always wins from here: even if Resumed cannot be sent, the remote copy dies with the channel.
+    let _ = frame::write_msg(away, Kind::Resumed, &Resumed { remote_pid: pid.as_raw() as u32 });
+    let pending = std::mem::take(&mut t.pending_signals);
+    t.detach(None).map_err(|e| (e, panic_deputy(pid)))?;
+    for s in pending {
+        let _ = nix::sys::signal::kill(pid, s);
+    }
+    let stats = Stats {
+        frozen_us: start.elapsed().as_micros() as u64,
+        total_us: start.elapsed().as_micros() as u64,
+        rounds: 1,
+        pages_sent: got.pages,
+        bytes_sent: got.bytes,
+        ..Stats::default()
+    };
+    Ok((stats, pid))
+}
+
+fn panic_deputy(pid: Pid) -> Deputy {
+    panic!("process {pid} restored at home but could not be resumed")
+}
+
+/// Which node-specific identity a fresh remote component takes.
+pub fn accept_guest(stream: &mut TcpStream) -> Result<(Guest, Stats), Error> {
+    let start = Instant::now();
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(MIGRATION_TIMEOUT));
+    let offer: Offer = frame::read_frame(stream)?.expect(Kind::Offer)?;
+    let refuse = |stream: &mut TcpStream, reason: String| {
+        let _ = frame::write_msg(stream, Kind::Refuse, &Refuse { reason: reason.clone() });
+        Error::Refused(reason)
+    };
+    let child =
+        sys::fork_stub(sys::StubIdentity { uid: offer.uid, gid: offer.gid }).map_err(|e| Error::Sys { what: "fork", pid: 0, errno: e })?;
+    let mut t = match Tracee::<Stopped>::from_traceme_child(child) {
+        Ok(t) => t,
+        Err(e) => return Err(refuse(stream, format!("cannot start a stub process: {e}"))),
+    };
+    let accept = match restore::check_offer(&t, &offer) {
+        Ok(a) => a,
+        Err(reason) => {
+            t.kill();
+            return Err(refuse(stream, reason));
+        }
+    };
+    crate::fault::point("after-offer");
+    if let Err(e) = frame::write_msg(stream, Kind::Accept, &accept) {
+        t.kill();
+        return Err(e.into());
+    }
+    crate::fault::point("after-accept");
+    let (listener, got) = match restore::receive(stream, &offer, &mut t, Options { set_exe: true, install_filter: true }) {
+        Ok((Some(l), got)) => (l, got),
+        Ok((None, _)) => unreachable!("install_filter was requested"),
+        Err(e) => {
+            let _ = frame::write_msg(stream, Kind::Failed, &Failed { reason: e.to_string() });
+            t.kill();
+            return Err(e);
+        }
+    };
+    crate::fault::point("before-resumed");
+    let pid = t.pid();
+    let pidfd = sys::pidfd_open(pid).map_err(|e| Error::Sys { what: "pidfd_open", pid: pid.as_raw(), errno: e })?;
+    if let Err(e) = frame::write_msg(stream, Kind::Resumed, &Resumed { remote_pid: pid.as_raw() as u32 }) {
+        t.kill();
+        return Err(e.into());
+    }
+    t.detach(None)?;
+    let _ = stream.set_read_timeout(None);
+    let stats =
+        Stats { total_us: start.elapsed().as_micros() as u64, rounds: 1, pages_sent: got.pages, bytes_sent: got.bytes, ..Stats::default() };
+    Ok((Guest { pid, listener, pidfd, home_pid: offer.home_pid, home_node: offer.home_node }, stats))
+}

@@ -1,0 +1,228 @@
+//! A typestate wrapper over ptrace: only a [`Stopped`] tracee can have its registers and memory read
+//! or written, or system calls injected. Injection uses a `syscall` instruction found in the tracee's
+//! own vDSO with PTRACE_SYSCALL entry/exit stops, so no code is ever written into the process.
+use crate::sys;
+use crate::Error;
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::marker::PhantomData;
+
+/// State marker: the tracee runs.
+#[derive(Debug)]
+pub struct Running;
+/// State marker: the tracee sits in a ptrace stop.
+#[derive(Debug)]
+pub struct Stopped;
+
+/// `struct user_regs_struct`.
+pub type Regs = libc::user_regs_struct;
+
+/// How the tracee ended while we waited for a stop.
+fn gone(pid: Pid, ws: WaitStatus) -> Error {
+    Error::TraceeGone { pid: pid.as_raw(), how: format!("{ws:?}") }
+}
+
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+
+/// Undoes an interrupted system call the way the kernel would on return to user mode, so the regs
+/// can be resumed with `orig_rax = -1`. `same_task` keeps restart_syscall for RESTARTBLOCK (the
+/// kernel's restart block only survives in the same task); a new task restarts the call itself.
+pub fn fixup_restart(regs: &mut Regs, same_task: bool) {
+    if (regs.orig_rax as i64) >= 0 {
+        let e = -(regs.rax as i64);
+        if matches!(e, ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK) {
+            regs.rax = if e == ERESTART_RESTARTBLOCK && same_task { libc::SYS_restart_syscall as u64 } else { regs.orig_rax };
+            regs.rip -= 2;
+        }
+    }
+    regs.orig_rax = u64::MAX;
+}
+
+/// A traced task in state `S`.
+#[derive(Debug)]
+pub struct Tracee<S> {
+    pid: Pid,
+    /// Address of a `syscall` instruction (in the vDSO) used for injection.
+    gadget: u64,
+    /// Signals that arrived while we held the task; they were suppressed and must be delivered later.
+    pub pending_signals: Vec<Signal>,
+    _s: PhantomData<S>,
+}
+
+impl<S> Tracee<S> {
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+    fn to<T>(self) -> Tracee<T> {
+        Tracee { pid: self.pid, gadget: self.gadget, pending_signals: self.pending_signals, _s: PhantomData }
+    }
+}
+
+impl Tracee<Running> {
+    /// PTRACE_SEIZE (no stop yet).
+    pub fn seize(pid: Pid) -> Result<Tracee<Running>, Error> {
+        let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD;
+        ptrace::seize(pid, opts).map_err(|e| Error::Sys { what: "PTRACE_SEIZE", pid: pid.as_raw(), errno: e })?;
+        Ok(Tracee { pid, gadget: 0, pending_signals: Vec::new(), _s: PhantomData })
+    }
+
+    /// PTRACE_INTERRUPT and wait for the stop. Signals that race with the interrupt are recorded
+    /// in `pending_signals` and suppressed.
+    pub fn interrupt(self) -> Result<Tracee<Stopped>, Error> {
+        let pid = self.pid;
+        ptrace::interrupt(pid).map_err(|e| Error::Sys { what: "PTRACE_INTERRUPT", pid: pid.as_raw(), errno: e })?;
+        let mut t = self.to::<Stopped>();
+        loop {
+            match wait_stop(pid)? {
+                WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_STOP => break,
+                WaitStatus::Stopped(_, sig) => {
+                    // signal-delivery-stop: hold the signal back, keep waiting for the interrupt stop.
+                    t.pending_signals.push(sig);
+                    ptrace::cont(pid, None).map_err(|e| Error::Sys { what: "PTRACE_CONT", pid: pid.as_raw(), errno: e })?;
+                }
+                WaitStatus::PtraceSyscall(_) => {
+                    ptrace::cont(pid, None).map_err(|e| Error::Sys { what: "PTRACE_CONT", pid: pid.as_raw(), errno: e })?;
+                }
+                other => return Err(gone(pid, other)),
+            }
+        }
+        t.gadget = find_gadget(pid)?;
+        Ok(t)
+    }
+}
+
+fn wait_stop(pid: Pid) -> Result<WaitStatus, Error> {
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+            Ok(ws) => return Ok(ws),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::Sys { what: "waitpid", pid: pid.as_raw(), errno: e }),
+        }
+    }
+}
+
+/// Finds a `syscall` (0f 05) instruction in the task's vDSO.
+pub fn find_gadget(pid: Pid) -> Result<u64, Error> {
+    let maps = crate::procfs::maps(pid)?;
+    let vdso = maps
+        .iter()
+        .find(|m| m.name == "[vdso]")
+        .ok_or_else(|| Error::Unsupported { pid: pid.as_raw(), reason: "the process has no vDSO".into() })?;
+    let bytes = crate::mem::read_mem(pid, vdso.start, (vdso.end - vdso.start) as usize)?;
+    let off = bytes
+        .windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .ok_or_else(|| Error::Unsupported { pid: pid.as_raw(), reason: "no syscall instruction in the vDSO".into() })?;
+    Ok(vdso.start + off as u64)
+}
+
+impl Tracee<Stopped> {
+    /// Adopts a child that called PTRACE_TRACEME and stopped itself with SIGSTOP.
+    pub fn from_traceme_child(pid: Pid) -> Result<Tracee<Stopped>, Error> {
+        match wait_stop(pid)? {
+            WaitStatus::Stopped(_, Signal::SIGSTOP) => {}
+            other => return Err(gone(pid, other)),
+        }
+        ptrace::setoptions(pid, ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_EXITKILL).map_err(|e| Error::Sys {
+            what: "PTRACE_SETOPTIONS",
+            pid: pid.as_raw(),
+            errno: e,
+        })?;
+        let gadget = find_gadget(pid)?;
+        Ok(Tracee { pid, gadget, pending_signals: Vec::new(), _s: PhantomData })
+    }
+
+    pub fn regs(&self) -> Result<Regs, Error> {
+        ptrace::getregs(self.pid).map_err(|e| Error::Sys { what: "PTRACE_GETREGS", pid: self.pid.as_raw(), errno: e })
+    }
+    pub fn set_regs(&mut self, r: Regs) -> Result<(), Error> {
+        ptrace::setregs(self.pid, r).map_err(|e| Error::Sys { what: "PTRACE_SETREGS", pid: self.pid.as_raw(), errno: e })
+    }
+    pub fn xstate(&self) -> Result<Vec<u8>, Error> {
+        sys::get_xstate(self.pid).map_err(|e| Error::Sys { what: "PTRACE_GETREGSET(XSTATE)", pid: self.pid.as_raw(), errno: e })
+    }
+    pub fn set_xstate(&mut self, x: &[u8]) -> Result<(), Error> {
+        sys::set_xstate(self.pid, x).map_err(|e| Error::Sys { what: "PTRACE_SETREGSET(XSTATE)", pid: self.pid.as_raw(), errno: e })
+    }
+    pub fn sigmask(&self) -> Result<u64, Error> {
+        sys::get_sigmask(self.pid).map_err(|e| Error::Sys { what: "PTRACE_GETSIGMASK", pid: self.pid.as_raw(), errno: e })
+    }
+    pub fn set_sigmask(&mut self, m: u64) -> Result<(), Error> {
+        sys::set_sigmask(self.pid, m).map_err(|e| Error::Sys { what: "PTRACE_SETSIGMASK", pid: self.pid.as_raw(), errno: e })
+    }
+    pub fn rseq(&self) -> Result<Option<(u64, u32, u32)>, Error> {
+        sys::get_rseq(self.pid).map_err(|e| Error::Sys { what: "PTRACE_GET_RSEQ_CONFIGURATION", pid: self.pid.as_raw(), errno: e })
+    }
+
+    /// The `syscall` instruction used for injection.
+    pub fn gadget(&self) -> u64 {
+        self.gadget
+    }
+    /// After the vDSO moved by `delta` bytes, the gadget moved with it.
+    pub fn vdso_moved(&mut self, old_base: u64, new_base: u64) {
+        self.gadget = self.gadget - old_base + new_base;
+    }
+
+    /// Runs system call `nr` in the tracee and returns its raw result (negative errno on failure).
+    /// The tracee's registers are preserved. Signals that arrive meanwhile are recorded in
+    /// `pending_signals` and suppressed.
+    pub fn inject(&mut self, nr: libc::c_long, args: [u64; 6]) -> Result<i64, Error> {
+        let pid = self.pid;
+        let saved = self.regs()?;
+        let mut r = saved;
+        r.rax = nr as u64;
+        r.orig_rax = u64::MAX;
+        r.rdi = args[0];
+        r.rsi = args[1];
+        r.rdx = args[2];
+        r.r10 = args[3];
+        r.r8 = args[4];
+        r.r9 = args[5];
+        r.rip = self.gadget;
+        self.set_regs(r)?;
+        let mut entered = false;
+        let ret = loop {
+            ptrace::syscall(pid, None).map_err(|e| Error::Sys { what: "PTRACE_SYSCALL", pid: pid.as_raw(), errno: e })?;
+            match wait_stop(pid)? {
+                WaitStatus::PtraceSyscall(_) if !entered => entered = true,
+                WaitStatus::PtraceSyscall(_) => break self.regs()?.rax as i64,
+                WaitStatus::Stopped(_, sig) => self.pending_signals.push(sig),
+                WaitStatus::PtraceEvent(..) => {}
+                other => return Err(gone(pid, other)),
+            }
+        };
+        self.set_regs(saved)?;
+        Ok(ret)
+    }
+
+    /// Like [`inject`](Self::inject) but turns a negative result into an error naming the call.
+    pub fn inject_ok(&mut self, what: &'static str, nr: libc::c_long, args: [u64; 6]) -> Result<u64, Error> {
+        let r = self.inject(nr, args)?;
+        if r < 0 && r > -4096 {
+            return Err(Error::Injected { what, pid: self.pid.as_raw(), errno: Errno::from_raw((-r) as i32) });
+        }
+        Ok(r as u64)
+    }
+
+    /// Resumes the tracee and stops tracing it. `sig` is delivered on resume.
+    pub fn detach(self, sig: Option<Signal>) -> Result<(), Error> {
+        ptrace::detach(self.pid, sig).map_err(|e| Error::Sys { what: "PTRACE_DETACH", pid: self.pid.as_raw(), errno: e })
+    }
+
+    /// Ends the tracee (SIGKILL) and reaps it if it is our child.
+    pub fn kill(self) {
+        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+        let _ = waitpid(self.pid, Some(WaitPidFlag::__WALL));
+    }
+
+    /// Resumes the tracee with `sig` delivered (used to end a deputy by a signal).
+    pub fn cont_with(self, sig: Signal) -> Result<(), Error> {
+        ptrace::cont(self.pid, Some(sig)).map_err(|e| Error::Sys { what: "PTRACE_CONT", pid: self.pid.as_raw(), errno: e })
+    }
+}

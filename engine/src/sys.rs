@@ -1,0 +1,226 @@
+//! Every FFI call of the engine lives here, each behind a small safe function.
+//! Invariants are named in `SAFETY:` comments; callers never see raw pointers.
+#![allow(unsafe_code)]
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+const NT_X86_XSTATE: libc::c_int = 0x202;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+/// Largest xstate buffer we accept (the kernel reports the real size back).
+pub const XSTATE_MAX: usize = 16384;
+
+fn check(r: libc::c_long) -> Result<libc::c_long, Errno> {
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Reads the NT_X86_XSTATE regset of a ptrace-stopped tracee.
+pub fn get_xstate(pid: Pid) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; XSTATE_MAX];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: iov points to `buf`, which is valid for writes of iov_len bytes for the whole call;
+    // the kernel shrinks iov_len to the bytes written.
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, pid.as_raw(), NT_X86_XSTATE, &mut iov as *mut libc::iovec) };
+    check(r)?;
+    buf.truncate(iov.iov_len);
+    Ok(buf)
+}
+
+/// Writes the NT_X86_XSTATE regset of a ptrace-stopped tracee.
+pub fn set_xstate(pid: Pid, xstate: &[u8]) -> Result<(), Errno> {
+    let mut iov = libc::iovec { iov_base: xstate.as_ptr() as *mut libc::c_void, iov_len: xstate.len() };
+    // SAFETY: iov describes `xstate`, valid for reads of iov_len bytes; SETREGSET only reads it.
+    let r = unsafe { libc::ptrace(libc::PTRACE_SETREGSET, pid.as_raw(), NT_X86_XSTATE, &mut iov as *mut libc::iovec) };
+    check(r).map(drop)
+}
+
+/// PTRACE_GETSIGMASK.
+pub fn get_sigmask(pid: Pid) -> Result<u64, Errno> {
+    let mut mask: u64 = 0;
+    // SAFETY: the kernel writes exactly `data`=8 bytes (size argument) into `mask`, a valid u64.
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGMASK, pid.as_raw(), 8usize, &mut mask as *mut u64) };
+    check(r)?;
+    Ok(mask)
+}
+
+/// PTRACE_SETSIGMASK.
+pub fn set_sigmask(pid: Pid, mask: u64) -> Result<(), Errno> {
+    // SAFETY: the kernel reads 8 bytes from `&mask`, a valid u64 that outlives the call.
+    let r = unsafe { libc::ptrace(libc::PTRACE_SETSIGMASK, pid.as_raw(), 8usize, &mask as *const u64) };
+    check(r).map(drop)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct RseqConf {
+    ptr: u64,
+    len: u32,
+    sig: u32,
+    flags: u32,
+    pad: u32,
+}
+
+/// PTRACE_GET_RSEQ_CONFIGURATION: `Some((ptr, len, sig))` when rseq is registered.
+pub fn get_rseq(pid: Pid) -> Result<Option<(u64, u32, u32)>, Errno> {
+    let mut c = RseqConf::default();
+    // SAFETY: `c` is a repr(C) struct of the kernel's layout and size (24 bytes), passed with its size.
+    let r =
+        unsafe { libc::ptrace(PTRACE_GET_RSEQ_CONFIGURATION as _, pid.as_raw(), std::mem::size_of::<RseqConf>(), &mut c as *mut RseqConf) };
+    check(r)?;
+    Ok((c.ptr != 0).then_some((c.ptr, c.len, c.sig)))
+}
+
+/// get_robust_list(pid): the robust futex list head and length of another task.
+pub fn get_robust_list(pid: Pid) -> Result<(u64, u64), Errno> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: both out-pointers point to valid, writable locals of the sizes the kernel writes.
+    let r = unsafe { libc::syscall(libc::SYS_get_robust_list, pid.as_raw(), &mut head as *mut u64, &mut len as *mut usize) };
+    check(r)?;
+    Ok((head, len as u64))
+}
+
+/// pidfd_open(pid, 0).
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let fd = check(r)? as RawFd;
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// pidfd_getfd: duplicates descriptor `fd` of the process behind `pidfd` into this process.
+pub fn pidfd_getfd(pidfd: RawFd, fd: RawFd) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) };
+    let nfd = check(r)? as RawFd;
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(nfd) })
+}
+
+/// prlimit(pid, resource, new): sets a limit of another process.
+pub fn set_rlimit(pid: Pid, resource: libc::__rlimit_resource_t, cur: u64, max: u64) -> Result<(), Errno> {
+    let new = libc::rlimit { rlim_cur: cur, rlim_max: max };
+    // SAFETY: `new` is a valid rlimit read by the kernel; the old-limit pointer is null (not wanted).
+    let r = unsafe { libc::prlimit(pid.as_raw(), resource, &new, std::ptr::null_mut()) };
+    check(r as libc::c_long).map(drop)
+}
+
+/// `struct seccomp_data` (64 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeccompData {
+    pub nr: i32,
+    pub arch: u32,
+    pub instruction_pointer: u64,
+    pub args: [u64; 6],
+}
+
+/// `struct seccomp_notif` (80 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeccompNotif {
+    pub id: u64,
+    pub pid: u32,
+    pub flags: u32,
+    pub data: SeccompData,
+}
+
+#[repr(C)]
+struct SeccompNotifResp {
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+}
+
+const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+const SECCOMP_IOCTL_NOTIF_ID_VALID: libc::c_ulong = 0x4008_2102;
+/// Let the intercepted call run in the target as if it had not been intercepted.
+pub const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
+
+/// Receives one seccomp notification (blocks until one is pending).
+pub fn notif_recv(listener: RawFd) -> Result<SeccompNotif, Errno> {
+    let mut n = SeccompNotif::default();
+    // SAFETY: `n` is a zeroed repr(C) seccomp_notif of the size encoded in the ioctl number.
+    let r = unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &mut n as *mut SeccompNotif) };
+    check(r as libc::c_long)?;
+    Ok(n)
+}
+
+/// Answers notification `id`: `Ok(val)` returns val, `Err(errno)` fails the call, `continue_` runs it.
+pub fn notif_send(listener: RawFd, id: u64, result: Result<i64, i32>, continue_: bool) -> Result<(), Errno> {
+    let (val, error) = match result {
+        Ok(v) => (v, 0),
+        Err(e) => (0, -e.abs()),
+    };
+    let mut resp = SeccompNotifResp { id, val, error, flags: if continue_ { SECCOMP_USER_NOTIF_FLAG_CONTINUE } else { 0 } };
+    if continue_ {
+        resp.val = 0;
+        resp.error = 0;
+    }
+    // SAFETY: `resp` is a repr(C) seccomp_notif_resp of the size encoded in the ioctl number.
+    let r = unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &mut resp as *mut SeccompNotifResp) };
+    check(r as libc::c_long).map(drop)
+}
+
+/// Is notification `id` still pending (the task still waits for it)?
+pub fn notif_id_valid(listener: RawFd, id: u64) -> bool {
+    let mut v = id;
+    // SAFETY: the ioctl reads one u64 from a valid local.
+    let r = unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &mut v as *mut u64) };
+    r == 0
+}
+
+/// Identity the stub takes before it is traced.
+#[derive(Debug, Clone, Copy)]
+pub struct StubIdentity {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Forks a stub child that drops every descriptor, takes `id`, asks to die with its parent thread,
+/// sets no_new_privs (so an unprivileged stub may install a seccomp filter), asks to be traced and
+/// stops itself. Returns the child's pid; the caller waits for its SIGSTOP.
+///
+/// Only raw system calls run in the child: the caller may be multi-threaded.
+pub fn fork_stub(id: StubIdentity) -> Result<Pid, Errno> {
+    // SAFETY: the child branch below only issues raw system calls and `_exit`, which are
+    // async-signal-safe, so forking a multi-threaded process is sound; the parent branch returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Errno::last());
+    }
+    if pid > 0 {
+        return Ok(Pid::from_raw(pid));
+    }
+    // Child: raw syscalls only.
+    // SAFETY: integer-argument syscalls; on any failure the child exits at once with a distinct code.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        libc::syscall(libc::SYS_setsid);
+        if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) < 0 && id.uid != 0 {
+            libc::_exit(120);
+        }
+        if libc::syscall(libc::SYS_setresgid, id.gid, id.gid, id.gid) < 0 {
+            libc::_exit(121);
+        }
+        if libc::syscall(libc::SYS_setresuid, id.uid, id.uid, id.uid) < 0 {
+            libc::_exit(122);
+        }
+        libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::syscall(libc::SYS_prctl, libc::PR_SET_DUMPABLE, 1);
+        libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        if libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
+            libc::_exit(123);
+        }
+        libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), libc::SIGSTOP);
+        libc::_exit(124);
+    }
+}
