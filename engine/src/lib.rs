@@ -43,7 +43,12 @@ pub enum Error {
     #[error("process {pid} cannot migrate: {reason}")]
     Unsupported { pid: i32, reason: String },
     #[error("traced process {pid} ended unexpectedly ({how})")]
-    TraceeGone { pid: i32, how: String },
+    TraceeGone {
+        pid: i32,
+        how: String,
+        /// Shell-style status if it exited or was killed (the status was reaped with it).
+        code: Option<i32>,
+    },
     #[error("cannot connect to {addr}")]
     Connect {
         addr: std::net::SocketAddr,

@@ -22,7 +22,12 @@ pub type Regs = libc::user_regs_struct;
 
 /// How the tracee ended while we waited for a stop.
 fn gone(pid: Pid, ws: WaitStatus) -> Error {
-    Error::TraceeGone { pid: pid.as_raw(), how: format!("{ws:?}") }
+    let code = match ws {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    };
+    Error::TraceeGone { pid: pid.as_raw(), how: format!("{ws:?}"), code }
 }
 
 const ERESTARTSYS: i64 = 512;

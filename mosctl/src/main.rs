@@ -1,0 +1,56 @@
+//! mosctl: the cluster view and admin commands. One module per subcommand family; every view has
+//! `--json`.
+#![forbid(unsafe_code)]
+
+mod client;
+mod migrate;
+mod views;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// View and administer a MOS cluster through the local mosd.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Control socket of the local mosd.
+    #[arg(long, global = true, env = "MOS_SOCKET", default_value = mos_proto::DEFAULT_CONTROL)]
+    control: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Move a process: PID is its pid at its home node; NODE is a node number, an address, or `home`.
+    Migrate {
+        pid: u32,
+        node: String,
+        /// Print the migration statistics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List MOS processes whose home is this node, and guests running here for other nodes.
+    Ps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the status of this node.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let args = Args::parse();
+    let r = match args.cmd {
+        Cmd::Migrate { pid, node, json } => migrate::run(&args.control, pid, &node, json),
+        Cmd::Ps { json } => views::ps(&args.control, json),
+        Cmd::Status { json } => views::status(&args.control, json),
+    };
+    if let Err(e) = r {
+        eprintln!("mosctl: {e}");
+        std::process::exit(1);
+    }
+}

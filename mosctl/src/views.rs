@@ -1,0 +1,53 @@
+//! `mosctl ps` and `mosctl status`.
+use crate::client::ask;
+use mos_proto::control::{Reply, Request};
+use std::path::Path;
+
+pub fn ps(control: &Path, json: bool) -> Result<(), String> {
+    let Reply::Ps { processes } = ask(control, &Request::Ps)? else { return Err("unexpected reply".into()) };
+    if json {
+        println!("{}", serde_json::json!({ "processes": processes }));
+        return Ok(());
+    }
+    println!("{:>8} {:>5} {:>5} {:>6} {:>9}  COMMAND", "PID", "HOME", "NODE", "GUEST", "LOCALPID");
+    for p in processes {
+        println!(
+            "{:>8} {:>5} {:>5} {:>6} {:>9}  {}",
+            p.pid,
+            p.home,
+            p.node,
+            if p.guest { "yes" } else { "no" },
+            p.local_pid.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            p.command
+        );
+    }
+    Ok(())
+}
+
+pub fn status(control: &Path, json: bool) -> Result<(), String> {
+    let Reply::Status { nodes } = ask(control, &Request::Status)? else { return Err("unexpected reply".into()) };
+    if json {
+        println!("{}", serde_json::json!({ "nodes": nodes }));
+        return Ok(());
+    }
+    println!(
+        "{:>5} {:<16} {:<6} {:>5} {:>6} {:>10} {:>10} {:>6} {:>7} {:>7}",
+        "NODE", "ADDRESS", "STATE", "CPUS", "LOAD", "MEMFREE", "MEMTOTAL", "PROCS", "GUESTS", "AGE_MS"
+    );
+    for n in nodes {
+        println!(
+            "{:>5} {:<16} {:<6} {:>5} {:>6.2} {:>9}M {:>9}M {:>6} {:>7} {:>7}",
+            n.node,
+            n.address,
+            n.state,
+            n.ncpus,
+            n.load,
+            n.mem_free >> 20,
+            n.mem_total >> 20,
+            n.procs,
+            n.guests,
+            n.age_ms
+        );
+    }
+    Ok(())
+}

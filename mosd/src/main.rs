@@ -1,0 +1,84 @@
+//! mosd: the MOS node daemon. Serves incoming migrations and hosts their remote components
+//! (guests), keeps the registry of processes whose home is this node, and answers mosrun and
+//! mosctl on a Unix control socket.
+#![forbid(unsafe_code)]
+
+mod control;
+mod registry;
+mod server;
+mod status;
+
+use clap::Parser;
+use mos_proto::nodemap::NodeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The MOS node daemon.
+///
+/// One mosd runs on every node. It receives processes migrated to this node and runs them as
+/// guests (their system calls that need home go back to their deputy), and supervises the
+/// processes started here with `mosrun` through its control socket.
+#[derive(Parser, Debug)]
+#[command(version)]
+pub struct Args {
+    /// MOSIX node map: lines `first-node-number address count`.
+    #[arg(long)]
+    map: PathBuf,
+    /// This node's number in the map (default: the map entry whose address is local).
+    #[arg(long)]
+    node: u32,
+    /// TCP port for migration and deputy traffic.
+    #[arg(long, default_value_t = mos_proto::DEFAULT_PORT)]
+    port: u16,
+    /// Address to listen on (default: this node's address from the map).
+    #[arg(long)]
+    listen: Option<IpAddr>,
+    /// Control socket for mosrun and mosctl.
+    #[arg(long, env = "MOS_SOCKET", default_value = mos_proto::DEFAULT_CONTROL)]
+    control: PathBuf,
+}
+
+/// What every part of the daemon knows about this node.
+#[derive(Debug)]
+pub struct Node {
+    pub number: u32,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub map: NodeMap,
+    pub registry: registry::Registry,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MOS_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("mosd: {e}");
+        let mut src = std::error::Error::source(&*e);
+        while let Some(s) = src {
+            eprintln!("  caused by: {s}");
+            src = s.source();
+        }
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(&args.map).map_err(|e| format!("cannot read the map {}: {e}", args.map.display()))?;
+    let map = NodeMap::parse(&text)?;
+    let own = map.addr_of(args.node).ok_or_else(|| format!("node {} is not in the map {}", args.node, args.map.display()))?;
+    let addr = args.listen.unwrap_or(IpAddr::V4(own));
+    let node = Arc::new(Node { number: args.node, addr, port: args.port, map, registry: registry::Registry::default() });
+    let listener =
+        std::net::TcpListener::bind(SocketAddr::new(addr, args.port)).map_err(|e| format!("cannot listen on {addr}:{}: {e}", args.port))?;
+    let control = control::bind(&args.control)?;
+    tracing::info!(node = node.number, %addr, port = args.port, control = %args.control.display(), "mosd up");
+    let n = node.clone();
+    std::thread::Builder::new().name("migration-server".into()).spawn(move || server::accept_loop(listener, n))?;
+    control::serve(control, node);
+    Ok(())
+}

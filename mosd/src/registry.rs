@@ -1,0 +1,130 @@
+//! The processes this node knows: its own (home here, supervised by a mosrun) and its guests.
+use mos_proto::control::{Command, ProcRow, Target};
+use mos_proto::migration::Stats;
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+/// A process whose home is this node.
+#[derive(Debug)]
+pub struct HomeProc {
+    pub uid: u32,
+    pub command: String,
+    /// Node it runs on now (this node's number when home).
+    pub node: u32,
+    /// Connection to its mosrun, for commands.
+    pub mosrun: Arc<Mutex<UnixStream>>,
+    pub last: Option<Stats>,
+}
+
+/// A process hosted here for another node.
+#[derive(Debug, Clone)]
+pub struct GuestRow {
+    pub home_node: u32,
+    pub home_pid: u32,
+    pub local_pid: u32,
+    pub command: String,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    home: HashMap<u32, HomeProc>,
+    guests: HashMap<u32, GuestRow>,
+    waiters: HashMap<u64, Sender<Result<Stats, String>>>,
+    next_id: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add_home(&self, pid: u32, p: HomeProc) {
+        self.lock().home.insert(pid, p);
+    }
+    pub fn remove_home(&self, pid: u32) {
+        self.lock().home.remove(&pid);
+    }
+    pub fn moved(&self, pid: u32, node: u32) {
+        if let Some(p) = self.lock().home.get_mut(&pid) {
+            p.node = node;
+        }
+    }
+    pub fn add_guest(&self, g: GuestRow) {
+        self.lock().guests.insert(g.local_pid, g);
+    }
+    pub fn remove_guest(&self, local_pid: u32) {
+        self.lock().guests.remove(&local_pid);
+    }
+    pub fn counts(&self) -> (u32, u32) {
+        let i = self.lock();
+        (i.home.len() as u32, i.guests.len() as u32)
+    }
+
+    pub fn rows(&self, this_node: u32) -> Vec<ProcRow> {
+        let i = self.lock();
+        let mut rows: Vec<ProcRow> = i
+            .home
+            .iter()
+            .map(|(pid, p)| ProcRow {
+                pid: *pid,
+                home: this_node,
+                node: p.node,
+                command: p.command.clone(),
+                guest: false,
+                local_pid: None,
+                last_migration: p.last.clone(),
+            })
+            .collect();
+        rows.extend(i.guests.values().map(|g| ProcRow {
+            pid: g.home_pid,
+            home: g.home_node,
+            node: this_node,
+            command: g.command.clone(),
+            guest: true,
+            local_pid: Some(g.local_pid),
+            last_migration: Some(g.stats.clone()),
+        }));
+        rows.sort_by_key(|r| (r.guest, r.pid));
+        rows
+    }
+
+    /// Sends a migrate command to the process's mosrun. Returns the receiver of the result.
+    /// `requester_uid` must own the process (or be root).
+    pub fn command_migrate(&self, pid: u32, target: Target, requester_uid: u32) -> Result<Receiver<Result<Stats, String>>, String> {
+        let mut i = self.lock();
+        let p = i.home.get(&pid).ok_or_else(|| format!("no MOS process with home pid {pid} on this node"))?;
+        if requester_uid != 0 && requester_uid != p.uid {
+            return Err(format!("permission denied: process {pid} belongs to uid {}", p.uid));
+        }
+        let conn = p.mosrun.clone();
+        i.next_id += 1;
+        let id = i.next_id;
+        let (tx, rx) = mpsc::channel();
+        i.waiters.insert(id, tx);
+        drop(i);
+        let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = mos_proto::frame::write_msg(&mut *c, mos_proto::Kind::Control, &Command::Migrate { id, target }) {
+            self.lock().waiters.remove(&id);
+            return Err(format!("the supervisor of {pid} is gone: {e}"));
+        }
+        Ok(rx)
+    }
+
+    pub fn command_done(&self, pid: u32, id: u64, result: Result<Stats, String>) {
+        let mut i = self.lock();
+        if let (Ok(s), Some(p)) = (&result, i.home.get_mut(&pid)) {
+            p.last = Some(s.clone());
+        }
+        if let Some(tx) = i.waiters.remove(&id) {
+            let _ = tx.send(result);
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The migration server: accepts incoming processes on TCP and hosts each as a guest on its own
+//! thread (ptrace ties a tracee to the thread that traces it; the stub dies with that thread).
+use crate::registry::GuestRow;
+use crate::Node;
+use mos_engine::guest::{self, End};
+use mos_engine::migrate;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+
+pub fn accept_loop(l: TcpListener, node: Arc<Node>) {
+    for conn in l.incoming() {
+        match conn {
+            Ok(s) => {
+                let n = node.clone();
+                let _ = std::thread::Builder::new().name("guest".into()).spawn(move || host(s, &n));
+            }
+            Err(e) => tracing::warn!(error = %e, "accept failed"),
+        }
+    }
+}
+
+fn host(mut s: TcpStream, node: &Node) {
+    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%peer, "receiving a process");
+    let (g, stats) = match migrate::accept_guest(&mut s) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "incoming migration failed; the process stays where it was");
+            return;
+        }
+    };
+    let command = mos_engine::procfs::comm(g.pid).unwrap_or_default();
+    let span = tracing::info_span!("guest", home = g.home_node, pid = g.home_pid, local = g.pid.as_raw());
+    let _e = span.enter();
+    tracing::info!(pages = stats.pages_sent, bytes = stats.bytes_sent, ms = stats.total_us / 1000, "guest resumed here");
+    node.registry.add_guest(GuestRow { home_node: g.home_node, home_pid: g.home_pid, local_pid: g.pid.as_raw() as u32, command, stats });
+    let end = guest::serve(&mut s, &g);
+    node.registry.remove_guest(g.pid.as_raw() as u32);
+    match end {
+        End::Exited(st) => tracing::info!(?st, "guest ended"),
+        End::WentHome(st) => tracing::info!(frozen_ms = st.frozen_us / 1000, "guest went home"),
+        End::Killed(why) => tracing::warn!(%why, "guest killed"),
+    }
+}

@@ -1,0 +1,48 @@
+//! mosrun: runs a program as a migratable MOS process. mosrun stays at home as the program's
+//! parent and supervisor: it registers the program with the local mosd, moves it when told to,
+//! serves as its deputy while it runs elsewhere, and exits with the program's status.
+#![forbid(unsafe_code)]
+
+mod supervisor;
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Run PROGRAM as a migratable MOS process.
+///
+/// The program starts at home (this node) with your stdin, stdout, stderr, working directory and
+/// environment. The cluster may move it to other nodes while it runs (`mosctl migrate PID NODE`);
+/// its files, pid and parent stay at home. mosrun exits with the program's exit status (128+N if
+/// it was killed by signal N).
+#[derive(Parser, Debug)]
+#[command(version, trailing_var_arg = true)]
+struct Args {
+    /// Control socket of the local mosd.
+    #[arg(long, env = "MOS_SOCKET", default_value = mos_proto::DEFAULT_CONTROL)]
+    control: PathBuf,
+    /// The program and its arguments.
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+    program: Vec<String>,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MOS_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let code = match supervisor::run(&args.control, &args.program) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mosrun: {e}");
+            let mut src = std::error::Error::source(&*e);
+            while let Some(s) = src {
+                eprintln!("  caused by: {s}");
+                src = s.source();
+            }
+            127
+        }
+    };
+    std::process::exit(code);
+}

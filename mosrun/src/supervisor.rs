@@ -1,0 +1,312 @@
+//! The home supervisor's event loop. At home the program runs natively and untraced; away, its
+//! original task is the deputy (stopped, memory released) and this loop executes the calls the
+//! remote component forwards, relays signals, and ends the deputy the way the remote process ended.
+use mos_engine::deputy::Deputy;
+use mos_engine::migrate::{self, Away};
+use mos_engine::Error as EngineError;
+use mos_proto::control::{Command, Reply, Request, Target};
+use mos_proto::deputy::DeputyMsg;
+use mos_proto::frame::{self, Kind};
+use mos_proto::migration::{Offer, Stats};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// Signals mosrun relays to the program instead of dying of them.
+const RELAYED: [Signal; 6] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+
+enum Where {
+    Home,
+    Away { node: u32, away: Box<Away> },
+}
+
+struct Supervisor {
+    pid: Pid,
+    home_node: u32,
+    control: Option<UnixStream>,
+    pidfd: OwnedFd,
+    /// A migration command waiting for the process to come home first: (id, final target).
+    pending: Option<(u64, Target)>,
+}
+
+pub fn run(control_path: &Path, program: &[String]) -> Result<i32, BoxError> {
+    let mut control = UnixStream::connect(control_path)
+        .map_err(|e| format!("cannot reach mosd at {} ({e}); is mosd running? (set --control or MOS_SOCKET)", control_path.display()))?;
+    let mut mask = SigSet::empty();
+    for s in RELAYED {
+        mask.add(s);
+    }
+    mask.thread_block()?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)?;
+    // std resets the child's signal mask before exec, so the program starts with nothing blocked.
+    let child =
+        std::process::Command::new(&program[0]).args(&program[1..]).spawn().map_err(|e| format!("cannot run {}: {e}", program[0]))?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let pidfd = mos_engine::sys::pidfd_open(pid)?;
+    let command = program.join(" ");
+    frame::write_msg(
+        &mut control,
+        Kind::Control,
+        &Request::Register { pid: pid.as_raw() as u32, uid: nix::unistd::getuid().as_raw(), command },
+    )?;
+    let home_node = match frame::read_frame(&mut control)?.expect::<Reply>(Kind::Control)? {
+        Reply::Registered { node } => node,
+        Reply::Error { message } => {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(format!("mosd refused to supervise the program: {message}").into());
+        }
+        other => return Err(format!("unexpected reply from mosd: {other:?}").into()),
+    };
+    let mut s = Supervisor { pid, home_node, control: Some(control), pidfd, pending: None };
+    Ok(s.event_loop(sfd))
+}
+
+fn shell_code(ws: WaitStatus) -> Option<i32> {
+    match ws {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    }
+}
+
+impl Supervisor {
+    fn reap(&self) -> i32 {
+        loop {
+            match waitpid(self.pid, Some(WaitPidFlag::__WALL)) {
+                Ok(ws) => {
+                    if let Some(c) = shell_code(ws) {
+                        return c;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return 128 + libc::SIGKILL,
+            }
+        }
+    }
+
+    fn tell(&mut self, r: &Request) {
+        if let Some(c) = self.control.as_mut() {
+            if frame::write_msg(c, Kind::Control, r).is_err() {
+                tracing::warn!("lost the connection to mosd; the program keeps running unsupervised by the cluster");
+                self.control = None;
+            }
+        }
+    }
+
+    fn event_loop(&mut self, sfd: SignalFd) -> i32 {
+        let mut place = Where::Home;
+        loop {
+            let (ctl, exit, sig, net) = {
+                let mut fds = vec![PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN), PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+                if let Some(c) = &self.control {
+                    fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+                }
+                let ctl_i = self.control.as_ref().map(|_| fds.len() - 1);
+                let net_i = match &place {
+                    Where::Away { away, .. } => {
+                        fds.push(PollFd::new(away.stream.as_fd(), PollFlags::POLLIN));
+                        Some(fds.len() - 1)
+                    }
+                    Where::Home => None,
+                };
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "poll failed");
+                    }
+                }
+                let ready = |i: usize| fds[i].revents().is_some_and(|e| !e.is_empty());
+                (ctl_i.is_some_and(ready), ready(0), ready(1), net_i.is_some_and(ready))
+            };
+            if net {
+                if let Where::Away { away, node } = place {
+                    place = match self.on_remote(*away, node) {
+                        Ok(p) => p,
+                        Err(code) => return code,
+                    };
+                } else {
+                    unreachable!()
+                }
+                continue;
+            }
+            if exit {
+                let code = self.reap();
+                if let Where::Away { mut away, .. } = place {
+                    let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Kill);
+                }
+                return code;
+            }
+            if sig {
+                if let Ok(Some(si)) = sfd.read_signal() {
+                    let sig = si.ssi_signo as i32;
+                    match &mut place {
+                        Where::Home => {
+                            if let Ok(s) = Signal::try_from(sig) {
+                                let _ = kill(self.pid, s);
+                            }
+                        }
+                        Where::Away { away, .. } => {
+                            let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Signal { sig });
+                        }
+                    }
+                }
+            }
+            if ctl {
+                let cmd = self.control.as_mut().map(|c| frame::read_frame(c).and_then(|f| f.expect::<Command>(Kind::Control)));
+                match cmd {
+                    Some(Ok(Command::Migrate { id, target })) => place = self.on_migrate(place, id, target),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "lost the connection to mosd; the program keeps running");
+                        self.control = None;
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn done(&mut self, id: u64, result: Result<Stats, String>) {
+        self.tell(&Request::CommandDone { id, result });
+    }
+
+    fn go(&mut self, id: u64, node: u32, addr: &str) -> Where {
+        let sa: SocketAddr = match addr.parse() {
+            Ok(a) => a,
+            Err(e) => {
+                self.done(id, Err(format!("bad node address {addr}: {e}")));
+                return Where::Home;
+            }
+        };
+        match migrate::migrate_out(self.pid, self.home_node, sa) {
+            Ok(away) => {
+                let stats = away.stats.clone();
+                self.tell(&Request::Moved { node });
+                self.done(id, Ok(stats));
+                Where::Away { node, away: Box::new(away) }
+            }
+            Err(f) => {
+                let msg = f.to_string();
+                tracing::warn!(error = %msg, "migration failed");
+                self.done(id, Err(msg));
+                Where::Home
+            }
+        }
+    }
+
+    fn on_migrate(&mut self, place: Where, id: u64, target: Target) -> Where {
+        match (place, target) {
+            (Where::Home, Target::Home) => {
+                self.done(id, Ok(Stats::default()));
+                Where::Home
+            }
+            (Where::Home, Target::Node { node, addr }) => self.go(id, node, &addr),
+            (Where::Away { node, away }, Target::Node { node: to, .. }) if node == to => {
+                self.done(id, Ok(Stats::default()));
+                Where::Away { node, away }
+            }
+            (Where::Away { node, mut away }, target) => {
+                if self.pending.is_some() {
+                    self.done(id, Err("another migration of this process is in progress".into()));
+                } else if frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Recall).is_err() {
+                    self.done(id, Err("the node running the process is unreachable".into()));
+                } else {
+                    self.pending = Some((id, target));
+                }
+                Where::Away { node, away }
+            }
+        }
+    }
+
+    /// One message from the remote side. `Err(code)` ends mosrun with that status.
+    fn on_remote(&mut self, mut away: Away, node: u32) -> Result<Where, i32> {
+        let f = match frame::read_frame(&mut away.stream) {
+            Ok(f) => f,
+            Err(e) => return Err(self.lost(away.deputy, &format!("lost the connection to node {node}: {e}"))),
+        };
+        match f.kind {
+            Kind::Deputy => {}
+            Kind::Offer => {
+                let offer: Offer = match f.decode() {
+                    Ok(o) => o,
+                    Err(e) => return Err(self.lost(away.deputy, &format!("bad offer from node {node}: {e}"))),
+                };
+                return Ok(self.come_home(away, node, &offer));
+            }
+            other => return Err(self.lost(away.deputy, &format!("unexpected {other:?} frame from node {node}"))),
+        }
+        let msg: DeputyMsg = match f.decode() {
+            Ok(m) => m,
+            Err(e) => return Err(self.lost(away.deputy, &format!("bad message from node {node}: {e}"))),
+        };
+        match msg {
+            DeputyMsg::Syscall { seq, nr, args, bufs } => match away.deputy.execute(nr, args, &bufs) {
+                Ok((ret, outs)) => {
+                    if let Err(e) = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Reply { seq, ret, outs }) {
+                        return Err(self.lost(away.deputy, &format!("lost the connection to node {node}: {e}")));
+                    }
+                }
+                Err(e) => return Err(self.deputy_failed(away, e)),
+            },
+            DeputyMsg::Exited { status } => {
+                if let Err(e) = away.deputy.end(status) {
+                    tracing::warn!(error = %e, "could not end the deputy the same way");
+                }
+                let code = self.reap();
+                return Err(code);
+            }
+            other => tracing::warn!(?other, "unexpected message from the remote side; ignored"),
+        }
+        Ok(Where::Away { node, away: Box::new(away) })
+    }
+
+    fn come_home(&mut self, mut away: Away, node: u32, offer: &Offer) -> Where {
+        tracing::info!(reason = ?offer.reason, "process coming home");
+        match migrate::receive_home(&mut away.stream, away.deputy, offer) {
+            Ok((stats, _)) => {
+                self.tell(&Request::Moved { node: 0 });
+                match self.pending.take() {
+                    Some((id, Target::Node { node: to, addr })) => self.go(id, to, &addr),
+                    Some((id, Target::Home)) => {
+                        self.done(id, Ok(stats));
+                        Where::Home
+                    }
+                    None => Where::Home,
+                }
+            }
+            Err((e, deputy)) => {
+                tracing::error!(error = %e, "could not take the process home; it keeps running on node {node}");
+                away.deputy = deputy;
+                if let Some((id, _)) = self.pending.take() {
+                    self.done(id, Err(format!("could not bring the process home: {e}")));
+                }
+                Where::Away { node, away: Box::new(away) }
+            }
+        }
+    }
+
+    fn deputy_failed(&mut self, mut away: Away, e: EngineError) -> i32 {
+        let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Kill);
+        if let EngineError::TraceeGone { code: Some(c), .. } = e {
+            return c;
+        }
+        tracing::error!(error = %e, "the deputy failed");
+        self.lost(away.deputy, "the deputy failed")
+    }
+
+    /// The remote component is gone: the process cannot continue. End the deputy.
+    fn lost(&mut self, deputy: Deputy, why: &str) -> i32 {
+        eprintln!("mosrun: {why}; the process is lost");
+        drop(deputy);
+        let _ = kill(self.pid, Signal::SIGKILL);
+        self.reap()
+    }
+}
