@@ -223,7 +223,10 @@ fn finish(
         return Err(Error::Restore(format!("auxv of {} bytes is too large", ctx.auxv.len())));
     }
     rb.put(S_AUXV, &ctx.auxv)?;
-    let exe_fd = if opts.set_exe {
+    // The kernel refuses to replace an exe that is still mapped; when the task already runs the
+    // offered executable (the stub is a fork of the same binary), there is nothing to change.
+    let same_exe = procfs::exe(pid).is_ok_and(|e| e == offer.exe);
+    let exe_fd = if opts.set_exe && !same_exe {
         let p = rb.put_cstr(S_BIG, &offer.exe)?;
         rb.t.inject(libc::SYS_open, [p, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0, 0, 0, 0])?
     } else {
