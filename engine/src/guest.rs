@@ -54,6 +54,9 @@ fn kill_and_reap(pid: Pid) {
     let _ = waitpid(pid, Some(WaitPidFlag::__WALL));
 }
 
+/// Raw result and `Out` buffers of a forwarded call.
+type CallResult = (i64, Vec<Vec<u8>>);
+
 struct Host<'a, S> {
     s: &'a mut S,
     g: &'a Guest,
@@ -90,7 +93,7 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
         None
     }
 
-    fn forward(&mut self, nr: u32, args: [u64; 6], bufs: Vec<Buf>) -> Result<Result<(i64, Vec<Vec<u8>>), End>, Error> {
+    fn forward(&mut self, nr: u32, args: [u64; 6], bufs: Vec<Buf>) -> Result<Result<CallResult, End>, Error> {
         self.seq += 1;
         let seq = self.seq;
         self.send(&DeputyMsg::Syscall { seq, nr, args, bufs })?;

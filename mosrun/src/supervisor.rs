@@ -40,15 +40,15 @@ struct Supervisor {
 pub fn run(control_path: &Path, program: &[String]) -> Result<i32, BoxError> {
     let mut control = UnixStream::connect(control_path)
         .map_err(|e| format!("cannot reach mosd at {} ({e}); is mosd running? (set --control or MOS_SOCKET)", control_path.display()))?;
+    // Spawn before blocking the relayed signals: a child inherits the blocked mask.
+    let child =
+        std::process::Command::new(&program[0]).args(&program[1..]).spawn().map_err(|e| format!("cannot run {}: {e}", program[0]))?;
     let mut mask = SigSet::empty();
     for s in RELAYED {
         mask.add(s);
     }
     mask.thread_block()?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)?;
-    // std resets the child's signal mask before exec, so the program starts with nothing blocked.
-    let child =
-        std::process::Command::new(&program[0]).args(&program[1..]).spawn().map_err(|e| format!("cannot run {}: {e}", program[0]))?;
     let pid = Pid::from_raw(child.id() as i32);
     let pidfd = mos_engine::sys::pidfd_open(pid)?;
     let command = program.join(" ");

@@ -40,6 +40,7 @@ pub mod wl {
     pub const THREADS_STATIC: &str = env!("WL_THREADS_STATIC");
     pub const THREADS_DYNAMIC: &str = env!("WL_THREADS_DYNAMIC");
     pub const THREADS_PIE: &str = env!("WL_THREADS_PIE");
+    pub const OPENER_DYNAMIC: &str = env!("WL_OPENER_DYNAMIC");
 }
 
 /// A deadline `d` from now.

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, golden-bytes and property tests of the wire formats, and the
+# multi-node integration tests (3 mosd on 127.0.0.1-3 per test). Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+# The integration tests drive the daemons: build them first.
+cargo build --workspace --bins --locked
+log=$(mktemp)
+set +e
+cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$rc"

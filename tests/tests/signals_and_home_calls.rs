@@ -1,0 +1,68 @@
+//! Signals and exits of a process that runs away from home, and calls that bring it home.
+use mos_tests::{after, wait_until, wl, Cluster};
+use std::time::Duration;
+
+const LINE_TIMEOUT: Duration = Duration::from_secs(60);
+const END_TIMEOUT: Duration = Duration::from_secs(120);
+const WL_RUST: &str = env!("CARGO_BIN_EXE_wl_rust");
+
+fn wait_no_guest(c: &Cluster, node: u32, pid: u32) {
+    wait_until(after(Duration::from_secs(20)), "the guest to disappear from the remote node", || {
+        c.ps_row(node, pid, true).is_none().then_some(())
+    });
+}
+
+/// SIGTERM sent to mosrun while the program runs on node 2 kills the program there (default
+/// action), and mosrun exits with 128+15; nothing is left on node 2.
+#[test]
+fn sigterm_reaches_the_remote_process() {
+    let c = Cluster::start(2);
+    let (mut job, pid) = c.start_job(1, WL_RUST, &["300", "50"]);
+    job.wait_lines(2, LINE_TIMEOUT);
+    c.migrate(1, pid, "2");
+    assert!(c.ps_row(2, pid, true).is_some(), "node 2 does not host the process");
+    let n = job.lines();
+    job.wait_lines(n + 2, LINE_TIMEOUT);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(job.proc.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let st = job.wait(END_TIMEOUT);
+    assert_eq!(st.code(), Some(143), "mosrun's status after SIGTERM to a remote process");
+    wait_no_guest(&c, 2, pid);
+}
+
+/// SIGKILL of the home pid (the deputy) while away ends the remote component too.
+#[test]
+fn sigkill_of_the_home_pid_ends_the_remote_component() {
+    let c = Cluster::start(2);
+    let (mut job, pid) = c.start_job(1, WL_RUST, &["300", "50"]);
+    job.wait_lines(2, LINE_TIMEOUT);
+    c.migrate(1, pid, "2");
+    let local = c.ps_row(2, pid, true).expect("guest row on node 2")["local_pid"].as_u64().expect("local_pid") as u32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let st = job.wait(END_TIMEOUT);
+    assert_eq!(st.code(), Some(137), "mosrun's status after SIGKILL of the home pid");
+    wait_no_guest(&c, 2, pid);
+    wait_until(after(Duration::from_secs(20)), "the remote task to end", || (!mos_tests::alive(local)).then_some(()));
+}
+
+/// A call the remote side does not run (open of a file) brings the process home first; the call
+/// then runs at home with home's files, and the output is as without MOS.
+#[test]
+fn unsupported_call_brings_the_process_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("home-only.txt");
+    std::fs::write(&path, "written at home").unwrap();
+    let p = path.to_str().unwrap();
+    let args = ["30", "50", p];
+    let want = mos_tests::reference(wl::OPENER_DYNAMIC, &args, END_TIMEOUT);
+    assert_eq!(want.status.code(), Some(3));
+    let c = Cluster::start(2);
+    let (mut job, pid) = c.start_job(1, wl::OPENER_DYNAMIC, &args);
+    job.wait_lines(2, LINE_TIMEOUT);
+    c.migrate(1, pid, "2");
+    assert_eq!(c.ps_row(1, pid, false).expect("home row")["node"].as_u64(), Some(2));
+    let st = job.wait(END_TIMEOUT);
+    assert_eq!(st.code(), Some(3), "exit status");
+    mos_tests::assert_same_output(&want.stdout, &job.stdout(), "opener after coming home for open()");
+    let log = c.log(2);
+    assert!(log.contains("must run at home") && log.contains("open"), "node 2 did not send the process home for open: {log}");
+}

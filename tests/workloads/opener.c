@@ -1,0 +1,56 @@
+/* opener ITER MS_PER_STEP PATH
+ *
+ * Computes like counter (one checksum line per step, ~MS_PER_STEP ms of CPU each), and at step
+ * ITER/2 opens PATH, reads it, prints its contents and closes it. Used to show that a call the
+ * remote side does not run (open) brings the process home first and then works as at home.
+ * Exit code 3.
+ */
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: opener ITER MS_PER_STEP PATH\n");
+        return 2;
+    }
+    long iter = atol(argv[1]);
+    uint64_t ms = (uint64_t)atol(argv[2]);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (long i = 0; i < iter; i++) {
+        for (int k = 0; k < 100000; k++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        uint64_t t0 = now_ns();
+        volatile uint64_t sink = 0;
+        while (now_ns() - t0 < ms * 1000000ull) {
+            sink += 1;
+        }
+        if (i == iter / 2) {
+            char buf[256];
+            int fd = open(argv[3], O_RDONLY);
+            if (fd < 0) {
+                perror("open");
+                return 1;
+            }
+            ssize_t n = read(fd, buf, sizeof buf - 1);
+            close(fd);
+            buf[n > 0 ? n : 0] = 0;
+            printf("file: %s\n", buf);
+        }
+        printf("step %ld x=%016llx\n", i, (unsigned long long)x);
+        fflush(stdout);
+    }
+    return 3;
+}
