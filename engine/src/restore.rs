@@ -18,6 +18,13 @@ const S_AUXV: u64 = 1024;
 const S_SMALL: u64 = 2048;
 const S_FPROG: u64 = 3072;
 const S_BIG: u64 = 4096;
+/// Anonymous VMAs at least this large get MADV_HUGEPAGE on the receiver.
+const HUGE_MIN: u64 = 4 << 20;
+
+/// `MOS_RESTORE_THP=0` turns huge pages for restored memory off (for comparison runs).
+fn thp_enabled() -> bool {
+    std::env::var("MOS_RESTORE_THP").map_or(true, |v| v != "0")
+}
 
 /// What the receiver does besides rebuilding memory and registers.
 #[derive(Debug, Clone, Copy)]
@@ -155,7 +162,14 @@ fn prepare(t: &mut Tracee<Stopped>, offer: &Offer, vmas: &Vmas) -> Result<u64, E
         let len = len.ok_or_else(|| Error::Restore(format!("bad VMA {:#x}-{:#x}", v.start, v.end)))?;
         let fixed = libc::MAP_FIXED as u64;
         match &v.backing {
-            Backing::Anon => rb.sys("mmap(anon)", libc::SYS_mmap, [v.start, len, prot, anon | fixed, u64::MAX, 0])?,
+            Backing::Anon => {
+                let a = rb.sys("mmap(anon)", libc::SYS_mmap, [v.start, len, prot, anon | fixed, u64::MAX, 0])?;
+                // Filling fresh memory is bounded by page faults: huge pages cut them 512-fold.
+                if len >= HUGE_MIN && thp_enabled() {
+                    let _ = rb.t.inject(libc::SYS_madvise, [v.start, len, libc::MADV_HUGEPAGE as u64, 0, 0, 0]);
+                }
+                a
+            }
             Backing::Stack => {
                 rb.sys("mmap(stack)", libc::SYS_mmap, [v.start, len, prot, anon | fixed | libc::MAP_GROWSDOWN as u64, u64::MAX, 0])?
             }
