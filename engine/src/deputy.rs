@@ -51,7 +51,7 @@ impl Deputy {
                 Buf::In { arg, data } => (*arg, data.len() as u64),
                 Buf::Out { arg, len, .. } => (*arg, u64::from(*len)),
             };
-            if arg > 5 || off + len > MAX_BUF as u64 {
+            if arg > 5 || off + len > AREA {
                 return Ok((-(libc::EINVAL as i64), Vec::new()));
             }
             args[arg as usize] = self.area + off;

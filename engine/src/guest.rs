@@ -2,7 +2,7 @@
 //! calls (locally, from what it knows of home, or by forwarding them to the deputy), relays signals,
 //! reports its exit, and sends it home when asked or when it makes a call only home can run.
 use crate::capture::{self, thaw};
-use crate::policy::{self, Answer, Disposition, Shape};
+use crate::policy::{self, Answer, Arg, Disposition};
 use crate::ptrace::{Running, Tracee};
 use crate::{mem, sys, syscall_names, Error};
 use mos_proto::deputy::{Buf, DeputyMsg, ExitStatus, MAX_BUF};
@@ -34,6 +34,119 @@ pub enum End {
     WentHome(mos_proto::migration::Stats),
     /// The deputy channel broke or home asked: the remote copy was killed.
     Killed(String),
+}
+
+/// Where the `Out` buffers of a forwarded call land in the remote task, in request order.
+type Dests = Vec<Vec<(u64, usize)>>;
+
+/// Reads a NUL-terminated string (at most PATH_MAX bytes, NUL included) from the task.
+fn read_cstr(pid: Pid, addr: u64) -> Result<Vec<u8>, i32> {
+    let mut out = Vec::new();
+    let mut a = addr;
+    while out.len() < libc::PATH_MAX as usize {
+        // Never read across a page boundary: the next page may be unmapped.
+        let chunk = (4096 - (a % 4096) as usize).min(libc::PATH_MAX as usize - out.len());
+        let mut b = vec![0u8; chunk];
+        mem::readv(pid, &[(a, chunk)], &mut b).map_err(|_| libc::EFAULT)?;
+        if let Some(z) = b.iter().position(|c| *c == 0) {
+            out.extend_from_slice(&b[..=z]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&b);
+        a += chunk as u64;
+    }
+    Err(libc::ENAMETOOLONG)
+}
+
+/// Turns an intercepted call into a deputy request: copies the `In` data out of the task and
+/// records where `Out` data goes. Returns (call number to run at home, args, buffers, out dests).
+fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg]) -> Result<(u32, [u64; 6], Vec<Buf>, Dests), i32> {
+    let mut a = args;
+    let mut fnr = nr;
+    let mut bufs = Vec::new();
+    let mut dests = Vec::new();
+    let mut total = 0usize;
+    let mut room = |n: usize| -> Result<usize, i32> {
+        let n = n.min(MAX_BUF - total);
+        total += n;
+        Ok(n)
+    };
+    let read = |addr: u64, len: usize| -> Result<Vec<u8>, i32> {
+        let mut d = vec![0u8; len];
+        if len > 0 {
+            mem::readv(pid, &[(addr, len)], &mut d).map_err(|_| libc::EFAULT)?;
+        }
+        Ok(d)
+    };
+    for spec in specs {
+        match *spec {
+            Arg::Path(i) => {
+                if a[i as usize] == 0 {
+                    continue;
+                }
+                let data = read_cstr(pid, a[i as usize])?;
+                if room(data.len())? < data.len() {
+                    return Err(libc::ENAMETOOLONG);
+                }
+                bufs.push(Buf::In { arg: i, data });
+            }
+            Arg::In { buf, len } => {
+                let l = room(a[len as usize] as usize)?;
+                a[len as usize] = l as u64;
+                bufs.push(Buf::In { arg: buf, data: read(a[buf as usize], l)? });
+            }
+            Arg::InFixed { buf, size } => {
+                if a[buf as usize] == 0 {
+                    continue;
+                }
+                let l = room(size as usize)?;
+                bufs.push(Buf::In { arg: buf, data: read(a[buf as usize], l)? });
+            }
+            Arg::Out { buf, len } => {
+                let l = room(a[len as usize] as usize)?;
+                a[len as usize] = l as u64;
+                bufs.push(Buf::Out { arg: buf, len: l as u32, by_ret: true });
+                dests.push(vec![(args[buf as usize], l)]);
+            }
+            Arg::OutFixed { buf, size } => {
+                if a[buf as usize] == 0 {
+                    continue;
+                }
+                let l = room(size as usize)?;
+                bufs.push(Buf::Out { arg: buf, len: l as u32, by_ret: false });
+                dests.push(vec![(args[buf as usize], l)]);
+            }
+            Arg::InIov { iov, cnt } | Arg::OutIov { iov, cnt } => {
+                let cnt = (a[cnt as usize] as usize).min(1024);
+                let raw = read(a[iov as usize], cnt * 16)?;
+                let mut vecs = Vec::new();
+                let mut sum = 0usize;
+                for c in raw.chunks_exact(16) {
+                    let base = u64::from_le_bytes(c[0..8].try_into().expect("8 bytes"));
+                    let len = room(u64::from_le_bytes(c[8..16].try_into().expect("8 bytes")) as usize)?;
+                    if len > 0 {
+                        vecs.push((base, len));
+                        sum += len;
+                    }
+                }
+                // readv/writev run at home as read/write of one gathered buffer.
+                a[2] = sum as u64;
+                if matches!(spec, Arg::InIov { .. }) {
+                    fnr = libc::SYS_write as u32;
+                    let mut data = vec![0u8; sum];
+                    if sum > 0 {
+                        mem::readv(pid, &vecs, &mut data).map_err(|_| libc::EFAULT)?;
+                    }
+                    bufs.push(Buf::In { arg: 1, data });
+                } else {
+                    fnr = libc::SYS_read as u32;
+                    bufs.push(Buf::Out { arg: 1, len: sum as u32, by_ret: true });
+                    dests.push(vecs);
+                }
+            }
+        }
+    }
+    Ok((fnr, a, bufs, dests))
 }
 
 fn reap(pid: Pid) -> Option<ExitStatus> {
@@ -136,62 +249,14 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                 tracing::info!(pid = pid.as_raw(), call = %name, "call must run at home: sending the process home");
                 return self.go_home(Reason::Syscall { nr, name });
             }
-            Disposition::Forward(shape) => {
-                let mut a = args;
-                let mut bufs = Vec::new();
-                let mut scatter: Option<Vec<(u64, usize)>> = None;
-                let mut fnr = nr;
-                match shape {
-                    Shape::Plain => {}
-                    Shape::InBuf { buf, len } => {
-                        let l = (a[len as usize] as usize).min(MAX_BUF);
-                        let mut data = vec![0u8; l];
-                        if l > 0 && mem::readv(pid, &[(a[buf as usize], l)], &mut data).is_err() {
-                            answer(Err(libc::EFAULT));
-                            return Ok(None);
-                        }
-                        a[len as usize] = l as u64;
-                        bufs.push(Buf::In { arg: buf, data });
+            Disposition::Forward(specs) => {
+                let (fnr, a, bufs, dests) = match build_request(pid, nr, args, specs) {
+                    Ok(r) => r,
+                    Err(errno) => {
+                        answer(Err(errno));
+                        return Ok(None);
                     }
-                    Shape::OutBuf { buf, len } => {
-                        let l = (a[len as usize] as usize).min(MAX_BUF);
-                        a[len as usize] = l as u64;
-                        bufs.push(Buf::Out { arg: buf, len: l as u32, by_ret: true });
-                        scatter = Some(vec![(args[buf as usize], l)]);
-                    }
-                    Shape::InIov { iov, cnt } | Shape::OutIov { iov, cnt } => {
-                        let cnt = (a[cnt as usize] as usize).min(1024);
-                        let mut raw = vec![0u8; cnt * 16];
-                        if cnt > 0 && mem::readv(pid, &[(a[iov as usize], cnt * 16)], &mut raw).is_err() {
-                            answer(Err(libc::EFAULT));
-                            return Ok(None);
-                        }
-                        let mut vecs = Vec::new();
-                        let mut total = 0usize;
-                        for c in raw.chunks_exact(16) {
-                            let base = u64::from_le_bytes(c[0..8].try_into().expect("8"));
-                            let len = (u64::from_le_bytes(c[8..16].try_into().expect("8")) as usize).min(MAX_BUF - total);
-                            if len > 0 {
-                                vecs.push((base, len));
-                                total += len;
-                            }
-                        }
-                        // readv/writev become read/write of one gathered buffer at home.
-                        fnr = if matches!(shape, Shape::InIov { .. }) { libc::SYS_write as u32 } else { libc::SYS_read as u32 };
-                        a[2] = total as u64;
-                        if matches!(shape, Shape::InIov { .. }) {
-                            let mut data = vec![0u8; total];
-                            if total > 0 && mem::readv(pid, &vecs, &mut data).is_err() {
-                                answer(Err(libc::EFAULT));
-                                return Ok(None);
-                            }
-                            bufs.push(Buf::In { arg: 1, data });
-                        } else {
-                            bufs.push(Buf::Out { arg: 1, len: total as u32, by_ret: true });
-                            scatter = Some(vecs);
-                        }
-                    }
-                }
+                };
                 if !sys::notif_id_valid(listener, n.id) {
                     return Ok(None);
                 }
@@ -199,7 +264,7 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                     Ok(r) => r,
                     Err(end) => return Ok(Some(end)),
                 };
-                if let (Some(vecs), Some(data)) = (scatter, outs.first()) {
+                for (vecs, data) in dests.into_iter().zip(&outs) {
                     let mut left = data.len();
                     let mut ranges = Vec::new();
                     for (b, l) in vecs {
@@ -210,7 +275,8 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                         ranges.push((b, k));
                         left -= k;
                     }
-                    if !data.is_empty() && mem::writev(pid, &ranges, data).is_err() {
+                    let n = data.len() - left;
+                    if n > 0 && mem::writev(pid, &ranges, &data[..n]).is_err() {
                         answer(Err(libc::EFAULT));
                         return Ok(None);
                     }

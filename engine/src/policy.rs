@@ -2,24 +2,28 @@
 //! (seccomp + the guest loop in mosd) that applies it.
 //!
 //! * `Local` calls are allowed by the seccomp filter and run natively on the remote node.
-//! * `Forward` calls are executed by the deputy at home; the row says which argument is a buffer.
+//! * `Forward` calls are executed by the deputy at home; the row says how each pointer argument moves.
 //! * `Answer` calls are answered by the remote node from what it knows of home (no round trip).
 //! * Every other call brings the process home before it runs (MOSIX's default for calls the remote
 //!   side does not support): the call then executes natively at home, so nothing misbehaves.
 use crate::syscall_names;
 
-/// How one buffer argument moves.
+/// How one pointer argument of a forwarded call moves between the remote task and the deputy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    /// No buffers.
-    Plain,
+pub enum Arg {
+    /// `args[i]` is a NUL-terminated path (at most PATH_MAX bytes) read by the call.
+    Path(u8),
     /// `args[buf]` points to `args[len]` bytes read by the call (write-like).
-    InBuf { buf: u8, len: u8 },
+    In { buf: u8, len: u8 },
     /// `args[buf]` points to `args[len]` bytes the call fills; the result says how many (read-like).
-    OutBuf { buf: u8, len: u8 },
-    /// `args[iov]` is an iovec array of `args[cnt]` entries read by the call (writev-like).
+    Out { buf: u8, len: u8 },
+    /// `args[buf]` points to a struct of `size` bytes the call fills (valid when it succeeds).
+    OutFixed { buf: u8, size: u32 },
+    /// `args[buf]` points to a struct of `size` bytes the call reads.
+    InFixed { buf: u8, size: u32 },
+    /// `args[iov]` is an iovec array of `args[cnt]` entries read by the call (writev: sent as write).
     InIov { iov: u8, cnt: u8 },
-    /// `args[iov]` is an iovec array of `args[cnt]` entries the call fills (readv-like).
+    /// `args[iov]` is an iovec array of `args[cnt]` entries the call fills (readv: sent as read).
     OutIov { iov: u8, cnt: u8 },
 }
 
@@ -33,7 +37,8 @@ pub enum Answer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
     Local(&'static str),
-    Forward(Shape),
+    /// Executed by the deputy; the pointer arguments, in order.
+    Forward(&'static [Arg]),
     Answer(Answer),
     Home,
 }
@@ -48,9 +53,25 @@ pub struct Row {
 const fn local(nr: libc::c_long, why: &'static str) -> Row {
     Row { nr, disposition: Disposition::Local(why) }
 }
-const fn fwd(nr: libc::c_long, shape: Shape) -> Row {
-    Row { nr, disposition: Disposition::Forward(shape) }
+const fn fwd(nr: libc::c_long, args: &'static [Arg]) -> Row {
+    Row { nr, disposition: Disposition::Forward(args) }
 }
+
+use Arg::*;
+/// `struct stat` on x86-64.
+const STAT: u32 = 144;
+/// `struct statx`.
+const STATX: u32 = 256;
+/// `struct utsname`.
+const UTSNAME: u32 = 390;
+/// `struct rlimit` / `struct rlimit64`.
+const RLIMIT: u32 = 16;
+/// `struct timespec[2]`.
+const TIMES: u32 = 32;
+/// `struct termios` (kernel, TCGETS).
+const TERMIOS: u32 = 36;
+/// `struct winsize`.
+const WINSIZE: u32 = 8;
 
 /// The rows this build knows. Numbers absent from it bring the process home.
 pub const TABLE: &[Row] = &[
@@ -92,23 +113,103 @@ pub const TABLE: &[Row] = &[
     // Ending: the exit status is sent home by the remote side when the task is reaped.
     local(libc::SYS_exit, "status forwarded home on reaping"),
     local(libc::SYS_exit_group, "status forwarded home on reaping"),
-    // Identity.
+    // Identity: the home pid; everything else from the deputy.
     Row { nr: libc::SYS_getpid, disposition: Disposition::Answer(Answer::HomePid) },
     Row { nr: libc::SYS_gettid, disposition: Disposition::Answer(Answer::HomePid) },
-    fwd(libc::SYS_getppid, Shape::Plain),
+    fwd(libc::SYS_getppid, &[]),
+    fwd(libc::SYS_getuid, &[]),
+    fwd(libc::SYS_geteuid, &[]),
+    fwd(libc::SYS_getgid, &[]),
+    fwd(libc::SYS_getegid, &[]),
+    fwd(libc::SYS_getpgrp, &[]),
+    fwd(libc::SYS_getpgid, &[]),
+    fwd(libc::SYS_getsid, &[]),
+    fwd(libc::SYS_uname, &[OutFixed { buf: 0, size: UTSNAME }]),
+    fwd(libc::SYS_umask, &[]),
+    fwd(libc::SYS_getrlimit, &[OutFixed { buf: 1, size: RLIMIT }]),
+    fwd(libc::SYS_prlimit64, &[InFixed { buf: 2, size: RLIMIT }, OutFixed { buf: 3, size: RLIMIT }]),
     // Descriptors: they live at home.
-    fwd(libc::SYS_read, Shape::OutBuf { buf: 1, len: 2 }),
-    fwd(libc::SYS_write, Shape::InBuf { buf: 1, len: 2 }),
-    fwd(libc::SYS_pread64, Shape::OutBuf { buf: 1, len: 2 }),
-    fwd(libc::SYS_pwrite64, Shape::InBuf { buf: 1, len: 2 }),
-    fwd(libc::SYS_readv, Shape::OutIov { iov: 1, cnt: 2 }),
-    fwd(libc::SYS_writev, Shape::InIov { iov: 1, cnt: 2 }),
-    fwd(libc::SYS_close, Shape::Plain),
+    fwd(libc::SYS_read, &[Out { buf: 1, len: 2 }]),
+    fwd(libc::SYS_write, &[In { buf: 1, len: 2 }]),
+    fwd(libc::SYS_pread64, &[Out { buf: 1, len: 2 }]),
+    fwd(libc::SYS_pwrite64, &[In { buf: 1, len: 2 }]),
+    fwd(libc::SYS_readv, &[OutIov { iov: 1, cnt: 2 }]),
+    fwd(libc::SYS_writev, &[InIov { iov: 1, cnt: 2 }]),
+    fwd(libc::SYS_close, &[]),
+    fwd(libc::SYS_lseek, &[]),
+    fwd(libc::SYS_dup, &[]),
+    fwd(libc::SYS_dup2, &[]),
+    fwd(libc::SYS_dup3, &[]),
+    fwd(libc::SYS_fsync, &[]),
+    fwd(libc::SYS_fdatasync, &[]),
+    fwd(libc::SYS_ftruncate, &[]),
+    fwd(libc::SYS_fchmod, &[]),
+    fwd(libc::SYS_fchown, &[]),
+    fwd(libc::SYS_fchdir, &[]),
+    fwd(libc::SYS_fstat, &[OutFixed { buf: 1, size: STAT }]),
+    fwd(libc::SYS_getdents64, &[Out { buf: 1, len: 2 }]),
+    fwd(libc::SYS_pipe, &[OutFixed { buf: 0, size: 8 }]),
+    fwd(libc::SYS_pipe2, &[OutFixed { buf: 0, size: 8 }]),
+    // Paths resolve at home (cwd and root are the deputy's).
+    fwd(libc::SYS_open, &[Path(0)]),
+    fwd(libc::SYS_openat, &[Path(1)]),
+    fwd(libc::SYS_creat, &[Path(0)]),
+    fwd(libc::SYS_stat, &[Path(0), OutFixed { buf: 1, size: STAT }]),
+    fwd(libc::SYS_lstat, &[Path(0), OutFixed { buf: 1, size: STAT }]),
+    fwd(libc::SYS_newfstatat, &[Path(1), OutFixed { buf: 2, size: STAT }]),
+    fwd(libc::SYS_statx, &[Path(1), OutFixed { buf: 4, size: STATX }]),
+    fwd(libc::SYS_access, &[Path(0)]),
+    fwd(libc::SYS_faccessat, &[Path(1)]),
+    fwd(libc::SYS_faccessat2, &[Path(1)]),
+    fwd(libc::SYS_mkdir, &[Path(0)]),
+    fwd(libc::SYS_mkdirat, &[Path(1)]),
+    fwd(libc::SYS_rmdir, &[Path(0)]),
+    fwd(libc::SYS_unlink, &[Path(0)]),
+    fwd(libc::SYS_unlinkat, &[Path(1)]),
+    fwd(libc::SYS_rename, &[Path(0), Path(1)]),
+    fwd(libc::SYS_renameat, &[Path(1), Path(3)]),
+    fwd(libc::SYS_renameat2, &[Path(1), Path(3)]),
+    fwd(libc::SYS_link, &[Path(0), Path(1)]),
+    fwd(libc::SYS_linkat, &[Path(1), Path(3)]),
+    fwd(libc::SYS_symlink, &[Path(0), Path(1)]),
+    fwd(libc::SYS_symlinkat, &[Path(0), Path(2)]),
+    fwd(libc::SYS_readlink, &[Path(0), Out { buf: 1, len: 2 }]),
+    fwd(libc::SYS_readlinkat, &[Path(1), Out { buf: 2, len: 3 }]),
+    fwd(libc::SYS_truncate, &[Path(0)]),
+    fwd(libc::SYS_chmod, &[Path(0)]),
+    fwd(libc::SYS_fchmodat, &[Path(1)]),
+    fwd(libc::SYS_chown, &[Path(0)]),
+    fwd(libc::SYS_lchown, &[Path(0)]),
+    fwd(libc::SYS_fchownat, &[Path(1)]),
+    fwd(libc::SYS_utimensat, &[Path(1), InFixed { buf: 2, size: TIMES }]),
+    fwd(libc::SYS_chdir, &[Path(0)]),
+    fwd(libc::SYS_getcwd, &[Out { buf: 0, len: 1 }]),
 ];
+
+/// fcntl commands whose third argument is a plain integer.
+pub fn fcntl_is_plain(cmd: u64) -> bool {
+    matches!(cmd as i32, libc::F_DUPFD | libc::F_GETFD | libc::F_SETFD | libc::F_GETFL | libc::F_SETFL | libc::F_DUPFD_CLOEXEC)
+}
+
+const IOCTL_TCGETS: &[Arg] = &[OutFixed { buf: 2, size: TERMIOS }];
+const IOCTL_WINSZ: &[Arg] = &[OutFixed { buf: 2, size: WINSIZE }];
+const IOCTL_INT: &[Arg] = &[OutFixed { buf: 2, size: 4 }];
 
 /// The disposition of call `nr` with arguments `args`.
 pub fn classify(nr: u32, args: &[u64; 6]) -> Disposition {
-    match TABLE.iter().find(|r| r.nr == nr as libc::c_long) {
+    let nr = nr as libc::c_long;
+    if nr == libc::SYS_ioctl {
+        return match args[1] {
+            0x5401 => Disposition::Forward(IOCTL_TCGETS),
+            0x5413 => Disposition::Forward(IOCTL_WINSZ),
+            0x541B => Disposition::Forward(IOCTL_INT),
+            _ => Disposition::Home,
+        };
+    }
+    if nr == libc::SYS_fcntl {
+        return if fcntl_is_plain(args[1]) { Disposition::Forward(&[]) } else { Disposition::Home };
+    }
+    match TABLE.iter().find(|r| r.nr == nr) {
         Some(r) if r.nr == libc::SYS_mmap && !mmap_is_anonymous(args) => Disposition::Home,
         Some(r) => r.disposition,
         None => Disposition::Home,
@@ -153,8 +254,13 @@ mod tests {
         assert!(matches!(classify(libc::SYS_mmap as u32, &anon), Disposition::Local(_)));
         assert_eq!(classify(libc::SYS_mmap as u32, &file), Disposition::Home);
         assert_eq!(classify(libc::SYS_mmap as u32, &shared), Disposition::Home);
-        assert_eq!(classify(libc::SYS_openat as u32, &[0; 6]), Disposition::Home);
-        assert_eq!(classify(libc::SYS_write as u32, &[0; 6]), Disposition::Forward(Shape::InBuf { buf: 1, len: 2 }));
+        assert_eq!(classify(libc::SYS_socket as u32, &[0; 6]), Disposition::Home);
+        assert_eq!(classify(libc::SYS_openat as u32, &[0; 6]), Disposition::Forward(&[Path(1)]));
+        assert_eq!(classify(libc::SYS_write as u32, &[0; 6]), Disposition::Forward(&[In { buf: 1, len: 2 }]));
+        assert_eq!(classify(libc::SYS_ioctl as u32, &[1, 0x5401, 0, 0, 0, 0]), Disposition::Forward(IOCTL_TCGETS));
+        assert_eq!(classify(libc::SYS_ioctl as u32, &[1, 0x1234, 0, 0, 0, 0]), Disposition::Home);
+        assert_eq!(classify(libc::SYS_fcntl as u32, &[1, libc::F_GETFL as u64, 0, 0, 0, 0]), Disposition::Forward(&[]));
+        assert_eq!(classify(libc::SYS_fcntl as u32, &[1, libc::F_SETLK as u64, 0, 0, 0, 0]), Disposition::Home);
         assert_eq!(classify(9999, &[0; 6]), Disposition::Home);
     }
 }

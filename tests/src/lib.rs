@@ -41,6 +41,8 @@ pub mod wl {
     pub const THREADS_DYNAMIC: &str = env!("WL_THREADS_DYNAMIC");
     pub const THREADS_PIE: &str = env!("WL_THREADS_PIE");
     pub const OPENER_DYNAMIC: &str = env!("WL_OPENER_DYNAMIC");
+    pub const FILEOPS_STATIC: &str = env!("WL_FILEOPS_STATIC");
+    pub const FILEOPS_DYNAMIC: &str = env!("WL_FILEOPS_DYNAMIC");
 }
 
 /// A deadline `d` from now.

@@ -44,25 +44,70 @@ fn sigkill_of_the_home_pid_ends_the_remote_component() {
     wait_until(after(Duration::from_secs(20)), "the remote task to end", || (!mos_tests::alive(local)).then_some(()));
 }
 
-/// A call the remote side does not run (open of a file) brings the process home first; the call
-/// then runs at home with home's files, and the output is as without MOS.
+/// Files at home are used through the deputy (open/read/close of a home file while away: the
+/// process stays away), and a call the remote side does not run (sysinfo) brings the process home
+/// first; the output is as without MOS.
 #[test]
-fn unsupported_call_brings_the_process_home() {
+fn home_files_through_the_deputy_and_unsupported_calls_bring_it_home() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("home-only.txt");
     std::fs::write(&path, "written at home").unwrap();
     let p = path.to_str().unwrap();
-    let args = ["30", "50", p];
+    let args = ["40", "100", p];
     let want = mos_tests::reference(wl::OPENER_DYNAMIC, &args, END_TIMEOUT);
     assert_eq!(want.status.code(), Some(3));
+    let want_text = String::from_utf8_lossy(&want.stdout).into_owned();
+    let line_of = |prefix: &str| want_text.lines().position(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` line")) + 1;
+    let (file_line, sysinfo_line) = (line_of("file: "), line_of("sysinfo "));
     let c = Cluster::start(2);
     let (mut job, pid) = c.start_job(1, wl::OPENER_DYNAMIC, &args);
     job.wait_lines(2, LINE_TIMEOUT);
     c.migrate(1, pid, "2");
-    assert_eq!(c.ps_row(1, pid, false).expect("home row")["node"].as_u64(), Some(2));
+    job.wait_lines(file_line + 1, LINE_TIMEOUT);
+    assert!(job.lines() < sysinfo_line, "the job ran past the sysinfo line too early for this check");
+    assert_eq!(
+        c.ps_row(1, pid, false).expect("home row")["node"].as_u64(),
+        Some(2),
+        "open/read/close of a home file brought the process home"
+    );
+    job.wait_lines(sysinfo_line + 1, LINE_TIMEOUT);
+    wait_until(after(Duration::from_secs(20)), "the process to be home after sysinfo", || {
+        (c.ps_row(1, pid, false).expect("home row")["node"].as_u64() == Some(1)).then_some(())
+    });
     let st = job.wait(END_TIMEOUT);
     assert_eq!(st.code(), Some(3), "exit status");
-    mos_tests::assert_same_output(&want.stdout, &job.stdout(), "opener after coming home for open()");
+    mos_tests::assert_same_output(&job.stdout(), &want.stdout, "opener output");
     let log = c.log(2);
-    assert!(log.contains("must run at home") && log.contains("open"), "node 2 did not send the process home for open: {log}");
+    assert!(log.contains("must run at home") && log.contains("sysinfo"), "node 2 did not send the process home for sysinfo: {log}");
+}
+
+/// Files, directories, relative paths after chdir, getcwd, pipes, dup and lseek used while away:
+/// all run at home through the deputy, the process never comes home, the output is as without MOS.
+fn fileops_stays_away(program: &str) {
+    let reference_dir = tempfile::tempdir().unwrap();
+    let rd = reference_dir.path().to_str().unwrap().to_string();
+    let want = mos_tests::reference(program, &["24", "50", &rd], END_TIMEOUT);
+    assert_eq!(want.status.code(), Some(5), "reference exit status");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let c = Cluster::start(2);
+    let (mut job, pid) = c.start_job(1, program, &["24", "50", &d]);
+    job.wait_lines(1, LINE_TIMEOUT);
+    c.migrate(1, pid, "2");
+    let st = job.wait(END_TIMEOUT);
+    assert_eq!(st.code(), Some(5), "exit status");
+    mos_tests::assert_same_output(&job.stdout(), &want.stdout, "fileops output");
+    let log = c.log(2);
+    assert!(!log.contains("went home") && !log.contains("must run at home"), "fileops was brought home: {log}");
+    assert!(log.contains("guest ended"), "fileops did not end on node 2: {log}");
+}
+
+#[test]
+fn fileops_dynamic_stays_away() {
+    fileops_stays_away(wl::FILEOPS_DYNAMIC);
+}
+
+#[test]
+fn fileops_static_stays_away() {
+    fileops_stays_away(wl::FILEOPS_STATIC);
 }

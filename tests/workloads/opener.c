@@ -1,15 +1,16 @@
 /* opener ITER MS_PER_STEP PATH
  *
  * Computes like counter (one checksum line per step, ~MS_PER_STEP ms of CPU each), and at step
- * ITER/2 opens PATH, reads it, prints its contents and closes it. Used to show that a call the
- * remote side does not run (open) brings the process home first and then works as at home.
- * Exit code 3.
+ * ITER/2 opens PATH, reads it, prints its contents and closes it (forwarded to the deputy: the
+ * process stays where it is); at step 3*ITER/4 calls sysinfo(), which the remote side does not
+ * run, so the process is brought home first. Exit code 3.
  */
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 static uint64_t now_ns(void) {
@@ -48,6 +49,10 @@ int main(int argc, char **argv) {
             close(fd);
             buf[n > 0 ? n : 0] = 0;
             printf("file: %s\n", buf);
+        }
+        if (i == 3 * iter / 4) {
+            struct sysinfo si;
+            printf("sysinfo %s\n", sysinfo(&si) == 0 ? "ok" : "failed");
         }
         printf("step %ld x=%016llx\n", i, (unsigned long long)x);
         fflush(stdout);
