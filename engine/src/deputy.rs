@@ -28,7 +28,12 @@ impl Deputy {
         }
         let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let area = t.inject_ok("mmap(deputy area)", libc::SYS_mmap, [0, AREA, prot, flags, u64::MAX, 0])?;
+        let area = t.inject_ok("mmap(deputy area)", libc::SYS_mmap, [0, AREA + 4096, prot, flags, u64::MAX, 0])?;
+        // A `syscall; int3` page after the buffers: one ptrace stop per forwarded call.
+        let code = area + AREA;
+        mem::write_mem(t.pid(), code, &[0x0f, 0x05, 0xcc, 0xcc])?;
+        t.inject_ok("mprotect(deputy code)", libc::SYS_mprotect, [code, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64, 0, 0, 0])?;
+        t.set_trap(Some(code));
         Ok(Deputy { t, area })
     }
 
@@ -36,7 +41,9 @@ impl Deputy {
         &mut self.t
     }
 
-    pub fn into_tracee(self) -> Tracee<Stopped> {
+    /// The task, back to vDSO-gadget injection (the trampoline page goes when its memory is rebuilt).
+    pub fn into_tracee(mut self) -> Tracee<Stopped> {
+        self.t.set_trap(None);
         self.t
     }
 

@@ -57,6 +57,9 @@ pub struct Tracee<S> {
     gadget: u64,
     /// Signals that arrived while we held the task; they were suppressed and must be delivered later.
     pub pending_signals: Vec<Signal>,
+    /// Address of `syscall; int3` in a page of the tracee, when one exists: injection then needs
+    /// one stop (the int3 trap) instead of two syscall stops.
+    trap: Option<u64>,
     _s: PhantomData<S>,
 }
 
@@ -65,7 +68,7 @@ impl<S> Tracee<S> {
         self.pid
     }
     fn to<T>(self) -> Tracee<T> {
-        Tracee { pid: self.pid, gadget: self.gadget, pending_signals: self.pending_signals, _s: PhantomData }
+        Tracee { pid: self.pid, gadget: self.gadget, pending_signals: self.pending_signals, trap: self.trap, _s: PhantomData }
     }
 }
 
@@ -74,7 +77,7 @@ impl Tracee<Running> {
     pub fn seize(pid: Pid) -> Result<Tracee<Running>, Error> {
         let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD;
         ptrace::seize(pid, opts).map_err(|e| Error::Sys { what: "PTRACE_SEIZE", pid: pid.as_raw(), errno: e })?;
-        Ok(Tracee { pid, gadget: 0, pending_signals: Vec::new(), _s: PhantomData })
+        Ok(Tracee { pid, gadget: 0, pending_signals: Vec::new(), trap: None, _s: PhantomData })
     }
 
     /// PTRACE_INTERRUPT and wait for the stop. Signals that race with the interrupt are recorded
@@ -140,7 +143,7 @@ impl Tracee<Stopped> {
             errno: e,
         })?;
         let gadget = find_gadget(pid)?;
-        Ok(Tracee { pid, gadget, pending_signals: Vec::new(), _s: PhantomData })
+        Ok(Tracee { pid, gadget, pending_signals: Vec::new(), trap: None, _s: PhantomData })
     }
 
     pub fn regs(&self) -> Result<Regs, Error> {
@@ -163,6 +166,12 @@ impl Tracee<Stopped> {
     }
     pub fn rseq(&self) -> Result<Option<(u64, u32, u32)>, Error> {
         sys::get_rseq(self.pid).map_err(|e| Error::Sys { what: "PTRACE_GET_RSEQ_CONFIGURATION", pid: self.pid.as_raw(), errno: e })
+    }
+
+    /// Uses the `syscall; int3` at `addr` (in the tracee) for later injections; `None` goes back to
+    /// the vDSO gadget.
+    pub fn set_trap(&mut self, addr: Option<u64>) {
+        self.trap = addr;
     }
 
     /// The `syscall` instruction used for injection.
@@ -189,6 +198,28 @@ impl Tracee<Stopped> {
         r.r10 = args[3];
         r.r8 = args[4];
         r.r9 = args[5];
+        if let Some(trap) = self.trap {
+            r.rip = trap;
+            self.set_regs(r)?;
+            let ret = loop {
+                ptrace::cont(pid, None).map_err(|e| Error::Sys { what: "PTRACE_CONT", pid: pid.as_raw(), errno: e })?;
+                match wait_stop(pid)? {
+                    WaitStatus::Stopped(_, Signal::SIGTRAP) => {
+                        let now = self.regs()?;
+                        if now.rip == trap + 3 {
+                            break now.rax as i64;
+                        }
+                        self.pending_signals.push(Signal::SIGTRAP);
+                    }
+                    // A signal interrupted the call: hold it back; the kernel restarts the call.
+                    WaitStatus::Stopped(_, sig) => self.pending_signals.push(sig),
+                    WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_) => {}
+                    other => return Err(gone(pid, other)),
+                }
+            };
+            self.set_regs(saved)?;
+            return Ok(ret);
+        }
         r.rip = self.gadget;
         self.set_regs(r)?;
         let mut entered = false;

@@ -43,6 +43,7 @@ pub mod wl {
     pub const OPENER_DYNAMIC: &str = env!("WL_OPENER_DYNAMIC");
     pub const FILEOPS_STATIC: &str = env!("WL_FILEOPS_STATIC");
     pub const FILEOPS_DYNAMIC: &str = env!("WL_FILEOPS_DYNAMIC");
+    pub const CALLBENCH_DYNAMIC: &str = env!("WL_CALLBENCH_DYNAMIC");
 }
 
 /// A deadline `d` from now.
