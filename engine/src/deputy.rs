@@ -34,6 +34,9 @@ impl Deputy {
         mem::write_mem(t.pid(), code, &[0x0f, 0x05, 0xcc, 0xcc])?;
         t.inject_ok("mprotect(deputy code)", libc::SYS_mprotect, [code, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64, 0, 0, 0])?;
         t.set_trap(Some(code));
+        // Nothing blocked: every signal sent to the home pid surfaces here and is forwarded; the
+        // remote component's own mask decides (the home mask comes back with the context).
+        t.set_sigmask(0)?;
         Ok(Deputy { t, area })
     }
 
@@ -45,6 +48,19 @@ impl Deputy {
     pub fn into_tracee(mut self) -> Tracee<Stopped> {
         self.t.set_trap(None);
         self.t
+    }
+
+    /// Signals sent to the home pid, taken from the deputy (they are not delivered at home).
+    /// Forwarded calls surface them as a side effect; with `probe`, pending ones are looked up in
+    /// /proc and surfaced with a no-op injection.
+    pub fn take_signals(&mut self, probe: bool) -> Result<Vec<Signal>, Error> {
+        if probe {
+            let st = procfs::status(self.t.pid())?;
+            if st.sig_pnd | st.shd_pnd != 0 {
+                self.t.inject(libc::SYS_getpid, [0; 6])?;
+            }
+        }
+        Ok(std::mem::take(&mut self.t.pending_signals))
     }
 
     /// Executes a forwarded call. Returns the raw result and the `Out` buffers.

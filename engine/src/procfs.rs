@@ -117,6 +117,9 @@ pub struct Status {
     pub gid: u32,
     pub sig_ign: u64,
     pub sig_cgt: u64,
+    /// Signals pending for the thread and for the whole process.
+    pub sig_pnd: u64,
+    pub shd_pnd: u64,
     pub state: char,
 }
 
@@ -132,6 +135,8 @@ pub fn parse_status(text: &str) -> Status {
             "Gid" => s.gid = first().parse().unwrap_or(0),
             "SigIgn" => s.sig_ign = u64::from_str_radix(v, 16).unwrap_or(0),
             "SigCgt" => s.sig_cgt = u64::from_str_radix(v, 16).unwrap_or(0),
+            "SigPnd" => s.sig_pnd = u64::from_str_radix(v, 16).unwrap_or(0),
+            "ShdPnd" => s.shd_pnd = u64::from_str_radix(v, 16).unwrap_or(0),
             "State" => s.state = v.chars().next().unwrap_or('?'),
             _ => {}
         }

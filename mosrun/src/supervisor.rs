@@ -23,6 +23,9 @@ type BoxError = Box<dyn std::error::Error>;
 /// Signals mosrun relays to the program instead of dying of them.
 const RELAYED: [Signal; 6] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
 
+/// How often, while away, the deputy is checked for signals sent to the home pid.
+const SIGNAL_PROBE: std::time::Duration = std::time::Duration::from_millis(100);
+
 enum Where {
     Home,
     Away { node: u32, away: Box<Away> },
@@ -104,6 +107,7 @@ impl Supervisor {
 
     fn event_loop(&mut self, sfd: SignalFd) -> i32 {
         let mut place = Where::Home;
+        let mut last_probe = std::time::Instant::now();
         loop {
             let (ctl, exit, sig, net) = {
                 let mut fds = vec![PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN), PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
@@ -118,7 +122,9 @@ impl Supervisor {
                     }
                     Where::Home => None,
                 };
-                match poll(&mut fds, PollTimeout::NONE) {
+                // Away, the deputy's pending signals are checked every 100 ms and forwarded.
+                let timeout = if net_i.is_some() { PollTimeout::from(100u8) } else { PollTimeout::NONE };
+                match poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => {
                         tracing::error!(error = %e, "poll failed");
@@ -127,6 +133,24 @@ impl Supervisor {
                 let ready = |i: usize| fds[i].revents().is_some_and(|e| !e.is_empty());
                 (ctl_i.is_some_and(ready), ready(0), ready(1), net_i.is_some_and(ready))
             };
+            if let Where::Away { away, .. } = &mut place {
+                let probe = last_probe.elapsed() >= SIGNAL_PROBE;
+                if probe {
+                    last_probe = std::time::Instant::now();
+                }
+                match away.deputy.take_signals(probe) {
+                    Ok(sigs) => {
+                        for s in sigs {
+                            let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Signal { sig: s as i32 });
+                        }
+                    }
+                    Err(EngineError::TraceeGone { code: Some(c), .. }) => {
+                        let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Kill);
+                        return c;
+                    }
+                    Err(_) => {}
+                }
+            }
             if net {
                 if let Where::Away { away, node } = place {
                     place = match self.on_remote(*away, node) {

@@ -111,3 +111,31 @@ fn fileops_dynamic_stays_away() {
 fn fileops_static_stays_away() {
     fileops_stays_away(wl::FILEOPS_STATIC);
 }
+
+/// A signal sent straight to the home pid while the process runs on node 2 is delivered there:
+/// SIGSTOP stops it (no new output), SIGCONT resumes it, SIGTERM ends it with status 143.
+#[test]
+fn signals_to_the_home_pid_reach_the_remote_process() {
+    use nix::sys::signal::{kill, Signal};
+    let c = Cluster::start(2);
+    let (mut job, pid) = c.start_job(1, WL_RUST, &["400", "20"]);
+    job.wait_lines(2, LINE_TIMEOUT);
+    c.migrate(1, pid, "2");
+    let home = nix::unistd::Pid::from_raw(pid as i32);
+    let local = c.ps_row(2, pid, true).expect("guest row")["local_pid"].as_u64().expect("local_pid") as u32;
+    kill(home, Signal::SIGSTOP).unwrap();
+    wait_until(after(Duration::from_secs(20)), "the remote task to stop", || {
+        std::fs::read_to_string(format!("/proc/{local}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('T')))
+            .unwrap_or(false)
+            .then_some(())
+    });
+    kill(home, Signal::SIGCONT).unwrap();
+    let n = job.lines();
+    job.wait_lines(n + 3, LINE_TIMEOUT);
+    kill(home, Signal::SIGTERM).unwrap();
+    let st = job.wait(END_TIMEOUT);
+    assert_eq!(st.code(), Some(143), "mosrun's status after SIGTERM to the home pid");
+    wait_no_guest(&c, 2, pid);
+}
