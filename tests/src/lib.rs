@@ -546,7 +546,26 @@ impl Cluster {
         let mut log = OpenOptions::new().create(true).append(true).open(&n.log).expect("open node log");
         let _ = writeln!(log, "===== harness: starting mosd node {i} at {}:{port} env {env:?} =====", n.addr);
         let _ = std::fs::remove_file(&n.control);
-        let mut cmd = Command::new(mosd);
+        // MOS_TEST_HIDE=DIR[:DIR...]: this node runs in its own mount namespace where each DIR is
+        // covered by an empty tmpfs, so a call wrongly executed on this node cannot see home files.
+        let hide: Vec<String> =
+            env.iter().find(|(k, _)| *k == "MOS_TEST_HIDE").map(|(_, v)| v.split(':').map(str::to_string).collect()).unwrap_or_default();
+        let mut cmd = if hide.is_empty() {
+            Command::new(mosd)
+        } else {
+            let mut c = Command::new("unshare");
+            c.args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                "for d in $MOS_TEST_HIDE; do mount -t tmpfs mos-hidden \"$d\" || exit 99; done; exec \"$0\" \"$@\"",
+            ]);
+            c.env("MOS_TEST_HIDE", hide.join(" ")).arg(mosd);
+            c
+        };
         cmd.arg("--map")
             .arg(&map)
             .arg("--node")

@@ -53,13 +53,15 @@ fn home_files_through_the_deputy_and_unsupported_calls_bring_it_home() {
     let path = dir.path().join("home-only.txt");
     std::fs::write(&path, "written at home").unwrap();
     let p = path.to_str().unwrap();
+    let hidden = dir.path().to_str().unwrap().to_string();
     let args = ["40", "100", p];
     let want = mos_tests::reference(wl::OPENER_DYNAMIC, &args, END_TIMEOUT);
     assert_eq!(want.status.code(), Some(3));
     let want_text = String::from_utf8_lossy(&want.stdout).into_owned();
     let line_of = |prefix: &str| want_text.lines().position(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` line")) + 1;
     let (file_line, sysinfo_line) = (line_of("file: "), line_of("sysinfo "));
-    let c = Cluster::start(2);
+    // Node 2 cannot see the file: the open must run at home.
+    let c = Cluster::start_with_env(2, &[(2, "MOS_TEST_HIDE", &hidden)]);
     let (mut job, pid) = c.start_job(1, wl::OPENER_DYNAMIC, &args);
     job.wait_lines(2, LINE_TIMEOUT);
     c.migrate(1, pid, "2");
@@ -85,12 +87,15 @@ fn home_files_through_the_deputy_and_unsupported_calls_bring_it_home() {
 /// all run at home through the deputy, the process never comes home, the output is as without MOS.
 fn fileops_stays_away(program: &str) {
     let reference_dir = tempfile::tempdir().unwrap();
+    std::fs::write(reference_dir.path().join("home-marker"), "only at home\n").unwrap();
     let rd = reference_dir.path().to_str().unwrap().to_string();
     let want = mos_tests::reference(program, &["24", "50", &rd], END_TIMEOUT);
     assert_eq!(want.status.code(), Some(5), "reference exit status");
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("home-marker"), "only at home\n").unwrap();
     let d = dir.path().to_str().unwrap().to_string();
-    let c = Cluster::start(2);
+    // Node 2 cannot see this directory's contents: every file operation must run at home.
+    let c = Cluster::start_with_env(2, &[(2, "MOS_TEST_HIDE", &d)]);
     let (mut job, pid) = c.start_job(1, program, &["24", "50", &d]);
     job.wait_lines(1, LINE_TIMEOUT);
     c.migrate(1, pid, "2");

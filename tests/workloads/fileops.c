@@ -1,7 +1,7 @@
 /* fileops ITER MS_PER_STEP DIR
  *
  * Computes like counter and, from step 3 on, does one file-system operation per step inside DIR
- * (which must exist and be empty): chdir, mkdir, a file written through stdio by relative path and
+ * (which must exist and hold only a file `home-marker`): chdir, the marker read by relative path, mkdir, a file written through stdio by relative path and
  * read back, stat, rename, readdir, getcwd, pipe, dup, lseek, unlink, rmdir. It prints what each
  * operation saw; the output is deterministic. Every call it makes after step 2 is one the deputy
  * runs at home (or a local one), so a migrated fileops never has to come home. Exit code 5.
@@ -26,7 +26,13 @@ static void op(long step, const char *dir) {
     char buf[512];
     struct stat st = {0};
     switch (step) {
-    case 3: printf("chdir %d\n", chdir(dir)); break;
+    case 3: {
+        printf("chdir %d\n", chdir(dir));
+        FILE *f = fopen("home-marker", "r");
+        printf("home-marker: %s", f && fgets(buf, sizeof buf, f) ? buf : "MISSING\n");
+        if (f) fclose(f);
+        break;
+    }
     case 4: printf("mkdir %d\n", mkdir("sub", 0755)); break;
     case 5: {
         FILE *f = fopen("sub/data.txt", "w");
@@ -79,6 +85,7 @@ static void op(long step, const char *dir) {
     }
     case 13: printf("unlink %d access %d\n", unlink("sub/moved.txt"), access("sub/moved.txt", F_OK)); break;
     case 14: printf("rmdir %d\n", rmdir("sub")); break;
+    case 15: printf("unlink marker %d\n", unlink("home-marker")); break;
     default: break;
     }
 }
