@@ -71,18 +71,19 @@ impl Deputy {
         let mut outs = Vec::new();
         for b in bufs {
             let (arg, len) = match b {
-                Buf::In { arg, data } => (*arg, data.len() as u64),
+                Buf::In { arg, data } | Buf::InOut { arg, data } => (*arg, data.len() as u64),
                 Buf::Out { arg, len, .. } => (*arg, u64::from(*len)),
             };
             if arg > 5 || off + len > AREA {
                 return Ok((-(libc::EINVAL as i64), Vec::new()));
             }
             args[arg as usize] = self.area + off;
-            if let Buf::In { data, .. } = b {
+            if let Buf::In { data, .. } | Buf::InOut { data, .. } = b {
                 if !data.is_empty() {
                     mem::writev(pid, &[(self.area + off, data.len())], data)?;
                 }
-            } else {
+            }
+            if !matches!(b, Buf::In { .. }) {
                 outs.push((self.area + off, len));
             }
             off = (off + len + 15) & !15;
@@ -93,25 +94,22 @@ impl Deputy {
                 break r;
             }
         };
+        // Out and InOut buffers come back in request order.
         let mut out_data = Vec::new();
-        let mut i = 0;
-        for b in bufs {
-            if let Buf::Out { len, by_ret, .. } = b {
-                let (addr, _) = outs[i];
-                i += 1;
-                let n = if ret < 0 {
-                    0
-                } else if *by_ret {
-                    (ret as u64).min(u64::from(*len))
-                } else {
-                    u64::from(*len)
-                };
-                let mut v = vec![0u8; n as usize];
-                if n > 0 {
-                    mem::readv(pid, &[(addr, n as usize)], &mut v)?;
-                }
-                out_data.push(v);
+        for (b, (addr, len)) in bufs.iter().filter(|b| !matches!(b, Buf::In { .. })).zip(outs) {
+            let by_ret = matches!(b, Buf::Out { by_ret: true, .. });
+            let n = if ret < 0 {
+                0
+            } else if by_ret {
+                (ret as u64).min(len)
+            } else {
+                len
+            };
+            let mut v = vec![0u8; n as usize];
+            if n > 0 {
+                mem::readv(pid, &[(addr, n as usize)], &mut v)?;
             }
+            out_data.push(v);
         }
         Ok((ret, out_data))
     }

@@ -36,8 +36,16 @@ pub enum End {
     Killed(String),
 }
 
-/// Where the `Out` buffers of a forwarded call land in the remote task, in request order.
-type Dests = Vec<Vec<(u64, usize)>>;
+/// How much of a returned buffer is valid.
+#[derive(Debug, Clone, Copy)]
+enum Keep {
+    All,
+    /// `ret` elements of this size.
+    RetTimes(usize),
+}
+
+/// Where the `Out`/`InOut` buffers of a forwarded call land in the remote task, in request order.
+type Dests = Vec<(Vec<(u64, usize)>, Keep)>;
 
 /// Reads a NUL-terminated string (at most PATH_MAX bytes, NUL included) from the task.
 fn read_cstr(pid: Pid, addr: u64) -> Result<Vec<u8>, i32> {
@@ -91,6 +99,10 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg]) -> Result<(u3
                 bufs.push(Buf::In { arg: i, data });
             }
             Arg::In { buf, len } => {
+                // A null pointer stays null at home (the kernel answers it the same way there).
+                if a[buf as usize] == 0 {
+                    continue;
+                }
                 let l = room(a[len as usize] as usize)?;
                 a[len as usize] = l as u64;
                 bufs.push(Buf::In { arg: buf, data: read(a[buf as usize], l)? });
@@ -106,7 +118,30 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg]) -> Result<(u3
                 let l = room(a[len as usize] as usize)?;
                 a[len as usize] = l as u64;
                 bufs.push(Buf::Out { arg: buf, len: l as u32, by_ret: true });
-                dests.push(vec![(args[buf as usize], l)]);
+                dests.push((vec![(args[buf as usize], l)], Keep::All));
+            }
+            Arg::InOutFixed { .. } | Arg::InOutElems { .. } | Arg::InOutBits { .. } => {
+                let (buf, want) = match *spec {
+                    Arg::InOutFixed { buf, size } => (buf, size as usize),
+                    Arg::InOutElems { buf, cnt, size } => (buf, (a[cnt as usize] as usize).saturating_mul(size as usize)),
+                    Arg::InOutBits { buf, nfds } => (buf, (a[nfds as usize] as usize).min(65536).div_ceil(64) * 8),
+                    _ => unreachable!(),
+                };
+                if a[buf as usize] == 0 {
+                    continue;
+                }
+                if room(want)? < want {
+                    return Err(libc::EINVAL);
+                }
+                bufs.push(Buf::InOut { arg: buf, data: read(a[buf as usize], want)? });
+                dests.push((vec![(args[buf as usize], want)], Keep::All));
+            }
+            Arg::OutElems { buf, cnt, size } => {
+                let want = (a[cnt as usize] as usize).saturating_mul(size as usize);
+                let l = room(want)? / (size as usize) * (size as usize);
+                a[cnt as usize] = (l / size as usize) as u64;
+                bufs.push(Buf::Out { arg: buf, len: l as u32, by_ret: false });
+                dests.push((vec![(args[buf as usize], l)], Keep::RetTimes(size as usize)));
             }
             Arg::OutFixed { buf, size } => {
                 if a[buf as usize] == 0 {
@@ -114,7 +149,7 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg]) -> Result<(u3
                 }
                 let l = room(size as usize)?;
                 bufs.push(Buf::Out { arg: buf, len: l as u32, by_ret: false });
-                dests.push(vec![(args[buf as usize], l)]);
+                dests.push((vec![(args[buf as usize], l)], Keep::All));
             }
             Arg::InIov { iov, cnt } | Arg::OutIov { iov, cnt } => {
                 let cnt = (a[cnt as usize] as usize).min(1024);
@@ -141,7 +176,7 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg]) -> Result<(u3
                 } else {
                     fnr = libc::SYS_read as u32;
                     bufs.push(Buf::Out { arg: 1, len: sum as u32, by_ret: true });
-                    dests.push(vecs);
+                    dests.push((vecs, Keep::All));
                 }
             }
         }
@@ -264,7 +299,12 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                     Ok(r) => r,
                     Err(end) => return Ok(Some(end)),
                 };
-                for (vecs, data) in dests.into_iter().zip(&outs) {
+                for ((vecs, keep), data) in dests.into_iter().zip(&outs) {
+                    let valid = match keep {
+                        Keep::All => data.len(),
+                        Keep::RetTimes(size) => (ret.max(0) as usize).saturating_mul(size).min(data.len()),
+                    };
+                    let data = &data[..valid];
                     let mut left = data.len();
                     let mut ranges = Vec::new();
                     for (b, l) in vecs {

@@ -21,6 +21,15 @@ pub enum Arg {
     OutFixed { buf: u8, size: u32 },
     /// `args[buf]` points to a struct of `size` bytes the call reads.
     InFixed { buf: u8, size: u32 },
+    /// `args[buf]` points to a struct of `size` bytes the call reads and may change.
+    InOutFixed { buf: u8, size: u32 },
+    /// `args[buf]` points to `args[cnt]` elements of `size` bytes the call reads and changes (poll).
+    InOutElems { buf: u8, cnt: u8, size: u32 },
+    /// `args[buf]` is an fd_set for `args[nfds]` descriptors, read and changed (select).
+    InOutBits { buf: u8, nfds: u8 },
+    /// `args[buf]` points to room for `args[cnt]` elements of `size` bytes; the result says how
+    /// many the call filled (epoll_wait).
+    OutElems { buf: u8, cnt: u8, size: u32 },
     /// `args[iov]` is an iovec array of `args[cnt]` entries read by the call (writev: sent as write).
     InIov { iov: u8, cnt: u8 },
     /// `args[iov]` is an iovec array of `args[cnt]` entries the call fills (readv: sent as read).
@@ -72,6 +81,14 @@ const TIMES: u32 = 32;
 const TERMIOS: u32 = 36;
 /// `struct winsize`.
 const WINSIZE: u32 = 8;
+/// `struct rusage`.
+const RUSAGE: u32 = 144;
+/// `siginfo_t`.
+const SIGINFO: u32 = 128;
+/// `struct timespec` / `struct timeval`.
+const TIMESPEC: u32 = 16;
+/// `struct epoll_event` (packed on x86-64).
+const EPOLL_EVENT: u32 = 12;
 
 /// The rows this build knows. Numbers absent from it bring the process home.
 pub const TABLE: &[Row] = &[
@@ -184,6 +201,40 @@ pub const TABLE: &[Row] = &[
     fwd(libc::SYS_utimensat, &[Path(1), InFixed { buf: 2, size: TIMES }]),
     fwd(libc::SYS_chdir, &[Path(0)]),
     fwd(libc::SYS_getcwd, &[Out { buf: 0, len: 1 }]),
+    // Waiting on descriptors: they are at home, so the wait happens there.
+    fwd(libc::SYS_poll, &[InOutElems { buf: 0, cnt: 1, size: 8 }]),
+    fwd(libc::SYS_ppoll, &[InOutElems { buf: 0, cnt: 1, size: 8 }, InOutFixed { buf: 2, size: TIMESPEC }, InFixed { buf: 3, size: 8 }]),
+    fwd(
+        libc::SYS_select,
+        &[
+            InOutBits { buf: 1, nfds: 0 },
+            InOutBits { buf: 2, nfds: 0 },
+            InOutBits { buf: 3, nfds: 0 },
+            InOutFixed { buf: 4, size: TIMESPEC },
+        ],
+    ),
+    fwd(libc::SYS_epoll_create, &[]),
+    fwd(libc::SYS_epoll_create1, &[]),
+    fwd(libc::SYS_epoll_ctl, &[InFixed { buf: 3, size: EPOLL_EVENT }]),
+    fwd(libc::SYS_epoll_wait, &[OutElems { buf: 1, cnt: 2, size: EPOLL_EVENT }]),
+    fwd(libc::SYS_epoll_pwait, &[OutElems { buf: 1, cnt: 2, size: EPOLL_EVENT }, InFixed { buf: 4, size: 8 }]),
+    fwd(libc::SYS_eventfd, &[]),
+    fwd(libc::SYS_eventfd2, &[]),
+    // Children and other processes are at home.
+    fwd(libc::SYS_wait4, &[OutFixed { buf: 1, size: 4 }, OutFixed { buf: 3, size: RUSAGE }]),
+    fwd(libc::SYS_waitid, &[OutFixed { buf: 2, size: SIGINFO }, OutFixed { buf: 4, size: RUSAGE }]),
+    fwd(libc::SYS_kill, &[]),
+    fwd(libc::SYS_tgkill, &[]),
+    fwd(libc::SYS_tkill, &[]),
+    // Sockets live at home, so a connection survives migration.
+    fwd(libc::SYS_socket, &[]),
+    fwd(libc::SYS_socketpair, &[OutFixed { buf: 3, size: 8 }]),
+    fwd(libc::SYS_connect, &[In { buf: 1, len: 2 }]),
+    fwd(libc::SYS_bind, &[In { buf: 1, len: 2 }]),
+    fwd(libc::SYS_listen, &[]),
+    fwd(libc::SYS_shutdown, &[]),
+    fwd(libc::SYS_setsockopt, &[In { buf: 3, len: 4 }]),
+    fwd(libc::SYS_sendto, &[In { buf: 1, len: 2 }, In { buf: 4, len: 5 }]),
 ];
 
 /// fcntl commands whose third argument is a plain integer.
@@ -194,6 +245,7 @@ pub fn fcntl_is_plain(cmd: u64) -> bool {
 const IOCTL_TCGETS: &[Arg] = &[OutFixed { buf: 2, size: TERMIOS }];
 const IOCTL_WINSZ: &[Arg] = &[OutFixed { buf: 2, size: WINSIZE }];
 const IOCTL_INT: &[Arg] = &[OutFixed { buf: 2, size: 4 }];
+const RECV: &[Arg] = &[Out { buf: 1, len: 2 }];
 
 /// The disposition of call `nr` with arguments `args`.
 pub fn classify(nr: u32, args: &[u64; 6]) -> Disposition {
@@ -205,6 +257,13 @@ pub fn classify(nr: u32, args: &[u64; 6]) -> Disposition {
             0x541B => Disposition::Forward(IOCTL_INT),
             _ => Disposition::Home,
         };
+    }
+    // Calls that return an address of unknown size are forwarded only when it is not asked for.
+    if nr == libc::SYS_accept || nr == libc::SYS_accept4 {
+        return if args[1] == 0 { Disposition::Forward(&[]) } else { Disposition::Home };
+    }
+    if nr == libc::SYS_recvfrom {
+        return if args[4] == 0 { Disposition::Forward(RECV) } else { Disposition::Home };
     }
     if nr == libc::SYS_fcntl {
         return if fcntl_is_plain(args[1]) { Disposition::Forward(&[]) } else { Disposition::Home };
@@ -254,7 +313,12 @@ mod tests {
         assert!(matches!(classify(libc::SYS_mmap as u32, &anon), Disposition::Local(_)));
         assert_eq!(classify(libc::SYS_mmap as u32, &file), Disposition::Home);
         assert_eq!(classify(libc::SYS_mmap as u32, &shared), Disposition::Home);
-        assert_eq!(classify(libc::SYS_socket as u32, &[0; 6]), Disposition::Home);
+        assert_eq!(classify(libc::SYS_fork as u32, &[0; 6]), Disposition::Home);
+        assert_eq!(classify(libc::SYS_socket as u32, &[0; 6]), Disposition::Forward(&[]));
+        assert_eq!(classify(libc::SYS_accept4 as u32, &[3, 0, 0, 0, 0, 0]), Disposition::Forward(&[]));
+        assert_eq!(classify(libc::SYS_accept4 as u32, &[3, 0x1000, 0x2000, 0, 0, 0]), Disposition::Home);
+        assert_eq!(classify(libc::SYS_recvfrom as u32, &[3, 0x1000, 64, 0, 0, 0]), Disposition::Forward(RECV));
+        assert_eq!(classify(libc::SYS_recvfrom as u32, &[3, 0x1000, 64, 0, 0x2000, 0x3000]), Disposition::Home);
         assert_eq!(classify(libc::SYS_openat as u32, &[0; 6]), Disposition::Forward(&[Path(1)]));
         assert_eq!(classify(libc::SYS_write as u32, &[0; 6]), Disposition::Forward(&[In { buf: 1, len: 2 }]));
         assert_eq!(classify(libc::SYS_ioctl as u32, &[1, 0x5401, 0, 0, 0, 0]), Disposition::Forward(IOCTL_TCGETS));

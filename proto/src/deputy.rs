@@ -22,6 +22,9 @@ pub enum Buf {
     /// Argument `arg` points to `len` bytes the call writes (copied out after it). With `by_ret`,
     /// only the first `ret` bytes come back (read-like calls); otherwise all `len` bytes.
     Out { arg: u8, len: u32, by_ret: bool },
+    /// Argument `arg` points to these bytes, which the call reads and may change: copied in
+    /// before the call and all of them copied back after it when it succeeds.
+    InOut { arg: u8, data: Vec<u8> },
 }
 
 /// How the process ended.

@@ -229,6 +229,13 @@ golden!(deputy_recall_golden, Kind::Deputy, DeputyMsg, DeputyMsg::Recall, "4d4f5
 golden!(deputy_exited_code_golden, Kind::Deputy, DeputyMsg, deputy_exit_code(), "4d4f5300 0100 0900 03000000 00000000  040006");
 golden!(deputy_exited_signal_golden, Kind::Deputy, DeputyMsg, deputy_exit_signal(), "4d4f5300 0100 0900 04000000 00000000  04011201");
 golden!(deputy_kill_golden, Kind::Deputy, DeputyMsg, DeputyMsg::Kill, "4d4f5300 0100 0900 01000000 00000000  05");
+golden!(
+    deputy_syscall_inout_golden,
+    Kind::Deputy,
+    DeputyMsg,
+    DeputyMsg::Syscall { seq: 1, nr: 7, args: [0; 6], bufs: vec![mos_proto::deputy::Buf::InOut { arg: 0, data: vec![1, 2] }] },
+    "4d4f5300 0100 0900 0f000000 00000000  000107000000000000010200020102"
+);
 
 // ---------------------------------------------------------------- control socket
 

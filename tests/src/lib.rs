@@ -44,6 +44,7 @@ pub mod wl {
     pub const FILEOPS_STATIC: &str = env!("WL_FILEOPS_STATIC");
     pub const FILEOPS_DYNAMIC: &str = env!("WL_FILEOPS_DYNAMIC");
     pub const CALLBENCH_DYNAMIC: &str = env!("WL_CALLBENCH_DYNAMIC");
+    pub const NETCLIENT_DYNAMIC: &str = env!("WL_NETCLIENT_DYNAMIC");
 }
 
 /// A deadline `d` from now.

@@ -144,3 +144,44 @@ fn signals_to_the_home_pid_reach_the_remote_process() {
     assert_eq!(st.code(), Some(143), "mosrun's status after SIGTERM to the home pid");
     wait_no_guest(&c, 2, pid);
 }
+
+/// A line-echo server at home: answers "pong ..." to every line until the client closes.
+fn echo_server() -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut w = s.try_clone().unwrap();
+        for line in std::io::BufReader::new(s).lines() {
+            let Ok(line) = line else { break };
+            if w.write_all(format!("pong {line}\n").as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    (port, h)
+}
+
+/// While away: a TCP connection opened at home by the remote process, poll on a pipe, kill to
+/// itself with a handler that runs remotely, and wait4 for a child forked at home before the move.
+#[test]
+fn sockets_poll_signals_and_children_while_away() {
+    let (port, server) = echo_server();
+    let p = port.to_string();
+    let want = mos_tests::reference(wl::NETCLIENT_DYNAMIC, &["12", "80", &p], END_TIMEOUT);
+    server.join().unwrap();
+    assert_eq!(want.status.code(), Some(4), "reference: {}", String::from_utf8_lossy(&want.stderr));
+    let (port, server) = echo_server();
+    let p = port.to_string();
+    let c = Cluster::start(2);
+    let (mut job, pid) = c.start_job(1, wl::NETCLIENT_DYNAMIC, &["12", "80", &p]);
+    job.wait_lines(1, LINE_TIMEOUT);
+    c.migrate(1, pid, "2");
+    let st = job.wait(END_TIMEOUT);
+    server.join().unwrap();
+    assert_eq!(st.code(), Some(4), "exit status");
+    mos_tests::assert_same_output(&job.stdout(), &want.stdout, "netclient output");
+    let log = c.log(2);
+    assert!(!log.contains("must run at home") && log.contains("guest ended"), "netclient did not stay on node 2: {log}");
+}
