@@ -37,6 +37,8 @@ impl Deputy {
         // Nothing blocked: every signal sent to the home pid surfaces here and is forwarded; the
         // remote component's own mask decides (the home mask comes back with the context).
         t.set_sigmask(0)?;
+        // Its user memory is gone: the registers it was frozen with will never be resumed.
+        t.registers_disposable()?;
         Ok(Deputy { t, area })
     }
 

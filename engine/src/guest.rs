@@ -292,7 +292,9 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                         return Ok(None);
                     }
                 };
-                if !sys::notif_id_valid(listener, n.id) {
+                // Data read from the task is only trustworthy if the task still waits for this call.
+                let read_memory = bufs.iter().any(|b| matches!(b, Buf::In { .. } | Buf::InOut { .. }));
+                if read_memory && !sys::notif_id_valid(listener, n.id) {
                     return Ok(None);
                 }
                 let (ret, outs) = match self.forward(fnr, a, bufs)? {

@@ -77,13 +77,13 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away,
 /// Receives a process coming home (its `Offer` already read from the deputy channel) into the
 /// deputy. On success the process runs natively at home again. On failure the deputy is put back
 /// in its released state and the remote copy keeps running.
-pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Result<(Stats, Pid), (Error, Deputy)> {
+pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Result<(Stats, Pid), (Error, Box<Deputy>)> {
     let start = Instant::now();
     let mut t = deputy.into_tracee();
     let pid = t.pid();
-    let redeputy = |t: Tracee<Stopped>, e: Error| -> Result<(Stats, Pid), (Error, Deputy)> {
+    let redeputy = |t: Tracee<Stopped>, e: Error| -> Result<(Stats, Pid), (Error, Box<Deputy>)> {
         match Deputy::release(t, None) {
-            Ok(d) => Err((e, d)),
+            Ok(d) => Err((e, Box::new(d))),
             Err(e2) => panic!("deputy of {pid} lost after a failed return home: {e}; then {e2}"),
         }
     };
@@ -110,7 +110,7 @@ pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Resu
     // Home always wins from here: even if Resumed cannot be sent, the remote copy dies with the channel.
     let _ = frame::write_msg(away, Kind::Resumed, &Resumed { remote_pid: pid.as_raw() as u32 });
     let pending = std::mem::take(&mut t.pending_signals);
-    t.detach(None).map_err(|e| (e, panic_deputy(pid)))?;
+    t.detach(None).map_err(|e| (e, Box::new(panic_deputy(pid))))?;
     for s in pending {
         let _ = nix::sys::signal::kill(pid, s);
     }

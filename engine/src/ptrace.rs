@@ -60,6 +60,9 @@ pub struct Tracee<S> {
     /// Address of `syscall; int3` in a page of the tracee, when one exists: injection then needs
     /// one stop (the int3 trap) instead of two syscall stops.
     trap: Option<u64>,
+    /// With a trap page and no user code left to resume (the deputy): base registers for injected
+    /// calls, which are then neither saved nor restored.
+    scratch_regs: Option<Regs>,
     _s: PhantomData<S>,
 }
 
@@ -68,7 +71,14 @@ impl<S> Tracee<S> {
         self.pid
     }
     fn to<T>(self) -> Tracee<T> {
-        Tracee { pid: self.pid, gadget: self.gadget, pending_signals: self.pending_signals, trap: self.trap, _s: PhantomData }
+        Tracee {
+            pid: self.pid,
+            gadget: self.gadget,
+            pending_signals: self.pending_signals,
+            trap: self.trap,
+            scratch_regs: self.scratch_regs,
+            _s: PhantomData,
+        }
     }
 }
 
@@ -77,7 +87,7 @@ impl Tracee<Running> {
     pub fn seize(pid: Pid) -> Result<Tracee<Running>, Error> {
         let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD;
         ptrace::seize(pid, opts).map_err(|e| Error::Sys { what: "PTRACE_SEIZE", pid: pid.as_raw(), errno: e })?;
-        Ok(Tracee { pid, gadget: 0, pending_signals: Vec::new(), trap: None, _s: PhantomData })
+        Ok(Tracee { pid, gadget: 0, pending_signals: Vec::new(), trap: None, scratch_regs: None, _s: PhantomData })
     }
 
     /// PTRACE_INTERRUPT and wait for the stop. Signals that race with the interrupt are recorded
@@ -143,7 +153,7 @@ impl Tracee<Stopped> {
             errno: e,
         })?;
         let gadget = find_gadget(pid)?;
-        Ok(Tracee { pid, gadget, pending_signals: Vec::new(), trap: None, _s: PhantomData })
+        Ok(Tracee { pid, gadget, pending_signals: Vec::new(), trap: None, scratch_regs: None, _s: PhantomData })
     }
 
     pub fn regs(&self) -> Result<Regs, Error> {
@@ -172,6 +182,15 @@ impl Tracee<Stopped> {
     /// the vDSO gadget.
     pub fn set_trap(&mut self, addr: Option<u64>) {
         self.trap = addr;
+        self.scratch_regs = None;
+    }
+
+    /// Declares that the tracee's registers need not be preserved by injections (its user code
+    /// will never be resumed as is): injections through the trap page then skip saving and
+    /// restoring them. Cleared by [`set_trap`](Self::set_trap).
+    pub fn registers_disposable(&mut self) -> Result<(), Error> {
+        self.scratch_regs = Some(self.regs()?);
+        Ok(())
     }
 
     /// The `syscall` instruction used for injection.
@@ -188,7 +207,12 @@ impl Tracee<Stopped> {
     /// `pending_signals` and suppressed.
     pub fn inject(&mut self, nr: libc::c_long, args: [u64; 6]) -> Result<i64, Error> {
         let pid = self.pid;
-        let saved = self.regs()?;
+        // A task that only ever runs injected calls (the deputy, with its trap page) need not have
+        // its registers saved and put back around each call: reuse the registers of the last one.
+        let saved = match (self.trap, self.scratch_regs) {
+            (Some(_), Some(r)) => r,
+            _ => self.regs()?,
+        };
         let mut r = saved;
         r.rax = nr as u64;
         r.orig_rax = u64::MAX;
@@ -217,7 +241,9 @@ impl Tracee<Stopped> {
                     other => return Err(gone(pid, other)),
                 }
             };
-            self.set_regs(saved)?;
+            if self.scratch_regs.is_none() {
+                self.set_regs(saved)?;
+            }
             return Ok(ret);
         }
         r.rip = self.gadget;

@@ -308,7 +308,7 @@ impl Supervisor {
             }
             Err((e, deputy)) => {
                 tracing::error!(error = %e, "could not take the process home; it keeps running on node {node}");
-                away.deputy = deputy;
+                away.deputy = *deputy;
                 if let Some((id, _)) = self.pending.take() {
                     self.done(id, Err(format!("could not bring the process home: {e}")));
                 }
