@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const WORKLOADS: &[&str] = &["counter", "memtouch", "threads", "opener", "fileops", "callbench", "netclient"];
+const WORKLOADS: &[&str] = &["counter", "memtouch", "threads", "opener", "fileops", "callbench", "netclient", "crasher"];
 const VARIANTS: &[(&str, &[&str])] = &[("STATIC", &["-static"]), ("DYNAMIC", &["-no-pie"]), ("PIE", &["-fPIE", "-pie"])];
 
 fn main() {

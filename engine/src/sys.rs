@@ -186,6 +186,7 @@ pub struct StubIdentity {
 }
 
 /// Forks a stub child that drops every descriptor, takes `id`, asks to die with its parent thread,
+/// gets no core files,
 /// sets no_new_privs (so an unprivileged stub may install a seccomp filter), asks to be traced and
 /// stops itself. Returns the child's pid; the caller waits for its SIGSTOP.
 ///
@@ -215,6 +216,9 @@ pub fn fork_stub(id: StubIdentity) -> Result<Pid, Errno> {
             libc::_exit(122);
         }
         libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // A guest never leaves a core file on the node that hosts it.
+        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::syscall(libc::SYS_prlimit64, 0, libc::RLIMIT_CORE, &no_core as *const libc::rlimit, std::ptr::null_mut::<libc::rlimit>());
         libc::syscall(libc::SYS_prctl, libc::PR_SET_DUMPABLE, 1);
         libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         if libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) < 0 {

@@ -45,6 +45,7 @@ pub mod wl {
     pub const FILEOPS_DYNAMIC: &str = env!("WL_FILEOPS_DYNAMIC");
     pub const CALLBENCH_DYNAMIC: &str = env!("WL_CALLBENCH_DYNAMIC");
     pub const NETCLIENT_DYNAMIC: &str = env!("WL_NETCLIENT_DYNAMIC");
+    pub const CRASHER_STATIC: &str = env!("WL_CRASHER_STATIC");
 }
 
 /// A deadline `d` from now.

@@ -185,3 +185,22 @@ fn sockets_poll_signals_and_children_while_away() {
     let log = c.log(2);
     assert!(!log.contains("must run at home") && log.contains("guest ended"), "netclient did not stay on node 2: {log}");
 }
+
+/// Writes far larger than the deputy's 1 MiB buffer arrive whole and in order, and a fatal fault
+/// on the remote node (SIGSEGV) ends the process at home with that signal (mosrun: 128 + 11).
+#[test]
+fn big_writes_and_a_remote_crash() {
+    let args = ["8", "50", "3500000"];
+    let want = mos_tests::reference(wl::CRASHER_STATIC, &args, END_TIMEOUT);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(want.status.signal(), Some(11), "reference ends by SIGSEGV");
+    let c = Cluster::start(2);
+    let (mut job, pid) = c.start_job(1, wl::CRASHER_STATIC, &args);
+    job.wait_lines(1, LINE_TIMEOUT);
+    c.migrate(1, pid, "2");
+    let st = job.wait(END_TIMEOUT);
+    assert_eq!(st.code(), Some(139), "mosrun's status after a remote SIGSEGV");
+    mos_tests::assert_same_output(&job.stdout(), &want.stdout, "crasher output");
+    let log = c.log(2);
+    assert!(log.contains("guest ended") && log.contains("Signal"), "the crash did not happen on node 2: {log}");
+}
