@@ -201,6 +201,10 @@ pub fn capture(t: &mut Tracee<Stopped>, home_pid: u32, home_node: u32, reason: R
         tid_address,
         sigactions,
         altstack,
+        rlimits: (0..16u8) // RLIMIT_CPU (0) ..= RLIMIT_RTTIME (15) on Linux
+            .filter(|r| u32::from(*r) != libc::RLIMIT_CORE)
+            .filter_map(|r| crate::sys::get_rlimit(pid, r.into()).ok().map(|(cur, max)| (r, cur, max)))
+            .collect(),
     };
     Ok(Image { offer, maps, special, context, home_regs })
 }

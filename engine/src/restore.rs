@@ -343,6 +343,18 @@ fn finish(
         None
     };
     rb.sys("munmap(scratch)", libc::SYS_munmap, [scratch, SCRATCH_LEN, 0, 0, 0, 0])?;
+    if opts.set_exe {
+        // A fresh stub has this daemon's limits: hold it to the process's own. Raising a hard
+        // limit above the daemon's needs CAP_SYS_RESOURCE; such a limit stays the daemon's.
+        for &(r, cur, max) in &ctx.rlimits {
+            if u32::from(r) == libc::RLIMIT_CORE {
+                continue;
+            }
+            if let Err(e) = sys::set_rlimit(pid, r.into(), cur, max) {
+                tracing::debug!(resource = r, cur, max, error = %e, "resource limit not applied");
+            }
+        }
+    }
     t.set_regs(regs)?;
     t.set_xstate(&ctx.xstate)?;
     t.set_sigmask(ctx.sigmask)?;

@@ -103,6 +103,15 @@ pub fn pidfd_getfd(pidfd: RawFd, fd: RawFd) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(nfd) })
 }
 
+/// prlimit(pid, resource, NULL, old): a limit of another process as (soft, hard).
+pub fn get_rlimit(pid: Pid, resource: libc::__rlimit_resource_t) -> Result<(u64, u64), Errno> {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `old` is a valid, writable rlimit; the new-limit pointer is null (read only).
+    let r = unsafe { libc::prlimit(pid.as_raw(), resource, std::ptr::null(), &mut old) };
+    check(r as libc::c_long)?;
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
 /// prlimit(pid, resource, new): sets a limit of another process.
 pub fn set_rlimit(pid: Pid, resource: libc::__rlimit_resource_t, cur: u64, max: u64) -> Result<(), Errno> {
     let new = libc::rlimit { rlim_cur: cur, rlim_max: max };

@@ -182,6 +182,9 @@ pub struct Context {
     pub tid_address: u64,
     pub sigactions: Vec<SigAction>,
     pub altstack: Option<AltStack>,
+    /// Resource limits `(resource, soft, hard)` the remote task is held to (RLIMIT_CORE excepted:
+    /// a guest never dumps core on its host).
+    pub rlimits: Vec<(u8, u64, u64)>,
 }
 
 /// The receiver runs the process now; the sender may release its copy.

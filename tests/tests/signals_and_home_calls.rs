@@ -204,3 +204,33 @@ fn big_writes_and_a_remote_crash() {
     let log = c.log(2);
     assert!(log.contains("guest ended") && log.contains("Signal"), "the crash did not happen on node 2: {log}");
 }
+
+/// The remote task is held to the process's own resource limits, not its host daemon's.
+#[test]
+fn resource_limits_travel_with_the_process() {
+    let c = Cluster::start(2);
+    let (mut job, pid) = c.start_job(1, WL_RUST, &["200", "20"]);
+    job.wait_lines(1, LINE_TIMEOUT);
+    let st = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=77:99", "--stack=4194304:8388608"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "prlimit failed");
+    c.migrate(1, pid, "2");
+    let local = c.ps_row(2, pid, true).expect("guest row")["local_pid"].as_u64().expect("local_pid");
+    let limits = std::fs::read_to_string(format!("/proc/{local}/limits")).unwrap();
+    let row = |name: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {limits}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(row("Max open files").contains("77 99"), "remote open-files limit: {}", row("Max open files"));
+    assert!(row("Max stack size").contains("4194304 8388608"), "remote stack limit: {}", row("Max stack size"));
+    assert!(row("Max core file size").contains("0 0"), "a guest may dump core on its host: {}", row("Max core file size"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    job.wait(END_TIMEOUT);
+}

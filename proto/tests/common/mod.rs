@@ -115,6 +115,7 @@ pub fn context_full() -> Context {
         tid_address: 0x7fff_f7d8_0a10,
         sigactions: vec![SigAction { sig: 2, handler: 0x40_1234, flags: 0x0400_0000, restorer: 0x40_2000, mask: 0 }],
         altstack: Some(AltStack { sp: 0x7000_0000, flags: 0, size: 8192 }),
+        rlimits: vec![(7, 1024, 4096)],
     }
 }
 
@@ -132,6 +133,7 @@ pub fn context_minimal() -> Context {
         tid_address: 0,
         sigactions: vec![],
         altstack: None,
+        rlimits: Vec::new(),
     }
 }
 
