@@ -11,6 +11,7 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let cc = std::env::var("MOS_TEST_CC").unwrap_or_else(|_| "gcc".to_string());
     println!("cargo:rerun-if-env-changed=MOS_TEST_CC");
+    println!("cargo:rerun-if-changed=workloads/common.h");
     for name in WORKLOADS {
         let src = Path::new("workloads").join(format!("{name}.c"));
         println!("cargo:rerun-if-changed={}", src.display());

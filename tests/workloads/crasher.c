@@ -5,17 +5,12 @@
  * order). Then computes and prints until step ITER, where it dereferences a null pointer: the
  * process ends by SIGSEGV.
  */
+#include "common.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 int main(int argc, char **argv) {
     if (argc < 4) {
@@ -26,9 +21,7 @@ int main(int argc, char **argv) {
     uint64_t ms = (uint64_t)atol(argv[2]);
     size_t big = (size_t)atol(argv[3]);
     for (long i = 0;; i++) {
-        uint64_t t0 = now_ns();
-        volatile uint64_t sink = 0;
-        while (now_ns() - t0 < ms * 1000000ull) sink += 1;
+        burn_ms(ms);
         if (i == 2) {
             char *b = malloc(big);
             uint64_t sum = 0;

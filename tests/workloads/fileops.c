@@ -8,6 +8,7 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include "common.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,12 +16,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void op(long step, const char *dir) {
     char buf[512];
@@ -104,9 +99,7 @@ int main(int argc, char **argv) {
             x ^= x >> 7;
             x ^= x << 17;
         }
-        uint64_t t0 = now_ns();
-        volatile uint64_t sink = 0;
-        while (now_ns() - t0 < ms * 1000000ull) sink += 1;
+        burn_ms(ms);
         op(i, argv[3]);
         printf("step %ld x=%016llx\n", i, (unsigned long long)x);
         fflush(stdout);

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include "common.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,12 +22,6 @@
 
 static volatile sig_atomic_t got;
 static void on_usr1(int s) { got = s; }
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 int main(int argc, char **argv) {
     if (argc < 4) {
@@ -41,9 +36,7 @@ int main(int argc, char **argv) {
     int s = -1;
     char buf[256];
     for (long i = 0; i < iter; i++) {
-        uint64_t t0 = now_ns();
-        volatile uint64_t sink = 0;
-        while (now_ns() - t0 < ms * 1000000ull) sink += 1;
+        burn_ms(ms);
         if (i == 3) {
             struct sockaddr_in a = {0};
             a.sin_family = AF_INET;
@@ -76,7 +69,8 @@ int main(int argc, char **argv) {
         }
         if (i == 7) {
             uint64_t t = now_ns();
-            while (!got && now_ns() - t < 5000000000ull) sink += 1;
+            volatile uint64_t spin = 0;
+            while (!got && now_ns() - t < 5000000000ull) spin += 1;
             printf("handler got %d\n", (int)got);
         }
         if (i == 8) {

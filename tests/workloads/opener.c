@@ -6,18 +6,13 @@
  * run, so the process is brought home first. Exit code 3.
  */
 #include <fcntl.h>
+#include "common.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 int main(int argc, char **argv) {
     if (argc < 4) {
@@ -33,11 +28,7 @@ int main(int argc, char **argv) {
             x ^= x >> 7;
             x ^= x << 17;
         }
-        uint64_t t0 = now_ns();
-        volatile uint64_t sink = 0;
-        while (now_ns() - t0 < ms * 1000000ull) {
-            sink += 1;
-        }
+        burn_ms(ms);
         if (i == iter / 2) {
             char buf[256];
             int fd = open(argv[3], O_RDONLY);
