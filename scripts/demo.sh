@@ -21,7 +21,8 @@ ctl() { local n=$1; shift; "$B/mosctl" --control "$D/node$n.sock" "$@"; }
 for i in 1 2 3; do
   for _ in $(seq 100); do ctl $i status >/dev/null 2>&1 && break; sleep 0.05; done
 done
-echo "== cluster up:"; for i in 1 2 3; do ctl $i status | tail -n +$([ $i = 1 ] && echo 1 || echo 2); done
+for _ in $(seq 100); do [ "$(ctl 1 status --json | grep -o '"state":"up"' | wc -l)" = 3 ] && break; sleep 0.05; done
+echo "== cluster up, as node 1 sees it (gossip):"; ctl 1 status
 echo "== mosrun wl_rust 40 100   (40 steps of ~100 ms of computation, printing a checksum each step)"
 MOS_SOCKET="$D/node1.sock" "$B/mosrun" "$B/wl_rust" 40 100 > "$D/out" &
 RUN=$!

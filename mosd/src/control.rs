@@ -76,7 +76,7 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
             r
         }
         Request::Ps => reply(&mut c, &Reply::Ps { processes: node.registry.rows(node.number) }),
-        Request::Status => reply(&mut c, &Reply::Status { nodes: vec![crate::status::this_node(node)] }),
+        Request::Status => reply(&mut c, &Reply::Status { nodes: node.gossip.view(crate::status::this_node(node)) }),
         Request::Migrate { pid, target } => {
             let r = migrate(node, pid, &target, uid);
             reply(&mut c, &r)

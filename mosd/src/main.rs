@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod control;
+mod gossip;
 mod registry;
 mod server;
 mod status;
@@ -47,6 +48,7 @@ pub struct Node {
     pub port: u16,
     pub map: NodeMap,
     pub registry: registry::Registry,
+    pub gossip: gossip::Gossip,
 }
 
 fn main() {
@@ -72,13 +74,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let map = NodeMap::parse(&text)?;
     let own = map.addr_of(args.node).ok_or_else(|| format!("node {} is not in the map {}", args.node, args.map.display()))?;
     let addr = args.listen.unwrap_or(IpAddr::V4(own));
-    let node = Arc::new(Node { number: args.node, addr, port: args.port, map, registry: registry::Registry::default() });
+    let gossip = gossip::Gossip::new(args.node, addr, &map);
+    let node = Arc::new(Node { number: args.node, addr, port: args.port, map, registry: registry::Registry::default(), gossip });
     let listener =
         std::net::TcpListener::bind(SocketAddr::new(addr, args.port)).map_err(|e| format!("cannot listen on {addr}:{}: {e}", args.port))?;
+    let udp =
+        std::net::UdpSocket::bind(SocketAddr::new(addr, args.port)).map_err(|e| format!("cannot bind UDP {addr}:{}: {e}", args.port))?;
     let control = control::bind(&args.control)?;
     tracing::info!(node = node.number, %addr, port = args.port, control = %args.control.display(), "mosd up");
     let n = node.clone();
     std::thread::Builder::new().name("migration-server".into()).spawn(move || server::accept_loop(listener, n))?;
+    let n = node.clone();
+    std::thread::Builder::new().name("gossip".into()).spawn(move || gossip::run(udp, n))?;
     control::serve(control, node);
     Ok(())
 }
