@@ -77,14 +77,23 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away,
 /// Receives a process coming home (its `Offer` already read from the deputy channel) into the
 /// deputy. On success the process runs natively at home again. On failure the deputy is put back
 /// in its released state and the remote copy keeps running.
-pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Result<(Stats, Pid), (Error, Box<Deputy>)> {
+/// A return home that did not happen.
+#[derive(Debug)]
+pub enum NotHome {
+    /// The remote copy keeps running; here is the deputy, released again.
+    StillAway(Error, Box<Deputy>),
+    /// The home task could not be made a deputy again (or died): the process cannot go on.
+    Lost(Error),
+}
+
+pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Result<(Stats, Pid), NotHome> {
     let start = Instant::now();
     let mut t = deputy.into_tracee();
     let pid = t.pid();
-    let redeputy = |t: Tracee<Stopped>, e: Error| -> Result<(Stats, Pid), (Error, Box<Deputy>)> {
+    let redeputy = |t: Tracee<Stopped>, e: Error| -> Result<(Stats, Pid), NotHome> {
         match Deputy::release(t, None) {
-            Ok(d) => Err((e, Box::new(d))),
-            Err(e2) => panic!("deputy of {pid} lost after a failed return home: {e}; then {e2}"),
+            Ok(d) => Err(NotHome::StillAway(e, Box::new(d))),
+            Err(e2) => Err(NotHome::Lost(Error::Restore(format!("deputy of {pid} lost after a failed return home: {e}; then {e2}")))),
         }
     };
     let accept = match restore::check_offer(&t, offer) {
@@ -110,7 +119,7 @@ pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Resu
     // Home always wins from here: even if Resumed cannot be sent, the remote copy dies with the channel.
     let _ = frame::write_msg(away, Kind::Resumed, &Resumed { remote_pid: pid.as_raw() as u32 });
     let pending = std::mem::take(&mut t.pending_signals);
-    t.detach(None).map_err(|e| (e, Box::new(panic_deputy(pid))))?;
+    t.detach(None).map_err(NotHome::Lost)?;
     for s in pending {
         let _ = nix::sys::signal::kill(pid, s);
     }
@@ -123,10 +132,6 @@ pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Resu
         ..Stats::default()
     };
     Ok((stats, pid))
-}
-
-fn panic_deputy(pid: Pid) -> Deputy {
-    panic!("process {pid} restored at home but could not be resumed")
 }
 
 /// Which node-specific identity a fresh remote component takes.

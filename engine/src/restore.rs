@@ -364,6 +364,7 @@ fn finish(
 /// Statistics of a receive.
 #[derive(Debug, Default, Clone)]
 pub struct Received {
+    pub frames: u64,
     pub pages: u64,
     pub bytes: u64,
 }
@@ -385,7 +386,8 @@ pub fn receive<R: Read>(
         match f.kind {
             Kind::Pages => {
                 let n = fill(t.pid(), &vmas, &f.body)?;
-                crate::fault::page_frame(got.bytes / (f.body.len().max(1) as u64) + 1);
+                got.frames += 1;
+                crate::fault::page_frame(got.frames);
                 got.pages += n / 4096;
                 got.bytes += f.body.len() as u64;
             }

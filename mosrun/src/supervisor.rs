@@ -306,7 +306,16 @@ impl Supervisor {
                     None => Where::Home,
                 }
             }
-            Err((e, deputy)) => {
+            Err(migrate::NotHome::Lost(e)) => {
+                let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Kill);
+                if let Some((id, _)) = self.pending.take() {
+                    self.done(id, Err(format!("the process was lost coming home: {e}")));
+                }
+                eprintln!("mosrun: {e}; the process is lost");
+                let _ = kill(self.pid, Signal::SIGKILL);
+                std::process::exit(self.reap());
+            }
+            Err(migrate::NotHome::StillAway(e, deputy)) => {
                 tracing::error!(error = %e, "could not take the process home; it keeps running on node {node}");
                 away.deputy = *deputy;
                 if let Some((id, _)) = self.pending.take() {
