@@ -35,11 +35,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show the status of this node.
+    /// Show every node as this node sees it (gossip): state, cpus, load, memory, processes, and
+    /// the age of that information. With NODE (number or address), only that node.
     Status {
+        node: Option<String>,
         #[arg(long)]
         json: bool,
     },
+    /// Translate a node number to its address, or an address to its node number.
+    Whois { node: String },
 }
 
 fn main() {
@@ -47,7 +51,8 @@ fn main() {
     let r = match args.cmd {
         Cmd::Migrate { pid, node, json } => migrate::run(&args.control, pid, &node, json),
         Cmd::Ps { json } => views::ps(&args.control, json),
-        Cmd::Status { json } => views::status(&args.control, json),
+        Cmd::Status { node, json } => views::status(&args.control, node.as_deref(), json),
+        Cmd::Whois { node } => views::whois(&args.control, &node),
     };
     if let Err(e) = r {
         eprintln!("mosctl: {e}");

@@ -24,8 +24,29 @@ pub fn ps(control: &Path, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-pub fn status(control: &Path, json: bool) -> Result<(), String> {
-    let Reply::Status { nodes } = ask(control, &Request::Status)? else { return Err("unexpected reply".into()) };
+pub fn whois(control: &Path, name: &str) -> Result<(), String> {
+    let Reply::Whois { node, address } = ask(control, &Request::Whois { name: name.to_string() })? else {
+        return Err("unexpected reply".into());
+    };
+    if name.parse::<u32>().is_ok() {
+        println!("{address}");
+    } else {
+        println!("{node}");
+    }
+    Ok(())
+}
+
+pub fn status(control: &Path, only: Option<&str>, json: bool) -> Result<(), String> {
+    let Reply::Status { mut nodes } = ask(control, &Request::Status)? else { return Err("unexpected reply".into()) };
+    if let Some(name) = only {
+        let Reply::Whois { node, .. } = ask(control, &Request::Whois { name: name.to_string() })? else {
+            return Err("unexpected reply".into());
+        };
+        nodes.retain(|n| n.node == node);
+        if nodes.is_empty() {
+            return Err(format!("node {node} is in the map but this node knows nothing about it yet"));
+        }
+    }
     if json {
         println!("{}", serde_json::json!({ "nodes": nodes }));
         return Ok(());

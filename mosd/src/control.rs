@@ -81,6 +81,10 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
             let r = migrate(node, pid, &target, uid);
             reply(&mut c, &r)
         }
+        Request::Whois { name } => match node.map.resolve(&name) {
+            Some((n, a)) => reply(&mut c, &Reply::Whois { node: n, address: a.to_string() }),
+            None => reply(&mut c, &Reply::Error { message: format!("`{name}` is not a node number or address in the map") }),
+        },
         Request::CommandDone { .. } | Request::Moved { .. } => {
             reply(&mut c, &Reply::Error { message: "this request is only valid from a registered mosrun".into() })
         }

@@ -27,6 +27,8 @@ pub enum Request {
     Status,
     /// From mosctl: move home pid `pid` to `target` ("home", a node number or an address).
     Migrate { pid: u32, target: String },
+    /// From mosctl: which node is `name` (a number or an address)?
+    Whois { name: String },
 }
 
 /// A process row of `mosctl ps`.
@@ -69,6 +71,7 @@ pub enum Reply {
     Status { nodes: Vec<NodeStatus> },
     Migrated { stats: Stats },
     Error { message: String },
+    Whois { node: u32, address: String },
 }
 
 /// From mosd to a registered mosrun.

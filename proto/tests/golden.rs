@@ -265,6 +265,14 @@ golden!(
 golden!(request_moved_golden, Kind::Control, Request, request_moved(), "4d4f5300 0100 0a00 02000000 00000000  0202");
 golden!(request_ps_golden, Kind::Control, Request, Request::Ps, "4d4f5300 0100 0a00 01000000 00000000  03");
 golden!(request_status_golden, Kind::Control, Request, Request::Status, "4d4f5300 0100 0a00 01000000 00000000  04");
+golden!(request_whois_golden, Kind::Control, Request, Request::Whois { name: "2".into() }, "4d4f5300 0100 0a00 03000000 00000000  060132");
+golden!(
+    reply_whois_golden,
+    Kind::Control,
+    Reply,
+    Reply::Whois { node: 2, address: "127.0.0.2".into() },
+    "4d4f5300 0100 0a00 0c000000 00000000  0602093132372e302e302e32"
+);
 golden!(request_migrate_golden, Kind::Control, Request, request_migrate(), "4d4f5300 0100 0a00 08000000 00000000  05922104686f6d65");
 
 golden!(reply_ok_golden, Kind::Control, Reply, Reply::Ok, "4d4f5300 0100 0a00 01000000 00000000  00");

@@ -69,3 +69,22 @@ fn eight_nodes_view_and_failure_detection() {
     });
     println!("restarted node shown up after {:?}", t.elapsed());
 }
+
+/// `mosctl whois` translates both ways; `mosctl status NODE` shows one node; unknown names fail
+/// with a reason.
+#[test]
+fn whois_and_status_of_one_node() {
+    let c = Cluster::start(3);
+    let out = c.mosctl(1, &["whois", "2"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "127.0.0.2");
+    let out = c.mosctl(1, &["whois", "127.0.0.3"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    let out = c.try_mosctl(1, &["whois", "9"], Duration::from_secs(10));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not a node"), "whois of an unknown node");
+    wait_until(after(Duration::from_secs(20)), "node 1 to know node 2", || {
+        let out = c.try_mosctl(1, &["status", "2", "--json"], Duration::from_secs(10));
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let nodes = v["nodes"].as_array()?;
+        (nodes.len() == 1 && nodes[0]["node"].as_u64() == Some(2) && nodes[0]["state"] == "up").then_some(())
+    });
+}
