@@ -10,7 +10,7 @@ cargo build --workspace --bins --locked -q
 B=$PWD/target/debug
 D=$(mktemp -d /tmp/mos-demo.XXXXXX)
 PORT=${MOS_DEMO_PORT:-4949}
-cleanup() { kill $(cat "$D"/*.pid 2>/dev/null) 2>/dev/null || true; wait 2>/dev/null || true; }
+cleanup() { kill $(cat "$D"/*.pid 2>/dev/null) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$D"; }
 trap cleanup EXIT
 echo "1 127.0.0.1 3" > "$D/map"
 for i in 1 2 3; do

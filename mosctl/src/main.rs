@@ -4,6 +4,7 @@
 
 mod client;
 mod migrate;
+mod mon;
 mod views;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,15 @@ enum Cmd {
     },
     /// Translate a node number to its address, or an address to its node number.
     Whois { node: String },
+    /// Live view of every node's load (per CPU) and memory use as bars, redrawn every interval.
+    Mon {
+        /// Redraw interval in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval: u64,
+        /// Print one frame and exit.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 fn main() {
@@ -53,6 +63,7 @@ fn main() {
         Cmd::Ps { json } => views::ps(&args.control, json),
         Cmd::Status { node, json } => views::status(&args.control, node.as_deref(), json),
         Cmd::Whois { node } => views::whois(&args.control, &node),
+        Cmd::Mon { interval, once } => mon::run(&args.control, interval, once),
     };
     if let Err(e) = r {
         eprintln!("mosctl: {e}");

@@ -88,3 +88,15 @@ fn whois_and_status_of_one_node() {
         (nodes.len() == 1 && nodes[0]["node"].as_u64() == Some(2) && nodes[0]["state"] == "up").then_some(())
     });
 }
+
+/// `mosctl mon --once` draws one bar line per node.
+#[test]
+fn mon_draws_every_node() {
+    let c = Cluster::start(3);
+    wait_until(after(Duration::from_secs(20)), "mon to show 3 nodes", || {
+        let out = c.try_mosctl(1, &["mon", "--once"], Duration::from_secs(10));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let rows: Vec<&str> = text.lines().skip(1).filter(|l| l.contains(" up ")).collect();
+        (out.status.success() && rows.len() == 3).then_some(())
+    });
+}
