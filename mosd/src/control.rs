@@ -85,6 +85,13 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
             Some((n, a)) => reply(&mut c, &Reply::Whois { node: n, address: a.to_string() }),
             None => reply(&mut c, &Reply::Error { message: format!("`{name}` is not a node number or address in the map") }),
         },
+        Request::BestNode { mem_mb } => {
+            let n = node.gossip.best_node(mem_mb);
+            match node.map.addr_of(n) {
+                Some(a) => reply(&mut c, &Reply::Whois { node: n, address: a.to_string() }),
+                None => reply(&mut c, &Reply::Whois { node: node.number, address: node.addr.to_string() }),
+            }
+        }
         Request::CommandDone { .. } | Request::Moved { .. } => {
             reply(&mut c, &Reply::Error { message: "this request is only valid from a registered mosrun".into() })
         }

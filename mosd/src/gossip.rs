@@ -88,6 +88,13 @@ impl Gossip {
     }
 }
 
+impl Gossip {
+    /// Opportunity-cost placement (`mosrun -b`) among the nodes this node knows are up.
+    pub fn best_node(&self, mem_mb: u32) -> u32 {
+        self.brain.lock().unwrap_or_else(|p| p.into_inner()).best_node(mem_mb)
+    }
+}
+
 /// Runnable tasks now (from /proc/stat), in the brain's fixed point.
 fn runnable() -> u32 {
     let t = std::fs::read_to_string("/proc/stat").unwrap_or_default();

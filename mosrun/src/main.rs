@@ -15,11 +15,29 @@ use std::path::PathBuf;
 /// its files, pid and parent stay at home. mosrun exits with the program's exit status (128+N if
 /// it was killed by signal N).
 #[derive(Parser, Debug)]
-#[command(version, trailing_var_arg = true)]
+#[command(version, trailing_var_arg = true, disable_help_flag = true)]
 struct Args {
     /// Control socket of the local mosd.
     #[arg(long, env = "MOS_SOCKET", default_value = mos_proto::DEFAULT_CONTROL)]
     control: PathBuf,
+    /// Start on the best node (opportunity-cost placement over the nodes gossip knows).
+    #[arg(short = 'b', group = "start")]
+    best: bool,
+    /// Start on node NODE (a node number or address).
+    #[arg(short = 'N', value_name = "NODE", group = "start")]
+    node: Option<String>,
+    /// Start on host HOST (an address from the map).
+    #[arg(short = 'r', value_name = "HOST", group = "start")]
+    host: Option<String>,
+    /// Start at home (the default).
+    #[arg(short = 'h', group = "start")]
+    home: bool,
+    /// Memory the program needs, in MiB (used by -b).
+    #[arg(short = 'm', value_name = "MB", default_value_t = 0)]
+    mem_mb: u32,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     /// The program and its arguments.
     #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
     program: Vec<String>,
@@ -32,7 +50,15 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let code = match supervisor::run(&args.control, &args.program) {
+    let start = if args.best {
+        supervisor::Start::Best { mem_mb: args.mem_mb }
+    } else if let Some(n) = args.node.or(args.host) {
+        supervisor::Start::On(n)
+    } else {
+        let _ = args.home;
+        supervisor::Start::Home
+    };
+    let code = match supervisor::run(&args.control, &args.program, start) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mosrun: {e}");

@@ -40,9 +40,39 @@ struct Supervisor {
     pending: Option<(u64, Target)>,
 }
 
-pub fn run(control_path: &Path, program: &[String]) -> Result<i32, BoxError> {
+/// Where the program starts.
+#[derive(Debug, Clone)]
+pub enum Start {
+    Home,
+    /// A node number or address.
+    On(String),
+    /// The best node for a job needing this much memory.
+    Best {
+        mem_mb: u32,
+    },
+}
+
+/// Asks mosd (on a connection of its own) which node `start` means: `None` for home.
+fn placement(control_path: &Path, start: &Start) -> Result<Option<u32>, BoxError> {
+    let req = match start {
+        Start::Home => return Ok(None),
+        Start::On(name) => Request::Whois { name: name.clone() },
+        Start::Best { mem_mb } => Request::BestNode { mem_mb: *mem_mb },
+    };
+    let mut c = UnixStream::connect(control_path)?;
+    let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    frame::write_msg(&mut c, Kind::Control, &req)?;
+    match frame::read_frame(&mut c)?.expect::<Reply>(Kind::Control)? {
+        Reply::Whois { node, .. } => Ok(Some(node)),
+        Reply::Error { message } => Err(message.into()),
+        other => Err(format!("unexpected reply from mosd: {other:?}").into()),
+    }
+}
+
+pub fn run(control_path: &Path, program: &[String], start: Start) -> Result<i32, BoxError> {
     let mut control = UnixStream::connect(control_path)
         .map_err(|e| format!("cannot reach mosd at {} ({e}); is mosd running? (set --control or MOS_SOCKET)", control_path.display()))?;
+    let target = placement(control_path, &start)?;
     // Spawn before blocking the relayed signals: a child inherits the blocked mask.
     let child =
         std::process::Command::new(&program[0]).args(&program[1..]).spawn().map_err(|e| format!("cannot run {}: {e}", program[0]))?;
@@ -68,6 +98,16 @@ pub fn run(control_path: &Path, program: &[String]) -> Result<i32, BoxError> {
             return Err(format!("mosd refused to supervise the program: {message}").into());
         }
         other => return Err(format!("unexpected reply from mosd: {other:?}").into()),
+    };
+    // Start elsewhere: ask mosd to move the program now, as `mosctl migrate` would. The answer is
+    // not awaited (this loop is the one that performs the move); the connection is kept open.
+    let _move_request = match target {
+        Some(n) if n != home_node => {
+            let mut side = UnixStream::connect(control_path)?;
+            frame::write_msg(&mut side, Kind::Control, &Request::Migrate { pid: pid.as_raw() as u32, target: n.to_string() })?;
+            Some(side)
+        }
+        _ => None,
     };
     let mut s = Supervisor { pid, home_node, control: Some(control), pidfd, pending: None };
     Ok(s.event_loop(sfd))

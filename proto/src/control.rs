@@ -29,6 +29,8 @@ pub enum Request {
     Migrate { pid: u32, target: String },
     /// From mosctl: which node is `name` (a number or an address)?
     Whois { name: String },
+    /// From mosrun -b: the best node to start a job that needs `mem_mb` MiB (answered as `Whois`).
+    BestNode { mem_mb: u32 },
 }
 
 /// A process row of `mosctl ps`.

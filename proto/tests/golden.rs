@@ -266,6 +266,7 @@ golden!(request_moved_golden, Kind::Control, Request, request_moved(), "4d4f5300
 golden!(request_ps_golden, Kind::Control, Request, Request::Ps, "4d4f5300 0100 0a00 01000000 00000000  03");
 golden!(request_status_golden, Kind::Control, Request, Request::Status, "4d4f5300 0100 0a00 01000000 00000000  04");
 golden!(request_whois_golden, Kind::Control, Request, Request::Whois { name: "2".into() }, "4d4f5300 0100 0a00 03000000 00000000  060132");
+golden!(request_best_node_golden, Kind::Control, Request, Request::BestNode { mem_mb: 64 }, "4d4f5300 0100 0a00 02000000 00000000  0740");
 golden!(
     reply_whois_golden,
     Kind::Control,

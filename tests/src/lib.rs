@@ -718,9 +718,14 @@ impl Cluster {
 
     /// Starts `mosrun --control <node i> -- PROGRAM ARGS` (stdout/stderr captured).
     pub fn spawn_mosrun(&self, i: u32, program: &str, args: &[&str]) -> RunningJob {
+        self.spawn_mosrun_with(i, &[], program, args)
+    }
+
+    /// Like [`spawn_mosrun`](Self::spawn_mosrun), with mosrun options (`-N 2`, `-b`, ...).
+    pub fn spawn_mosrun_with(&self, i: u32, opts: &[&str], program: &str, args: &[&str]) -> RunningJob {
         let program_path = std::fs::canonicalize(program).unwrap_or_else(|e| panic!("workload {program}: {e}"));
         let mut cmd = Command::new(bin("mosrun"));
-        cmd.arg("--control").arg(self.control(i)).arg("--").arg(&program_path).args(args).env_remove("MOS_SOCKET");
+        cmd.arg("--control").arg(self.control(i)).args(opts).arg("--").arg(&program_path).args(args).env_remove("MOS_SOCKET");
         let what = format!("mosrun {} {} (home node {i})", program_path.display(), args.join(" "));
         RunningJob { proc: Proc::spawn(cmd, what, true), home: i, program: program_path, pid: None }
     }
