@@ -134,7 +134,9 @@ pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Resu
     Ok((stats, pid))
 }
 
-/// Which node-specific identity a fresh remote component takes.
+/// Serves an incoming migration on this node: reads the `Offer`, forks a stub with the process's
+/// uid/gid, checks the offer, rebuilds the process in the stub with its seccomp filter, answers
+/// `Resumed` and lets it run. On any error the stub is killed and the sender keeps the process.
 pub fn accept_guest(stream: &mut TcpStream) -> Result<(Guest, Stats), Error> {
     let start = Instant::now();
     let _ = stream.set_nodelay(true);

@@ -20,14 +20,18 @@ pub struct Stopped;
 /// `struct user_regs_struct`.
 pub type Regs = libc::user_regs_struct;
 
-/// How the tracee ended while we waited for a stop.
-fn gone(pid: Pid, ws: WaitStatus) -> Error {
-    let code = match ws {
+/// Shell-style status of an ended process: its exit code, or 128 + the signal that killed it.
+pub fn shell_code(ws: WaitStatus) -> Option<i32> {
+    match ws {
         WaitStatus::Exited(_, c) => Some(c),
         WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
         _ => None,
-    };
-    Error::TraceeGone { pid: pid.as_raw(), how: format!("{ws:?}"), code }
+    }
+}
+
+/// How the tracee ended while we waited for a stop.
+fn gone(pid: Pid, ws: WaitStatus) -> Error {
+    Error::TraceeGone { pid: pid.as_raw(), how: format!("{ws:?}"), code: shell_code(ws) }
 }
 
 const ERESTARTSYS: i64 = 512;

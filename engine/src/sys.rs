@@ -211,7 +211,9 @@ pub fn fork_stub(id: StubIdentity) -> Result<Pid, Errno> {
         return Ok(Pid::from_raw(pid));
     }
     // Child: raw syscalls only.
-    // SAFETY: integer-argument syscalls; on any failure the child exits at once with a distinct code.
+    // SAFETY: raw syscalls with integer arguments, plus prlimit64 given a pointer to a local
+    // `rlimit` that lives for the call (and a null old-limit pointer); on any failure the child exits
+    // at once with a distinct code.
     unsafe {
         libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
         libc::syscall(libc::SYS_setsid);

@@ -50,6 +50,11 @@ impl Gossip {
         self.brain.lock().unwrap_or_else(|p| p.into_inner()).handle(now, input)
     }
 
+    /// Opportunity-cost placement (`mosrun -b`) among the nodes this node knows are up.
+    pub fn best_node(&self, mem_mb: u32) -> u32 {
+        self.brain.lock().unwrap_or_else(|p| p.into_inner()).best_node(mem_mb)
+    }
+
     /// Every node of the cluster as this node sees it; `this` is this node's own row.
     pub fn view(&self, this: NodeStatus) -> Vec<NodeStatus> {
         let now = self.now();
@@ -85,13 +90,6 @@ impl Gossip {
         }
         rows.sort_by_key(|r| r.node);
         rows
-    }
-}
-
-impl Gossip {
-    /// Opportunity-cost placement (`mosrun -b`) among the nodes this node knows are up.
-    pub fn best_node(&self, mem_mb: u32) -> u32 {
-        self.brain.lock().unwrap_or_else(|p| p.into_inner()).best_node(mem_mb)
     }
 }
 

@@ -1,4 +1,4 @@
-//! This node's status row (the cluster-wide view comes with gossip).
+//! This node's own status row; the rows of the other nodes come from gossip (gossip.rs).
 use crate::Node;
 use mos_proto::control::NodeStatus;
 

@@ -11,7 +11,7 @@ use mos_proto::migration::{Offer, Stats};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -113,20 +113,12 @@ pub fn run(control_path: &Path, program: &[String], start: Start) -> Result<i32,
     Ok(s.event_loop(sfd))
 }
 
-fn shell_code(ws: WaitStatus) -> Option<i32> {
-    match ws {
-        WaitStatus::Exited(_, c) => Some(c),
-        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
-        _ => None,
-    }
-}
-
 impl Supervisor {
     fn reap(&self) -> i32 {
         loop {
             match waitpid(self.pid, Some(WaitPidFlag::__WALL)) {
                 Ok(ws) => {
-                    if let Some(c) = shell_code(ws) {
+                    if let Some(c) = mos_engine::ptrace::shell_code(ws) {
                         return c;
                     }
                 }
