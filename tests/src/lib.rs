@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod vnode;
+
 /// Poll interval of [`wait_until`].
 pub const POLL: Duration = Duration::from_millis(10);
 /// Default time a `mosctl` call may take.
