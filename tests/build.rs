@@ -1,21 +1,25 @@
 //! Compiles the C workloads in `workloads/` with gcc into OUT_DIR, each in three variants:
 //! static (`-static`), dynamic non-PIE (`-no-pie`) and PIE (`-fPIE -pie`), and exposes their
-//! paths as `WL_<NAME>_<VARIANT>` (e.g. `WL_COUNTER_STATIC`) to the crate's code.
+//! paths as `WL_<NAME>_<VARIANT>` (e.g. `WL_COUNTER_STATIC`) to the crate's code. The workloads of
+//! `DYNAMIC_ONLY` are built in the dynamic variant only.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const WORKLOADS: &[&str] = &["counter", "memtouch", "threads", "opener", "fileops", "callbench", "netclient", "crasher"];
+const WORKLOADS: &[&str] = &["counter", "memtouch", "threads", "opener", "fileops", "callbench", "netclient", "crasher", "cpujob"];
 const VARIANTS: &[(&str, &[&str])] = &[("STATIC", &["-static"]), ("DYNAMIC", &["-no-pie"]), ("PIE", &["-fPIE", "-pie"])];
+/// Big workloads whose behaviour does not depend on how they are linked: one build is enough.
+const DYNAMIC_ONLY: &[&str] = &[];
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let cc = std::env::var("MOS_TEST_CC").unwrap_or_else(|_| "gcc".to_string());
     println!("cargo:rerun-if-env-changed=MOS_TEST_CC");
     println!("cargo:rerun-if-changed=workloads/common.h");
-    for name in WORKLOADS {
+    let builds = WORKLOADS.iter().map(|n| (*n, VARIANTS)).chain(DYNAMIC_ONLY.iter().map(|n| (*n, &VARIANTS[1..2])));
+    for (name, variants) in builds {
         let src = Path::new("workloads").join(format!("{name}.c"));
         println!("cargo:rerun-if-changed={}", src.display());
-        for (variant, flags) in VARIANTS {
+        for (variant, flags) in variants {
             let exe = out.join(format!("{name}_{}", variant.to_lowercase()));
             let mut cmd = Command::new(&cc);
             cmd.args(["-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread"]).args(*flags).arg("-o").arg(&exe).arg(&src);

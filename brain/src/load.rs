@@ -36,6 +36,30 @@ pub fn normalize(runnable: u32, speed: u32, ncpus: u16) -> u32 {
     u32::try_from(u64::from(runnable) * u64::from(STD_SPEED) / cap).unwrap_or(u32::MAX)
 }
 
+/// Iterations of [`calibration_work`] per second that count as [`STD_SPEED`]: one core of the
+/// reference machine (a 2-core x86-64 build host, measured 650-660 M/s).
+pub const REFERENCE_RATE: f64 = 650e6;
+
+/// The CPU speed benchmark's kernel: `n` rounds of xorshift and multiply-add, integer only and
+/// cache resident, so that its rate tracks core speed. The daemon times it (this crate has no
+/// clock); it is compiled optimized in every profile so that debug builds calibrate the same.
+pub fn calibration_work(n: u64) -> u64 {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut acc = 0u64;
+    for i in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        acc = acc.wrapping_add(x.wrapping_mul(i | 1));
+    }
+    acc
+}
+
+/// Speed in MOSIX-style units from a measured rate of [`calibration_work`] iterations per second.
+pub fn speed_from_rate(rate: f64) -> u32 {
+    (rate / REFERENCE_RATE * f64::from(STD_SPEED)).round().clamp(1.0, f64::from(u32::MAX)) as u32
+}
+
 /// Per-process CPU use EWMA `(3·old + new)/4` (fixed point, [`LOAD_SCALE`] = one full CPU).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcCpu {
@@ -71,6 +95,15 @@ mod tests {
         assert_eq!(p.update(1000), 1000);
         assert_eq!(p.update(0), 750);
         assert_eq!(p.update(0), 562);
+    }
+
+    #[test]
+    fn speed_units() {
+        assert_eq!(speed_from_rate(REFERENCE_RATE), STD_SPEED);
+        assert_eq!(speed_from_rate(REFERENCE_RATE / 2.0), STD_SPEED / 2);
+        assert_eq!(speed_from_rate(0.0), 1);
+        // The kernel does the work it is asked for (not optimized away: results differ with n).
+        assert_ne!(calibration_work(10), calibration_work(11));
     }
 
     #[test]

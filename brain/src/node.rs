@@ -88,6 +88,10 @@ impl Config {
     }
 }
 
+/// How long a move we made counts in the target's view (its smoothed load needs about this long
+/// to show a new process: (5/8)^4 ≈ 15 % left to rise after 4 samples).
+pub const SENT_HOLD_MS: u64 = 4_000;
+
 /// A process sample from the daemon.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcSample {
@@ -198,6 +202,9 @@ pub struct Node {
     flags: u8,
     procs: BTreeMap<u32, (ProcCpu, ProcSample)>,
     moved: BTreeMap<u32, u64>,
+    /// Load and memory we just sent to a node, counted in its view until its own gossip has had
+    /// time to show them (its smoothed load rises over a few seconds): node → (load, MiB, until).
+    sent: BTreeMap<u32, (u32, u32, u64)>,
     step: u64,
     next_tick: u64,
     next_announce: u64,
@@ -229,6 +236,7 @@ impl Node {
             flags: 0,
             procs: BTreeMap::new(),
             moved: BTreeMap::new(),
+            sent: BTreeMap::new(),
             step: 0,
             next_tick: now,
             next_announce: now,
@@ -470,13 +478,16 @@ impl Node {
                     && self.members.state(s.entry.node) == State::Up
                     && s.entry.flags & (wire::flags::BLOCKED | wire::flags::LEAVING | wire::flags::FROZEN) == 0
             })
-            .map(|s| NodeView {
-                node: s.entry.node,
-                load: s.entry.load,
-                speed: s.entry.speed,
-                ncpus: s.entry.ncpus,
-                mem_free_mb: s.entry.mem_free_mb,
-                mem_total_mb: s.entry.mem_total_mb,
+            .map(|s| {
+                let (load, mem, _) = self.sent.get(&s.entry.node).copied().unwrap_or_default();
+                NodeView {
+                    node: s.entry.node,
+                    load: s.entry.load.saturating_add(load),
+                    speed: s.entry.speed,
+                    ncpus: s.entry.ncpus,
+                    mem_free_mb: s.entry.mem_free_mb.saturating_sub(mem),
+                    mem_total_mb: s.entry.mem_total_mb,
+                }
             })
             .collect()
     }
@@ -496,6 +507,7 @@ impl Node {
     }
 
     fn decide(&mut self, now: u64, out: &mut Vec<Output>) {
+        self.sent.retain(|_, (_, _, until)| *until > now);
         if self.procs.is_empty() {
             return;
         }
@@ -508,8 +520,14 @@ impl Node {
             moves.extend(balance::balance(&local, &procs, &cands, now, &cfg));
         }
         for (pid, to) in moves {
-            let contrib = self.procs.get(&pid).map_or(0, |(a, _)| load::normalize(a.get(), self.cfg.speed, self.cfg.ncpus));
-            self.load.discount(contrib);
+            let (cpu, mem) = self.procs.get(&pid).map_or((0, 0), |(a, p)| (a.get(), p.mem_mb));
+            self.load.discount(load::normalize(cpu, self.cfg.speed, self.cfg.ncpus));
+            if let Some(t) = cands.iter().find(|c| c.node == to) {
+                let e = self.sent.entry(to).or_insert((0, 0, 0));
+                e.0 = e.0.saturating_add(balance::added_load(cpu, t) as u32);
+                e.1 = e.1.saturating_add(mem);
+                e.2 = now + SENT_HOLD_MS;
+            }
             self.moved.insert(pid, now);
             out.push(Output::Migrate { pid, to });
         }
@@ -521,5 +539,62 @@ impl Node {
         let mut nodes = self.candidates();
         nodes.push(self.local_view());
         balance::place(&nodes, mem_mb, &self.cfg.balancing).unwrap_or(self.cfg.me)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer_entry(node: u32, now: u64) -> Entry {
+        Entry {
+            node,
+            addr: 0x7f00_0000 + node,
+            origin_ms: now,
+            age_ms: 0,
+            load: 0,
+            speed: load::STD_SPEED,
+            ncpus: 1,
+            mem_free_mb: 4096,
+            mem_total_mb: 8192,
+            procs: 0,
+            guests: 0,
+            flags: 0,
+        }
+    }
+
+    /// Eight CPU-bound processes on node 1, three idle peers whose gossip does not change (as when
+    /// their smoothed load has not risen yet): the moves spread over the peers instead of piling
+    /// onto the one that looked idlest, and stop once the peers look as loaded as node 1 will be.
+    #[test]
+    fn moves_count_in_the_target_view_until_its_gossip_shows_them() {
+        let map: Vec<(u32, u32)> = (1..=4).map(|n| (n, 0x7f00_0000 + n)).collect();
+        let mut node = Node::new(Config::new(1, 0x7f00_0001), &map, 7, 0);
+        let mut targets = Vec::new();
+        for sec in 1..=8u64 {
+            let now = sec * 1000;
+            for peer in 2..=4 {
+                let bytes = wire::encode(&Message::Gossip { from: peer, entries: vec![peer_entry(peer, now)] }).unwrap();
+                node.handle(now, Input::Datagram { from: 0x7f00_0000 + peer, bytes });
+            }
+            let procs = (1..=8).filter(|p| !targets.iter().any(|(q, _)| q == p)).map(|pid| ProcSample {
+                pid,
+                cpu: load::LOAD_SCALE,
+                mem_mb: 10,
+                migratable: true,
+                arrived_ms: None,
+            });
+            node.handle(now, Input::ProcessList(procs.collect()));
+            let runnable = (8 - targets.len() as u32) * load::LOAD_SCALE;
+            for o in node.handle(now, Input::LocalSample { runnable, mem_free_mb: 4096, mem_total_mb: 8192, procs: 8, guests: 0 }) {
+                if let Output::Migrate { pid, to } = o {
+                    targets.push((pid, to));
+                }
+            }
+        }
+        let per_node = |n: u32| targets.iter().filter(|(_, t)| *t == n).count();
+        assert!(targets.len() >= 3, "moves: {targets:?}");
+        assert!((2..=4).all(|n| per_node(n) >= 1), "every idle peer gets a process: {targets:?}");
+        assert!((2..=4).all(|n| per_node(n) <= 3), "no peer gets more than its share: {targets:?}");
     }
 }

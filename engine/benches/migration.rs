@@ -79,7 +79,7 @@ fn one(mib: usize) -> Row {
     let addr = l.local_addr().unwrap();
     let server = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
-        let (g, _) = migrate::accept_guest(&mut s).expect("restore");
+        let (g, _) = migrate::accept_guest(&mut s, |_| Ok(())).expect("restore");
         // Hold the connection until the sender has released the deputy, then end the guest.
         let mut b = [0u8; 1];
         let _ = s.read(&mut b);

@@ -36,6 +36,61 @@ pub enum End {
     Killed(String),
 }
 
+/// What the hosting node asks of a guest while it runs (sent from other threads of the host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Send the process home now (`mosctl expel`, shutdown).
+    GoHome,
+    /// Ask home to move the process on to this node (the local balancer's decision).
+    MoveTo(u32),
+}
+
+impl Order {
+    fn encode(self) -> [u8; 5] {
+        let (tag, n) = match self {
+            Order::GoHome => (0u8, 0u32),
+            Order::MoveTo(n) => (1, n),
+        };
+        let mut b = [tag, 0, 0, 0, 0];
+        b[1..].copy_from_slice(&n.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<Order> {
+        match (b.first()?, b.get(1..5)?) {
+            (0, _) => Some(Order::GoHome),
+            (1, n) => Some(Order::MoveTo(u32::from_le_bytes(n.try_into().ok()?))),
+            _ => None,
+        }
+    }
+}
+
+/// The sending end of a guest's order channel; cheap to clone, usable from any thread.
+#[derive(Debug)]
+pub struct Orders(std::os::unix::net::UnixDatagram);
+
+impl Orders {
+    /// Queues `o` for the guest; fails when its host loop is gone (the guest ended).
+    pub fn send(&self, o: Order) -> std::io::Result<()> {
+        self.0.send(&o.encode()).map(|_| ())
+    }
+
+    pub fn try_clone(&self) -> std::io::Result<Orders> {
+        self.0.try_clone().map(Orders)
+    }
+}
+
+/// The receiving end, polled by [`serve`].
+#[derive(Debug)]
+pub struct Inbox(std::os::unix::net::UnixDatagram);
+
+/// A new order channel.
+pub fn orders() -> std::io::Result<(Orders, Inbox)> {
+    let (a, b) = std::os::unix::net::UnixDatagram::pair()?;
+    b.set_nonblocking(true)?;
+    Ok((Orders(a), Inbox(b)))
+}
+
 /// How much of a returned buffer is valid.
 #[derive(Debug, Clone, Copy)]
 enum Keep {
@@ -374,8 +429,9 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
     }
 }
 
-/// Hosts a restored guest until it exits, goes home, or its home is lost.
-pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest) -> End {
+/// Hosts a restored guest until it exits, goes home, or its home is lost. `inbox` carries the
+/// hosting node's [`Order`]s.
+pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -> End {
     let mut h = Host { s: stream, g, seq: 0, held: Vec::new(), recall: false, home_refused: false };
     loop {
         if h.recall {
@@ -389,11 +445,12 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest) -> End {
                 }
             }
         }
-        let (sock_ready, notif_ready, exit_ready) = {
+        let (sock_ready, notif_ready, exit_ready, order_ready) = {
             let mut fds = [
                 PollFd::new(h.s.as_fd(), PollFlags::POLLIN),
                 PollFd::new(g.listener.as_fd(), PollFlags::POLLIN),
                 PollFd::new(g.pidfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(inbox.0.as_fd(), PollFlags::POLLIN),
             ];
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
@@ -404,8 +461,25 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest) -> End {
                 }
             }
             let r = |f: &PollFd| f.revents().is_some_and(|e| !e.is_empty());
-            (r(&fds[0]), r(&fds[1]), r(&fds[2]))
+            (r(&fds[0]), r(&fds[1]), r(&fds[2]), r(&fds[3]))
         };
+        if order_ready {
+            let mut b = [0u8; 8];
+            while let Ok(n) = inbox.0.recv(&mut b) {
+                match Order::decode(&b[..n]) {
+                    Some(Order::GoHome) => h.recall = true,
+                    Some(Order::MoveTo(node)) => {
+                        if let Err(e) = h.send(&DeputyMsg::Reroute { node }) {
+                            tracing::warn!(error = %e, "could not ask home to move the process on");
+                        }
+                    }
+                    None => tracing::warn!("malformed order for a guest; ignored"),
+                }
+            }
+            if h.recall {
+                continue;
+            }
+        }
         if exit_ready {
             if let Some(status) = reap(g.pid) {
                 let _ = h.send(&DeputyMsg::Exited { status });

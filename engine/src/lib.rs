@@ -55,7 +55,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("migration stream")]
+    #[error("migration stream: {0}")]
     Proto(#[from] mos_proto::FrameError),
     #[error("the target refused: {0}")]
     Refused(String),

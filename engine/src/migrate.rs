@@ -137,7 +137,8 @@ pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Resu
 /// Serves an incoming migration on this node: reads the `Offer`, forks a stub with the process's
 /// uid/gid, checks the offer, rebuilds the process in the stub with its seccomp filter, answers
 /// `Resumed` and lets it run. On any error the stub is killed and the sender keeps the process.
-pub fn accept_guest(stream: &mut TcpStream) -> Result<(Guest, Stats), Error> {
+/// `admit` may refuse the offer first (a blocked node, not enough memory), with the reason.
+pub fn accept_guest(stream: &mut TcpStream, admit: impl FnOnce(&Offer) -> Result<(), String>) -> Result<(Guest, Stats), Error> {
     let start = Instant::now();
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(MIGRATION_TIMEOUT));
@@ -146,6 +147,9 @@ pub fn accept_guest(stream: &mut TcpStream) -> Result<(Guest, Stats), Error> {
         let _ = frame::write_msg(stream, Kind::Refuse, &Refuse { reason: reason.clone() });
         Error::Refused(reason)
     };
+    if let Err(reason) = admit(&offer) {
+        return Err(refuse(stream, reason));
+    }
     let child =
         sys::fork_stub(sys::StubIdentity { uid: offer.uid, gid: offer.gid }).map_err(|e| Error::Sys { what: "fork", pid: 0, errno: e })?;
     let mut t = match Tracee::<Stopped>::from_traceme_child(child) {

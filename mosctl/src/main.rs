@@ -2,12 +2,14 @@
 //! `--json`.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod client;
 mod migrate;
 mod mon;
 mod views;
 
 use clap::{Parser, Subcommand};
+use mos_proto::control::AdminOp;
 use std::path::PathBuf;
 
 /// View and administer a MOS cluster through the local mosd.
@@ -54,6 +56,24 @@ enum Cmd {
         #[arg(long)]
         once: bool,
     },
+    /// (root) No automatic migration away from this node: neither its own processes nor guests.
+    Stay,
+    /// (root) Undo `stay`.
+    Nostay,
+    /// (root) No automatic migration of this node's own processes away (guests may still move on).
+    Lstay,
+    /// (root) Undo `lstay`.
+    Nolstay,
+    /// (root) Accept no new guests from other nodes.
+    Block,
+    /// (root) Undo `block`.
+    Noblock,
+    /// (root) Send every guest back to its home node; waits until they are gone.
+    Expel,
+    /// (root) Bring every process whose home is this node back home; waits until they are back.
+    Bring,
+    /// (root) Block, expel and bring, then stop this node's mosd (it announces that it leaves).
+    Shutdown,
 }
 
 fn main() {
@@ -64,6 +84,15 @@ fn main() {
         Cmd::Status { node, json } => views::status(&args.control, node.as_deref(), json),
         Cmd::Whois { node } => views::whois(&args.control, &node),
         Cmd::Mon { interval, once } => mon::run(&args.control, interval, once),
+        Cmd::Stay => admin::run(&args.control, AdminOp::Stay),
+        Cmd::Nostay => admin::run(&args.control, AdminOp::NoStay),
+        Cmd::Lstay => admin::run(&args.control, AdminOp::LStay),
+        Cmd::Nolstay => admin::run(&args.control, AdminOp::NoLStay),
+        Cmd::Block => admin::run(&args.control, AdminOp::Block),
+        Cmd::Noblock => admin::run(&args.control, AdminOp::NoBlock),
+        Cmd::Expel => admin::run(&args.control, AdminOp::Expel),
+        Cmd::Bring => admin::run(&args.control, AdminOp::Bring),
+        Cmd::Shutdown => admin::run(&args.control, AdminOp::Shutdown),
     };
     if let Err(e) = r {
         eprintln!("mosctl: {e}");

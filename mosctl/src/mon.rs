@@ -12,31 +12,23 @@ fn bar(frac: f64) -> String {
     format!("{}{}", "#".repeat(n), ".".repeat(WIDTH - n))
 }
 
-/// One frame: per node, load relative to its CPUs and used memory, as bars.
+/// One frame: per node, load and used memory, as bars. The load gossip carries is already
+/// relative to the node's capacity (runnable processes per standard CPU it has): 1.0 = full.
 pub fn frame(nodes: &[NodeStatus]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "{:>5} {:<7} {:<w$} {:>6}   {:<w$} {:>6}\n",
         "NODE",
         "STATE",
-        "LOAD (per cpu)",
+        "LOAD (1.0 = all cpus busy)",
         "",
         "MEMORY USED",
         "",
         w = WIDTH
     ));
     for n in nodes {
-        let cpus = f64::from(n.ncpus.max(1));
         let used = if n.mem_total == 0 { 0.0 } else { 1.0 - n.mem_free as f64 / n.mem_total as f64 };
-        out.push_str(&format!(
-            "{:>5} {:<7} {} {:>6.2}   {} {:>5.0}%\n",
-            n.node,
-            n.state,
-            bar(n.load / cpus),
-            n.load,
-            bar(used),
-            used * 100.0
-        ));
+        out.push_str(&format!("{:>5} {:<7} {} {:>6.2}   {} {:>5.0}%\n", n.node, n.state, bar(n.load), n.load, bar(used), used * 100.0));
     }
     out
 }
@@ -64,7 +56,8 @@ mod tests {
             address: "127.0.0.3".into(),
             state: "up".into(),
             ncpus: 2,
-            load: 1.0,
+            speed: 10000,
+            load: 0.5,
             mem_free: 750,
             mem_total: 1000,
             procs: 0,
@@ -73,7 +66,7 @@ mod tests {
         };
         let f = frame(&[n]);
         let line = f.lines().nth(1).unwrap();
-        assert!(line.contains(&format!("{}{}", "#".repeat(20), ".".repeat(20))), "half-loaded 2-cpu node: {line}");
+        assert!(line.contains(&format!("{}{}", "#".repeat(20), ".".repeat(20))), "half-loaded node: {line}");
         assert!(line.contains(&format!("{}{}", "#".repeat(10), ".".repeat(30))), "25 % memory used: {line}");
         assert!(line.trim_end().ends_with("25%"), "{line}");
     }

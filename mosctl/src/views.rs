@@ -52,16 +52,17 @@ pub fn status(control: &Path, only: Option<&str>, json: bool) -> Result<(), Stri
         return Ok(());
     }
     println!(
-        "{:>5} {:<16} {:<6} {:>5} {:>6} {:>10} {:>10} {:>6} {:>7} {:>7}",
-        "NODE", "ADDRESS", "STATE", "CPUS", "LOAD", "MEMFREE", "MEMTOTAL", "PROCS", "GUESTS", "AGE_MS"
+        "{:>5} {:<16} {:<7} {:>5} {:>6} {:>6} {:>10} {:>10} {:>6} {:>7} {:>7}",
+        "NODE", "ADDRESS", "STATE", "CPUS", "SPEED", "LOAD", "MEMFREE", "MEMTOTAL", "PROCS", "GUESTS", "AGE_MS"
     );
     for n in nodes {
         println!(
-            "{:>5} {:<16} {:<6} {:>5} {:>6.2} {:>9}M {:>9}M {:>6} {:>7} {:>7}",
+            "{:>5} {:<16} {:<7} {:>5} {:>6} {:>6.2} {:>9}M {:>9}M {:>6} {:>7} {:>7}",
             n.node,
             n.address,
             n.state,
             n.ncpus,
+            n.speed,
             n.load,
             n.mem_free >> 20,
             n.mem_total >> 20,

@@ -15,8 +15,6 @@
 //! `procs_running` of /proc/stat leaves throttled tasks out (it read 1, the sampler alone, in 69 %
 //! of 2,000 samples). So in a node with a CPU quota, [`runnable`] counts the R tasks of its
 //! cgroup: that is the demand, which `procs_running` does not see.
-// Until gossip.rs uses every function here.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +46,7 @@ impl Cgroups {
     }
 
     /// The cgroups of process `pid`, as seen from this process's mounts.
+    #[cfg(test)]
     pub fn of_pid(pid: u32) -> Cgroups {
         Cgroups::read(&pid.to_string())
     }

@@ -2,7 +2,7 @@
 //! reply; mosrun registers its process and keeps the connection for commands.
 use crate::registry::HomeProc;
 use crate::Node;
-use mos_proto::control::{Reply, Request, Target};
+use mos_proto::control::{AdminOp, Reply, Request, Target};
 use mos_proto::frame::{self, FrameError, Kind};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -56,7 +56,7 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
     let req: Request = frame::read_frame(&mut c)?.expect(Kind::Control)?;
     let uid = peer_uid(&c);
     match req {
-        Request::Register { pid, uid: claimed, command } => {
+        Request::Register { pid, uid: claimed, command, auto, mem_mb } => {
             // The registered process must be the peer's own child.
             let peer_pid = nix::sys::socket::getsockopt(&c, nix::sys::socket::sockopt::PeerCredentials).map(|cr| cr.pid()).unwrap_or(0);
             let ppid = mos_engine::procfs::stat(nix::unistd::Pid::from_raw(pid as i32))
@@ -67,7 +67,19 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
                 return reply(&mut c, &Reply::Error { message: format!("process {pid} is not a child of the registering mosrun") });
             }
             let writer = Arc::new(Mutex::new(c.try_clone()?));
-            node.registry.add_home(pid, HomeProc { uid: claimed, command: command.clone(), node: node.number, mosrun: writer, last: None });
+            node.registry.add_home(
+                pid,
+                HomeProc {
+                    uid: claimed,
+                    command: command.clone(),
+                    node: node.number,
+                    mosrun: writer,
+                    last: None,
+                    auto,
+                    mem_mb,
+                    since: None,
+                },
+            );
             tracing::info!(pid, %command, "registered");
             reply(&mut c, &Reply::Registered { node: node.number })?;
             let r = mosrun_loop(&mut c, node, pid);
@@ -91,6 +103,22 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
                 Some(a) => reply(&mut c, &Reply::Whois { node: n, address: a.to_string() }),
                 None => reply(&mut c, &Reply::Whois { node: node.number, address: node.addr.to_string() }),
             }
+        }
+        Request::Admin { op } => {
+            if uid != 0 {
+                return reply(&mut c, &Reply::Error { message: format!("permission denied: `mosctl {op:?}` needs root") });
+            }
+            let r = crate::admin::run(node, op);
+            let stop = op == AdminOp::Shutdown && r == Reply::Ok;
+            reply(&mut c, &r)?;
+            if stop {
+                if let Some(sock) = node.leave.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    node.gossip.leave(sock, node.port);
+                }
+                tracing::info!("shut down: guests expelled, own processes home; mosd stops");
+                std::process::exit(0);
+            }
+            Ok(())
         }
         Request::CommandDone { .. } | Request::Moved { .. } => {
             reply(&mut c, &Reply::Error { message: "this request is only valid from a registered mosrun".into() })

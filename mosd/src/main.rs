@@ -3,10 +3,15 @@
 //! mosctl on a Unix control socket.
 #![forbid(unsafe_code)]
 
+mod admin;
+mod balance;
+mod capacity;
 mod control;
 mod gossip;
 mod registry;
+mod sample;
 mod server;
+mod speed;
 mod status;
 
 use clap::Parser;
@@ -38,6 +43,15 @@ pub struct Args {
     /// Control socket for mosrun and mosctl.
     #[arg(long, env = "MOS_SOCKET", default_value = mos_proto::DEFAULT_CONTROL)]
     control: PathBuf,
+    /// CPU speed per core in MOSIX-style units (10000 = the reference core). Default: measured by
+    /// a short benchmark at start. A CPU quota of mosd's cgroup scales it (a virtual node).
+    #[arg(long)]
+    speed: Option<u32>,
+    /// Make no automatic migration decisions here (processes still move when told to, and other
+    /// nodes may still send guests). For test benches whose nodes share one machine without
+    /// cgroups, where every node would see the same machine load.
+    #[arg(long)]
+    no_balance: bool,
 }
 
 /// What every part of the daemon knows about this node.
@@ -49,6 +63,9 @@ pub struct Node {
     pub map: NodeMap,
     pub registry: registry::Registry,
     pub gossip: gossip::Gossip,
+    pub admin: admin::Switches,
+    /// The gossip socket, for the goodbye datagrams at shutdown.
+    pub leave: std::sync::Mutex<Option<std::net::UdpSocket>>,
 }
 
 fn main() {
@@ -74,18 +91,35 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let map = NodeMap::parse(&text)?;
     let own = map.addr_of(args.node).ok_or_else(|| format!("node {} is not in the map {}", args.node, args.map.display()))?;
     let addr = args.listen.unwrap_or(IpAddr::V4(own));
-    let gossip = gossip::Gossip::new(args.node, addr, &map);
-    let node = Arc::new(Node { number: args.node, addr, port: args.port, map, registry: registry::Registry::default(), gossip });
+    let sampler = sample::Sampler::new();
+    let host_ncpus = std::thread::available_parallelism().map(|n| n.get() as u16).unwrap_or(1);
+    let host_speed = args.speed.unwrap_or_else(speed::calibrate);
+    let (ncpus, speed) = capacity::shape(host_ncpus, host_speed, sampler.cpu_fraction());
+    let shape = gossip::Shape { ncpus, speed, balance: !args.no_balance };
+    let gossip = gossip::Gossip::new(args.node, addr, &map, shape);
+    let node = Arc::new(Node {
+        number: args.node,
+        addr,
+        port: args.port,
+        map,
+        registry: registry::Registry::default(),
+        gossip,
+        admin: admin::Switches::default(),
+        leave: std::sync::Mutex::new(None),
+    });
     let listener =
         std::net::TcpListener::bind(SocketAddr::new(addr, args.port)).map_err(|e| format!("cannot listen on {addr}:{}: {e}", args.port))?;
     let udp =
         std::net::UdpSocket::bind(SocketAddr::new(addr, args.port)).map_err(|e| format!("cannot bind UDP {addr}:{}: {e}", args.port))?;
     let control = control::bind(&args.control)?;
-    tracing::info!(node = node.number, %addr, port = args.port, control = %args.control.display(), "mosd up");
+    tracing::info!(node = node.number, %addr, port = args.port, control = %args.control.display(), ncpus, speed, host_speed,
+        cpu_quota = ?sampler.cpu_fraction(), balance = shape.balance, "mosd up");
     let n = node.clone();
     std::thread::Builder::new().name("migration-server".into()).spawn(move || server::accept_loop(listener, n))?;
     let n = node.clone();
-    std::thread::Builder::new().name("gossip".into()).spawn(move || gossip::run(udp, n))?;
+    let leave = udp.try_clone()?;
+    std::thread::Builder::new().name("gossip".into()).spawn(move || gossip::run(udp, n, sampler))?;
+    *node.leave.lock().unwrap_or_else(|p| p.into_inner()) = Some(leave);
     control::serve(control, node);
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! The processes this node knows: its own (home here, supervised by a mosrun) and its guests.
+use mos_engine::guest::Orders;
 use mos_proto::control::{Command, ProcRow, Target};
 use mos_proto::migration::Stats;
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// A process whose home is this node.
 #[derive(Debug)]
@@ -16,6 +18,12 @@ pub struct HomeProc {
     /// Connection to its mosrun, for commands.
     pub mosrun: Arc<Mutex<UnixStream>>,
     pub last: Option<Stats>,
+    /// The balancer may move it (`mosrun -l`).
+    pub auto: bool,
+    /// Memory it declared (`mosrun -m`), MiB.
+    pub mem_mb: u32,
+    /// When it last moved (None: never moved, free to go at once).
+    pub since: Option<Instant>,
 }
 
 /// A process hosted here for another node.
@@ -26,6 +34,22 @@ pub struct GuestRow {
     pub local_pid: u32,
     pub command: String,
     pub stats: Stats,
+    /// Orders for its host loop (send home, move on).
+    pub orders: Arc<Orders>,
+    /// When it arrived.
+    pub since: Instant,
+}
+
+/// What the balancer needs to know of a process running on this node now.
+#[derive(Debug, Clone, Copy)]
+pub struct Local {
+    /// Its pid on this node (the home pid for own processes at home).
+    pub pid: u32,
+    pub guest: bool,
+    pub auto: bool,
+    pub mem_mb: u32,
+    /// When it arrived here (None: started here and never moved).
+    pub since: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +79,7 @@ impl Registry {
     pub fn moved(&self, pid: u32, node: u32) {
         if let Some(p) = self.lock().home.get_mut(&pid) {
             p.node = node;
+            p.since = Some(Instant::now());
         }
     }
     pub fn add_guest(&self, g: GuestRow) {
@@ -63,6 +88,40 @@ impl Registry {
     pub fn remove_guest(&self, local_pid: u32) {
         self.lock().guests.remove(&local_pid);
     }
+    /// The processes running on this node now: own ones at home, and guests.
+    pub fn locals(&self, this_node: u32) -> Vec<Local> {
+        let i = self.lock();
+        let own = i.home.iter().filter(|(_, p)| p.node == this_node).map(|(pid, p)| Local {
+            pid: *pid,
+            guest: false,
+            auto: p.auto,
+            mem_mb: p.mem_mb,
+            since: p.since,
+        });
+        let guests = i.guests.values().map(|g| Local { pid: g.local_pid, guest: true, auto: true, mem_mb: 0, since: Some(g.since) });
+        own.chain(guests).collect()
+    }
+
+    /// The order channel of the guest whose local pid is `local_pid`.
+    pub fn guest_orders(&self, local_pid: u32) -> Option<Arc<Orders>> {
+        self.lock().guests.get(&local_pid).map(|g| g.orders.clone())
+    }
+
+    /// Every guest's order channel.
+    pub fn all_guest_orders(&self) -> Vec<Arc<Orders>> {
+        self.lock().guests.values().map(|g| g.orders.clone()).collect()
+    }
+
+    /// Home pids of own processes running elsewhere now.
+    pub fn away(&self, this_node: u32) -> Vec<u32> {
+        self.lock().home.iter().filter(|(_, p)| p.node != this_node).map(|(pid, _)| *pid).collect()
+    }
+
+    /// Is `pid` an own process running here now?
+    pub fn is_home_here(&self, pid: u32, this_node: u32) -> bool {
+        self.lock().home.get(&pid).is_some_and(|p| p.node == this_node)
+    }
+
     pub fn counts(&self) -> (u32, u32) {
         let i = self.lock();
         (i.home.len() as u32, i.guests.len() as u32)

@@ -22,7 +22,21 @@ pub fn accept_loop(l: TcpListener, node: Arc<Node>) {
 fn host(mut s: TcpStream, node: &Node) {
     let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%peer, "receiving a process");
-    let (g, stats) = match migrate::accept_guest(&mut s) {
+    let admit = |_: &mos_proto::migration::Offer| {
+        if node.admin.blocked() {
+            Err(format!("node {} accepts no guests (mosctl block)", node.number))
+        } else {
+            Ok(())
+        }
+    };
+    let (orders, inbox) = match guest::orders() {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot create a guest's order channel; connection dropped");
+            return;
+        }
+    };
+    let (g, stats) = match migrate::accept_guest(&mut s, admit) {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "incoming migration failed; the process stays where it was");
@@ -33,8 +47,16 @@ fn host(mut s: TcpStream, node: &Node) {
     let span = tracing::info_span!("guest", home = g.home_node, pid = g.home_pid, local = g.pid.as_raw());
     let _e = span.enter();
     tracing::info!(pages = stats.pages_sent, bytes = stats.bytes_sent, ms = stats.total_us / 1000, "guest resumed here");
-    node.registry.add_guest(GuestRow { home_node: g.home_node, home_pid: g.home_pid, local_pid: g.pid.as_raw() as u32, command, stats });
-    let end = guest::serve(&mut s, &g);
+    node.registry.add_guest(GuestRow {
+        home_node: g.home_node,
+        home_pid: g.home_pid,
+        local_pid: g.pid.as_raw() as u32,
+        command,
+        stats,
+        orders: std::sync::Arc::new(orders),
+        since: std::time::Instant::now(),
+    });
+    let end = guest::serve(&mut s, &g, &inbox);
     node.registry.remove_guest(g.pid.as_raw() as u32);
     match end {
         End::Exited(st) => tracing::info!(?st, "guest ended"),

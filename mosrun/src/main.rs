@@ -32,9 +32,15 @@ struct Args {
     /// Start at home (the default).
     #[arg(short = 'h', group = "start")]
     home: bool,
-    /// Memory the program needs, in MiB (used by -b).
+    /// Memory the program needs, in MiB (respected by -b placement and by automatic balancing).
     #[arg(short = 'm', value_name = "MB", default_value_t = 0)]
     mem_mb: u32,
+    /// Let the cluster move the program automatically (load balancing, memory ushering): the default.
+    #[arg(short = 'l', group = "automatic")]
+    auto: bool,
+    /// Never move the program automatically (manual `mosctl migrate` still works).
+    #[arg(short = 'L', group = "automatic")]
+    no_auto: bool,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -58,7 +64,9 @@ fn main() {
         let _ = args.home;
         supervisor::Start::Home
     };
-    let code = match supervisor::run(&args.control, &args.program, start) {
+    let _ = args.auto;
+    let opts = supervisor::Options { start, auto: !args.no_auto, mem_mb: args.mem_mb };
+    let code = match supervisor::run(&args.control, &args.program, opts) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mosrun: {e}");

@@ -35,6 +35,7 @@ struct Supervisor {
     pid: Pid,
     home_node: u32,
     control: Option<UnixStream>,
+    control_path: std::path::PathBuf,
     pidfd: OwnedFd,
     /// A migration command waiting for the process to come home first: (id, final target).
     pending: Option<(u64, Target)>,
@@ -50,6 +51,16 @@ pub enum Start {
     Best {
         mem_mb: u32,
     },
+}
+
+/// How mosrun was asked to run the program.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub start: Start,
+    /// The balancer may move it (`-l`, default) or not (`-L`).
+    pub auto: bool,
+    /// Memory it declared (`-m`), MiB.
+    pub mem_mb: u32,
 }
 
 /// Asks mosd (on a connection of its own) which node `start` means: `None` for home.
@@ -69,10 +80,10 @@ fn placement(control_path: &Path, start: &Start) -> Result<Option<u32>, BoxError
     }
 }
 
-pub fn run(control_path: &Path, program: &[String], start: Start) -> Result<i32, BoxError> {
+pub fn run(control_path: &Path, program: &[String], opts: Options) -> Result<i32, BoxError> {
     let mut control = UnixStream::connect(control_path)
         .map_err(|e| format!("cannot reach mosd at {} ({e}); is mosd running? (set --control or MOS_SOCKET)", control_path.display()))?;
-    let target = placement(control_path, &start)?;
+    let target = placement(control_path, &opts.start)?;
     // Spawn before blocking the relayed signals: a child inherits the blocked mask.
     let child =
         std::process::Command::new(&program[0]).args(&program[1..]).spawn().map_err(|e| format!("cannot run {}: {e}", program[0]))?;
@@ -88,7 +99,7 @@ pub fn run(control_path: &Path, program: &[String], start: Start) -> Result<i32,
     frame::write_msg(
         &mut control,
         Kind::Control,
-        &Request::Register { pid: pid.as_raw() as u32, uid: nix::unistd::getuid().as_raw(), command },
+        &Request::Register { pid: pid.as_raw() as u32, uid: nix::unistd::getuid().as_raw(), command, auto: opts.auto, mem_mb: opts.mem_mb },
     )?;
     let home_node = match frame::read_frame(&mut control)?.expect::<Reply>(Kind::Control)? {
         Reply::Registered { node } => node,
@@ -101,19 +112,22 @@ pub fn run(control_path: &Path, program: &[String], start: Start) -> Result<i32,
     };
     // Start elsewhere: ask mosd to move the program now, as `mosctl migrate` would. The answer is
     // not awaited (this loop is the one that performs the move); the connection is kept open.
-    let _move_request = match target {
-        Some(n) if n != home_node => {
-            let mut side = UnixStream::connect(control_path)?;
-            frame::write_msg(&mut side, Kind::Control, &Request::Migrate { pid: pid.as_raw() as u32, target: n.to_string() })?;
-            Some(side)
-        }
-        _ => None,
-    };
-    let mut s = Supervisor { pid, home_node, control: Some(control), pidfd, pending: None };
+    let mut s = Supervisor { pid, home_node, control: Some(control), control_path: control_path.to_owned(), pidfd, pending: None };
+    if let Some(n) = target.filter(|n| *n != home_node) {
+        s.ask_move(n)?;
+    }
     Ok(s.event_loop(sfd))
 }
 
 impl Supervisor {
+    /// Asks mosd to move the program to node `n`, as `mosctl migrate` would, on a side connection.
+    /// The answer is not awaited: this loop performs the move when mosd's command arrives.
+    fn ask_move(&self, n: u32) -> Result<(), BoxError> {
+        let mut side = UnixStream::connect(&self.control_path)?;
+        frame::write_msg(&mut side, Kind::Control, &Request::Migrate { pid: self.pid.as_raw() as u32, target: n.to_string() })?;
+        Ok(())
+    }
+
     fn reap(&self) -> i32 {
         loop {
             match waitpid(self.pid, Some(WaitPidFlag::__WALL)) {
@@ -318,6 +332,12 @@ impl Supervisor {
                 }
                 let code = self.reap();
                 return Err(code);
+            }
+            DeputyMsg::Reroute { node: to } => {
+                tracing::info!(from = node, to, "the remote node's balancer moves the process on");
+                if let Err(e) = self.ask_move(to) {
+                    tracing::warn!(error = %e, "could not ask mosd to move the process on");
+                }
             }
             other => tracing::warn!(?other, "unexpected message from the remote side; ignored"),
         }

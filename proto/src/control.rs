@@ -15,8 +15,9 @@ pub enum Target {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// From mosrun: supervise `pid` (its child), started as `command`.
-    Register { pid: u32, uid: u32, command: String },
+    /// From mosrun: supervise `pid` (its child), started as `command`. `auto`: the balancer may
+    /// move it (`mosrun -l`, the default; `-L` clears it). `mem_mb`: memory it declared (`-m`).
+    Register { pid: u32, uid: u32, command: String, auto: bool, mem_mb: u32 },
     /// From mosrun: the answer to `Command{id}`.
     CommandDone { id: u64, result: Result<Stats, String> },
     /// From mosrun: the process now runs on `node` (0 = home).
@@ -31,6 +32,28 @@ pub enum Request {
     Whois { name: String },
     /// From mosrun -b: the best node to start a job that needs `mem_mb` MiB (answered as `Whois`).
     BestNode { mem_mb: u32 },
+    /// From mosctl (root only): a node administration command, MOSIX style.
+    Admin { op: AdminOp },
+}
+
+/// `mosctl stay|nostay|lstay|nolstay|block|noblock|expel|bring|shutdown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminOp {
+    /// No automatic migration away from this node (own processes and guests).
+    Stay,
+    NoStay,
+    /// No automatic migration of this node's own processes (guests may still be moved on).
+    LStay,
+    NoLStay,
+    /// Accept no new guests.
+    Block,
+    NoBlock,
+    /// Send every guest back to its home.
+    Expel,
+    /// Bring every process whose home is here back home.
+    Bring,
+    /// Expel and bring, then stop mosd.
+    Shutdown,
 }
 
 /// A process row of `mosctl ps`.
@@ -55,6 +78,8 @@ pub struct NodeStatus {
     pub address: String,
     pub state: String,
     pub ncpus: u32,
+    /// CPU speed per CPU, MOSIX-style units (10000 = the standard CPU).
+    pub speed: u32,
     pub load: f64,
     pub mem_free: u64,
     pub mem_total: u64,

@@ -8,6 +8,7 @@
 //! remote ◀─ Recall ───────────────────── home   come home: remote answers with an Offer and the stream
 //! remote ── Offer… (migration stream) ─▶ home   also sent unasked when a call must run at home
 //! remote ── Exited{status} ────────────▶ home   the process ended; home ends the deputy the same way
+//! remote ── Reroute{node} ─────────────▶ home   the remote balancer wants it on `node`: home recalls it
 //! ```
 use serde::{Deserialize, Serialize};
 
@@ -61,4 +62,7 @@ pub enum DeputyMsg {
     Exited { status: ExitStatus },
     /// The home task is gone: end the remote component.
     Kill,
+    /// From the remote node's balancer: please move the process on to node `node` (home resolves
+    /// the node, recalls the process and sends it there).
+    Reroute { node: u32 },
 }

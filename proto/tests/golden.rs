@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use mos_proto::control::{Command, Reply, Request};
+use mos_proto::control::{AdminOp, Command, Reply, Request};
 use mos_proto::deputy::DeputyMsg;
 use mos_proto::frame::{self, Header, Kind, HEADER_LEN, MAGIC, MAX_FRAME, MAX_SMALL_FRAME, MIN_VERSION, VERSION};
 use mos_proto::migration::{fnv1a, Accept, Context, Failed, Offer, Refuse, Resumed, Vmas};
@@ -229,6 +229,7 @@ golden!(deputy_recall_golden, Kind::Deputy, DeputyMsg, DeputyMsg::Recall, "4d4f5
 golden!(deputy_exited_code_golden, Kind::Deputy, DeputyMsg, deputy_exit_code(), "4d4f5300 0100 0900 03000000 00000000  040006");
 golden!(deputy_exited_signal_golden, Kind::Deputy, DeputyMsg, deputy_exit_signal(), "4d4f5300 0100 0900 04000000 00000000  04011201");
 golden!(deputy_kill_golden, Kind::Deputy, DeputyMsg, DeputyMsg::Kill, "4d4f5300 0100 0900 01000000 00000000  05");
+golden!(deputy_reroute_golden, Kind::Deputy, DeputyMsg, DeputyMsg::Reroute { node: 3 }, "4d4f5300 0100 0900 02000000 00000000  0603");
 golden!(
     deputy_syscall_inout_golden,
     Kind::Deputy,
@@ -244,8 +245,8 @@ golden!(
     Kind::Control,
     Request,
     request_register(),
-    "4d4f5300 0100 0a00 0e000000 00000000
-     009221e80708736c656570203130"
+    "4d4f5300 0100 0a00 10000000 00000000
+     009221e80708736c6565702031300140"
 );
 golden!(
     request_done_ok_golden,
@@ -266,6 +267,7 @@ golden!(request_moved_golden, Kind::Control, Request, request_moved(), "4d4f5300
 golden!(request_ps_golden, Kind::Control, Request, Request::Ps, "4d4f5300 0100 0a00 01000000 00000000  03");
 golden!(request_status_golden, Kind::Control, Request, Request::Status, "4d4f5300 0100 0a00 01000000 00000000  04");
 golden!(request_whois_golden, Kind::Control, Request, Request::Whois { name: "2".into() }, "4d4f5300 0100 0a00 03000000 00000000  060132");
+golden!(request_admin_golden, Kind::Control, Request, Request::Admin { op: AdminOp::Expel }, "4d4f5300 0100 0a00 02000000 00000000  0806");
 golden!(request_best_node_golden, Kind::Control, Request, Request::BestNode { mem_mb: 64 }, "4d4f5300 0100 0a00 02000000 00000000  0740");
 golden!(
     reply_whois_golden,
@@ -292,9 +294,9 @@ golden!(
     Kind::Control,
     Reply,
     reply_status(),
-    "4d4f5300 0100 0a00 2c000000 00000000
-     0301010e3132372e302e302e313a3439343902757002000000000000f83f8080
-     80800480808080600301fa01"
+    "4d4f5300 0100 0a00 2e000000 00000000
+     0301010e3132372e302e302e313a3439343902757002904e000000000000f83f
+     808080800480808080600301fa01"
 );
 golden!(
     reply_migrated_golden,
@@ -423,6 +425,7 @@ fn write_fuzz_seeds() {
         ("exited_code", deputy_exit_code()),
         ("exited_signal", deputy_exit_signal()),
         ("kill", DeputyMsg::Kill),
+        ("reroute", DeputyMsg::Reroute { node: 3 }),
     ] {
         put("deputy", name, &body(Kind::Deputy, &m));
     }
@@ -434,6 +437,7 @@ fn write_fuzz_seeds() {
         ("ps", Request::Ps),
         ("status", Request::Status),
         ("migrate", request_migrate()),
+        ("admin", Request::Admin { op: AdminOp::Shutdown }),
     ] {
         put("control_request", name, &body(Kind::Control, &m));
     }

@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +48,7 @@ pub mod wl {
     pub const CALLBENCH_DYNAMIC: &str = env!("WL_CALLBENCH_DYNAMIC");
     pub const NETCLIENT_DYNAMIC: &str = env!("WL_NETCLIENT_DYNAMIC");
     pub const CRASHER_STATIC: &str = env!("WL_CRASHER_STATIC");
+    pub const CPUJOB_STATIC: &str = env!("WL_CPUJOB_STATIC");
 }
 
 /// A deadline `d` from now.
@@ -219,6 +220,8 @@ pub struct Proc {
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
     eof: Vec<Arc<AtomicBool>>,
+    /// The write end of its stdin, when spawned with [`Proc::spawn_with_stdin`].
+    stdin: Option<ChildStdin>,
 }
 
 fn reader(mut r: impl Read + Send + 'static, buf: Arc<Mutex<Vec<u8>>>, eof: Arc<AtomicBool>) {
@@ -238,9 +241,17 @@ fn reader(mut r: impl Read + Send + 'static, buf: Arc<Mutex<Vec<u8>>>, eof: Arc<
 
 impl Proc {
     /// Spawns `cmd` in its own process group with stdin from /dev/null and piped stdout/stderr.
-    pub fn spawn(mut cmd: Command, what: impl Into<String>, pdeathsig: bool) -> Proc {
-        let what = what.into();
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    pub fn spawn(cmd: Command, what: impl Into<String>, pdeathsig: bool) -> Proc {
+        Proc::spawn_inner(cmd, what.into(), pdeathsig, false)
+    }
+
+    /// Like [`Proc::spawn`], with stdin a pipe the test writes with [`Proc::write_stdin`].
+    pub fn spawn_with_stdin(cmd: Command, what: impl Into<String>, pdeathsig: bool) -> Proc {
+        Proc::spawn_inner(cmd, what.into(), pdeathsig, true)
+    }
+
+    fn spawn_inner(mut cmd: Command, what: String, pdeathsig: bool, piped_stdin: bool) -> Proc {
+        cmd.stdin(if piped_stdin { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         if pdeathsig {
             die_with_parent(&mut cmd);
         }
@@ -250,7 +261,20 @@ impl Proc {
         let eof = vec![Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false))];
         reader(child.stdout.take().expect("piped stdout"), stdout.clone(), eof[0].clone());
         reader(child.stderr.take().expect("piped stderr"), stderr.clone(), eof[1].clone());
-        Proc { what, child, status: None, stdout, stderr, eof }
+        let stdin = child.stdin.take();
+        Proc { what, child, status: None, stdout, stderr, eof, stdin }
+    }
+
+    /// Writes `data` to the process's stdin (spawned with [`Proc::spawn_with_stdin`]).
+    pub fn write_stdin(&mut self, data: &[u8]) {
+        let what = &self.what;
+        let stdin = self.stdin.as_mut().unwrap_or_else(|| panic!("{what} has no stdin pipe (closed, or not spawned with one)"));
+        stdin.write_all(data).and_then(|()| stdin.flush()).unwrap_or_else(|e| panic!("writing to the stdin of {what}: {e}"));
+    }
+
+    /// Closes the process's stdin: it reads end-of-file.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
     }
 
     /// Pid of the spawned process.
@@ -265,6 +289,12 @@ impl Proc {
     /// Everything printed on stdout so far.
     pub fn stdout(&self) -> Vec<u8> {
         self.stdout.lock().expect("buffer lock").clone()
+    }
+
+    /// What was printed on stdout from byte `start` on (empty if not that much yet).
+    pub fn stdout_from(&self, start: usize) -> Vec<u8> {
+        let b = self.stdout.lock().expect("buffer lock");
+        b.get(start..).map(<[u8]>::to_vec).unwrap_or_default()
     }
 
     /// Everything printed on stderr so far.
@@ -431,6 +461,9 @@ pub struct Cluster {
     map: PathBuf,
     port: u16,
     nodes: Vec<Node>,
+    /// Virtual nodes (cgroup, namespaces) the daemons and mosruns run in, if any. Declared last:
+    /// dropped after the daemons are stopped.
+    vnodes: Option<vnode::VNodes>,
 }
 
 enum StartError {
@@ -462,6 +495,19 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra environment `(node, name, value)` for some nodes.
     pub fn start_with_env(n: u32, env: &[(u32, &str, &str)]) -> Cluster {
+        Cluster::start_in(n, env, None)
+    }
+
+    /// A cluster of virtual nodes on this host: node i runs in its own cgroup (CPU quota, memory
+    /// limit) and namespaces as `specs[i-1]` says (without netns, at 127.0.0.i), and so do the
+    /// mosruns started on it.
+    pub fn start_virtual(specs: &[vnode::VNodeSpec], env: &[(u32, &str, &str)]) -> Cluster {
+        assert!(specs.iter().all(|s| !s.netns), "virtual clusters with network namespaces are not supported by the harness yet");
+        let vn = vnode::VNodes::create("cl", specs).unwrap_or_else(|e| panic!("cannot create virtual nodes: {e}"));
+        Cluster::start_in(specs.len() as u32, env, Some(vn))
+    }
+
+    fn start_in(n: u32, env: &[(u32, &str, &str)], mut vnodes: Option<vnode::VNodes>) -> Cluster {
         assert!((1..=250).contains(&n));
         for _attempt in 0..5 {
             let dir = tempfile::Builder::new().prefix("mos-test-").tempdir().expect("temp dir");
@@ -477,7 +523,7 @@ impl Cluster {
                     status: None,
                 })
                 .collect();
-            let mut c = Cluster { port: pick_port(n), dir, map, nodes };
+            let mut c = Cluster { port: pick_port(n), dir, map, nodes, vnodes: vnodes.take() };
             for i in 1..=n {
                 let e: Vec<(&str, &str)> = env.iter().filter(|(k, _, _)| *k == i).map(|(_, a, b)| (*a, *b)).collect();
                 c.spawn_node(i, &e);
@@ -487,6 +533,7 @@ impl Cluster {
                 Err(StartError::PortInUse) => {
                     eprintln!("port {} was taken meanwhile; starting the cluster again on another port", c.port);
                     c.quiet_teardown();
+                    vnodes = c.vnodes.take();
                 }
             }
         }
@@ -545,6 +592,7 @@ impl Cluster {
     fn spawn_node(&mut self, i: u32, env: &[(&str, &str)]) {
         let (map, port) = (self.map.clone(), self.port);
         let mosd = bin("mosd");
+        let in_vnode = self.vnodes.as_ref().map(|vn| vn.command(i, &mosd, &[]));
         let n = self.node_mut(i);
         assert!(n.child.is_none(), "node {i} is already running");
         let mut log = OpenOptions::new().create(true).append(true).open(&n.log).expect("open node log");
@@ -554,22 +602,35 @@ impl Cluster {
         // covered by an empty tmpfs, so a call wrongly executed on this node cannot see home files.
         let hide: Vec<String> =
             env.iter().find(|(k, _)| *k == "MOS_TEST_HIDE").map(|(_, v)| v.split(':').map(str::to_string).collect()).unwrap_or_default();
-        let mut cmd = if hide.is_empty() {
+        // MOS_TEST_HOSTNAME=NAME: this node runs in its own UTS namespace with that host name, so
+        // a uname wrongly answered on this node shows it.
+        let hostname = env.iter().find(|(k, _)| *k == "MOS_TEST_HOSTNAME").map(|(_, v)| v.to_string());
+        let mut cmd = if let Some(c) = in_vnode {
+            c
+        } else if hide.is_empty() && hostname.is_none() {
             Command::new(mosd)
         } else {
             let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private"]);
+            if hostname.is_some() {
+                c.arg("--uts");
+            }
             c.args([
-                "--mount",
-                "--propagation",
-                "private",
                 "--",
                 "sh",
                 "-c",
-                "for d in $MOS_TEST_HIDE; do mount -t tmpfs mos-hidden \"$d\" || exit 99; done; exec \"$0\" \"$@\"",
+                "for d in $MOS_TEST_HIDE; do mount -t tmpfs mos-hidden \"$d\" || exit 99; done; \
+                 if [ -n \"$MOS_TEST_HOSTNAME\" ]; then echo \"$MOS_TEST_HOSTNAME\" > /proc/sys/kernel/hostname || exit 98; fi; \
+                 exec \"$0\" \"$@\"",
             ]);
-            c.env("MOS_TEST_HIDE", hide.join(" ")).arg(mosd);
+            c.env("MOS_TEST_HIDE", hide.join(" ")).env("MOS_TEST_HOSTNAME", hostname.unwrap_or_default()).arg(mosd);
             c
         };
+        // Nodes of this cluster share one machine and see the same load, so they make no automatic
+        // migration decisions unless a test asks for it with MOS_TEST_BALANCE (on virtual nodes).
+        if !env.iter().any(|(k, _)| *k == "MOS_TEST_BALANCE") {
+            cmd.arg("--no-balance");
+        }
         cmd.arg("--map")
             .arg(&map)
             .arg("--node")
@@ -726,10 +787,25 @@ impl Cluster {
     /// Like [`spawn_mosrun`](Self::spawn_mosrun), with mosrun options (`-N 2`, `-b`, ...).
     pub fn spawn_mosrun_with(&self, i: u32, opts: &[&str], program: &str, args: &[&str]) -> RunningJob {
         let program_path = std::fs::canonicalize(program).unwrap_or_else(|e| panic!("workload {program}: {e}"));
-        let mut cmd = Command::new(bin("mosrun"));
+        let mut cmd = match &self.vnodes {
+            Some(vn) => vn.command(i, &bin("mosrun"), &[]),
+            None => Command::new(bin("mosrun")),
+        };
         cmd.arg("--control").arg(self.control(i)).args(opts).arg("--").arg(&program_path).args(args).env_remove("MOS_SOCKET");
         let what = format!("mosrun {} {} (home node {i})", program_path.display(), args.join(" "));
         RunningJob { proc: Proc::spawn(cmd, what, true), home: i, program: program_path, pid: None }
+    }
+
+    /// Like [`spawn_mosrun`](Self::spawn_mosrun), with extra environment for mosrun (and so the
+    /// program) and, with `piped_stdin`, a stdin pipe written with [`Proc::write_stdin`].
+    pub fn spawn_mosrun_env(&self, i: u32, program: &str, args: &[&str], env: &[(&str, &str)], piped_stdin: bool) -> RunningJob {
+        let program_path = std::fs::canonicalize(program).unwrap_or_else(|e| panic!("workload {program}: {e}"));
+        let mut cmd = Command::new(bin("mosrun"));
+        cmd.arg("--control").arg(self.control(i)).arg("--").arg(&program_path).args(args).env_remove("MOS_SOCKET");
+        cmd.envs(env.iter().copied());
+        let what = format!("mosrun {} {} (home node {i})", program_path.display(), args.join(" "));
+        let proc = if piped_stdin { Proc::spawn_with_stdin(cmd, what, true) } else { Proc::spawn(cmd, what, true) };
+        RunningJob { proc, home: i, program: program_path, pid: None }
     }
 
     /// Starts a job under mosrun on node `i` and waits until its home pid is registered there.

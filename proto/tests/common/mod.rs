@@ -189,7 +189,7 @@ pub fn deputy_exit_signal() -> DeputyMsg {
 }
 
 pub fn request_register() -> Request {
-    Request::Register { pid: 4242, uid: 1000, command: "sleep 10".into() }
+    Request::Register { pid: 4242, uid: 1000, command: "sleep 10".into(), auto: true, mem_mb: 64 }
 }
 
 pub fn request_done_ok() -> Request {
@@ -222,6 +222,7 @@ pub fn node_status() -> NodeStatus {
         address: "127.0.0.1:4949".into(),
         state: "up".into(),
         ncpus: 2,
+        speed: 10000,
         load: 1.5,
         mem_free: 1 << 30,
         mem_total: 24 << 30,
