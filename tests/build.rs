@@ -8,7 +8,7 @@ use std::process::Command;
 const WORKLOADS: &[&str] = &["counter", "memtouch", "threads", "opener", "fileops", "callbench", "netclient", "crasher", "cpujob"];
 const VARIANTS: &[(&str, &[&str])] = &[("STATIC", &["-static"]), ("DYNAMIC", &["-no-pie"]), ("PIE", &["-fPIE", "-pie"])];
 /// Big workloads whose behaviour does not depend on how they are linked: one build is enough.
-const DYNAMIC_ONLY: &[&str] = &[];
+const DYNAMIC_ONLY: &[&str] = &["zdtm"];
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

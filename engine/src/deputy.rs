@@ -9,6 +9,14 @@ use nix::sys::signal::Signal;
 /// Bytes of the deputy's buffer area (in/out buffers of one forwarded call).
 const AREA: u64 = MAX_BUF as u64 + 4096;
 
+/// The real-time signals (32..=64; bit n-1 for signal n). The deputy keeps them blocked: a
+/// real-time signal-delivery-stop cannot be represented by nix's `WaitStatus`/`Signal` (its
+/// waitpid fails with EINVAL once the kernel has reported the stop, and the process was lost).
+/// Blocked, they stay queued in the home task, with their siginfo and count, and are delivered
+/// when the process comes home. Forwarding them needs raw signal numbers in `ptrace` (see the
+/// ZDTM suite's `rt_signals` case).
+const RT_SIGNALS: u64 = !0u64 << 31;
+
 #[derive(Debug)]
 pub struct Deputy {
     t: Tracee<Stopped>,
@@ -34,9 +42,10 @@ impl Deputy {
         mem::write_mem(t.pid(), code, &[0x0f, 0x05, 0xcc, 0xcc])?;
         t.inject_ok("mprotect(deputy code)", libc::SYS_mprotect, [code, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64, 0, 0, 0])?;
         t.set_trap(Some(code));
-        // Nothing blocked: every signal sent to the home pid surfaces here and is forwarded; the
-        // remote component's own mask decides (the home mask comes back with the context).
-        t.set_sigmask(0)?;
+        // Nothing blocked but the real-time signals (see RT_SIGNALS): every other signal sent to
+        // the home pid surfaces here and is forwarded; the remote component's own mask decides (the
+        // home mask comes back with the context).
+        t.set_sigmask(RT_SIGNALS)?;
         // Its user memory is gone: the registers it was frozen with will never be resumed.
         t.registers_disposable()?;
         Ok(Deputy { t, area })
@@ -58,7 +67,8 @@ impl Deputy {
     pub fn take_signals(&mut self, probe: bool) -> Result<Vec<Signal>, Error> {
         if probe {
             let st = procfs::status(self.t.pid())?;
-            if st.sig_pnd | st.shd_pnd != 0 {
+            // Blocked real-time signals wait for the return home: no injection for them.
+            if (st.sig_pnd | st.shd_pnd) & !RT_SIGNALS != 0 {
                 self.t.inject(libc::SYS_getpid, [0; 6])?;
             }
         }

@@ -127,6 +127,12 @@ pub const TABLE: &[Row] = &[
     local(libc::SYS_rt_sigprocmask, "mask travels with the context"),
     local(libc::SYS_rt_sigreturn, "returns from a handler run remotely"),
     local(libc::SYS_sigaltstack, "travels with the context"),
+    // Signals for the home pid are forwarded to the remote task and pend there, so waiting for
+    // them and looking at the pending set are local. (At home, rt_sigpending would also lose a
+    // signal pending remotely: such signals do not travel with the context yet.)
+    local(libc::SYS_rt_sigpending, "signals for the home pid pend on the remote task"),
+    local(libc::SYS_rt_sigsuspend, "waits for a signal, which is forwarded from home"),
+    local(libc::SYS_rt_sigtimedwait, "waits for a signal, which is forwarded from home"),
     // Ending: the exit status is sent home by the remote side when the task is reaped.
     local(libc::SYS_exit, "status forwarded home on reaping"),
     local(libc::SYS_exit_group, "status forwarded home on reaping"),
@@ -246,6 +252,23 @@ const IOCTL_TCGETS: &[Arg] = &[OutFixed { buf: 2, size: TERMIOS }];
 const IOCTL_WINSZ: &[Arg] = &[OutFixed { buf: 2, size: WINSIZE }];
 const IOCTL_INT: &[Arg] = &[OutFixed { buf: 2, size: 4 }];
 const RECV: &[Arg] = &[Out { buf: 1, len: 2 }];
+const PSELECT6: &[Arg] =
+    &[InOutBits { buf: 1, nfds: 0 }, InOutBits { buf: 2, nfds: 0 }, InOutBits { buf: 3, nfds: 0 }, InOutFixed { buf: 4, size: TIMESPEC }];
+
+/// Resource limits the kernel enforces on the running task itself (memory, CPU time, stack),
+/// rather than on descriptors or files, which live at home.
+pub fn rlimit_acts_where_it_runs(resource: u64) -> bool {
+    matches!(
+        resource as u32,
+        libc::RLIMIT_AS
+            | libc::RLIMIT_DATA
+            | libc::RLIMIT_STACK
+            | libc::RLIMIT_CPU
+            | libc::RLIMIT_MEMLOCK
+            | libc::RLIMIT_RSS
+            | libc::RLIMIT_RTTIME
+    )
+}
 
 /// The disposition of call `nr` with arguments `args`.
 pub fn classify(nr: u32, args: &[u64; 6]) -> Disposition {
@@ -267,6 +290,17 @@ pub fn classify(nr: u32, args: &[u64; 6]) -> Disposition {
     }
     if nr == libc::SYS_fcntl {
         return if fcntl_is_plain(args[1]) { Disposition::Forward(&[]) } else { Disposition::Home };
+    }
+    // glibc's select() is pselect6 without a signal mask (args[5] == 0): forwarded like select.
+    // A mask would have to apply to the remote task while the deputy waits: that goes home.
+    if nr == libc::SYS_pselect6 {
+        return if args[5] == 0 { Disposition::Forward(PSELECT6) } else { Disposition::Home };
+    }
+    // Limits on memory and CPU are enforced where the process runs, so setting one of them goes
+    // home (the limits travel with the process when it moves again); the other limits act at home
+    // (descriptors, file size, processes ...) and are set in the deputy. Reading is forwarded.
+    if nr == libc::SYS_prlimit64 && args[2] != 0 && rlimit_acts_where_it_runs(args[1]) {
+        return Disposition::Home;
     }
     match TABLE.iter().find(|r| r.nr == nr) {
         Some(r) if r.nr == libc::SYS_mmap && !mmap_is_anonymous(args) => Disposition::Home,
@@ -326,5 +360,13 @@ mod tests {
         assert_eq!(classify(libc::SYS_fcntl as u32, &[1, libc::F_GETFL as u64, 0, 0, 0, 0]), Disposition::Forward(&[]));
         assert_eq!(classify(libc::SYS_fcntl as u32, &[1, libc::F_SETLK as u64, 0, 0, 0, 0]), Disposition::Home);
         assert_eq!(classify(9999, &[0; 6]), Disposition::Home);
+        assert_eq!(classify(libc::SYS_pselect6 as u32, &[4, 0x1000, 0, 0, 0x2000, 0]), Disposition::Forward(PSELECT6));
+        assert_eq!(classify(libc::SYS_pselect6 as u32, &[4, 0x1000, 0, 0, 0x2000, 0x3000]), Disposition::Home);
+        let set = |res: u32| [0, u64::from(res), 0x1000, 0, 0, 0];
+        let get = |res: u32| [0, u64::from(res), 0, 0x1000, 0, 0];
+        assert_eq!(classify(libc::SYS_prlimit64 as u32, &set(libc::RLIMIT_AS)), Disposition::Home);
+        assert!(matches!(classify(libc::SYS_prlimit64 as u32, &get(libc::RLIMIT_AS)), Disposition::Forward(_)));
+        assert!(matches!(classify(libc::SYS_prlimit64 as u32, &set(libc::RLIMIT_NOFILE)), Disposition::Forward(_)));
+        assert!(matches!(classify(libc::SYS_rt_sigpending as u32, &[0; 6]), Disposition::Local(_)));
     }
 }
