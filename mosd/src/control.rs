@@ -93,14 +93,14 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
             let r = migrate(node, pid, &target, uid);
             reply(&mut c, &r)
         }
-        Request::Whois { name } => match node.map.resolve(&name) {
+        Request::Whois { name } => match node.gossip.resolve(&node.map, &name) {
             Some((n, a)) => reply(&mut c, &Reply::Whois { node: n, address: a.to_string() }),
             None => reply(&mut c, &Reply::Error { message: format!("`{name}` is not a node number or address in the map") }),
         },
         Request::BestNode { mem_mb } => {
             let n = node.gossip.best_node(mem_mb);
-            match node.map.addr_of(n) {
-                Some(a) => reply(&mut c, &Reply::Whois { node: n, address: a.to_string() }),
+            match node.gossip.resolve(&node.map, &n.to_string()) {
+                Some((_, a)) => reply(&mut c, &Reply::Whois { node: n, address: a.to_string() }),
                 None => reply(&mut c, &Reply::Whois { node: node.number, address: node.addr.to_string() }),
             }
         }
@@ -146,7 +146,10 @@ pub fn resolve(node: &Node, target: &str) -> Result<Target, String> {
     if target == "home" {
         return Ok(Target::Home);
     }
-    let (n, a) = node.map.resolve(target).ok_or_else(|| format!("unknown node `{target}`: not a node number or address in the map"))?;
+    let (n, a) = node
+        .gossip
+        .resolve(&node.map, target)
+        .ok_or_else(|| format!("unknown node `{target}`: not a node number or address in the map or known by gossip"))?;
     if n == node.number {
         return Ok(Target::Home);
     }

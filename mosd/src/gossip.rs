@@ -45,12 +45,12 @@ fn v4(a: IpAddr) -> u32 {
 }
 
 impl Gossip {
-    pub fn new(number: u32, addr: IpAddr, map: &mos_proto::nodemap::NodeMap, shape: Shape) -> Gossip {
+    pub fn new(number: u32, addr: IpAddr, map: &mos_proto::nodemap::NodeMap, shape: Shape, broadcast: bool) -> Gossip {
         let mut cfg = Config::new(number, v4(addr));
         cfg.ncpus = shape.ncpus;
         cfg.speed = shape.speed;
         cfg.balance = shape.balance;
-        cfg.broadcast_announce = false;
+        cfg.broadcast_announce = broadcast;
         let map: Vec<(u32, u32)> = map.nodes().iter().map(|(n, a)| (*n, u32::from(*a))).collect();
         let seed = u64::from(number).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id());
         Gossip { brain: Mutex::new(Brain::new(cfg, &map, seed, 0)), start: Instant::now(), shape }
@@ -88,6 +88,22 @@ impl Gossip {
     fn handle(&self, input: Input) -> Vec<Output> {
         let now = self.now();
         self.brain.lock().unwrap_or_else(|p| p.into_inner()).handle(now, input)
+    }
+
+    /// A node and its address by number or address, from the map or learned by gossip (nodes
+    /// that joined by auto-discovery are not in the map).
+    pub fn resolve(&self, map: &mos_proto::nodemap::NodeMap, name: &str) -> Option<(u32, Ipv4Addr)> {
+        if let Some(r) = map.resolve(name) {
+            return Some(r);
+        }
+        let b = self.brain.lock().unwrap_or_else(|p| p.into_inner());
+        let m = b.membership();
+        let known = |n: u32| m.state(n) != State::None && m.addr(n) != 0;
+        if let Ok(n) = name.parse::<u32>() {
+            return known(n).then(|| (n, Ipv4Addr::from(m.addr(n))));
+        }
+        let a: Ipv4Addr = name.parse().ok()?;
+        m.members().iter().copied().find(|n| known(*n) && m.addr(*n) == u32::from(a)).map(|n| (n, a))
     }
 
     /// Opportunity-cost placement (`mosrun -b`) among the nodes this node knows are up.
@@ -158,10 +174,32 @@ fn apply(sock: &UdpSocket, node: &Arc<Node>, outs: Vec<Output>) -> Option<u64> {
             Output::SetTimer { at } => timer = Some(timer.map_or(at, |t: u64| t.min(at))),
             Output::StateChange { node, state } => tracing::info!(node, ?state, "cluster membership changed"),
             Output::Migrate { pid, to } => crate::balance::execute(node, pid, to),
-            Output::Broadcast { .. } => {}
+            Output::Broadcast { bytes } => {
+                if let Some(b) = node.broadcast {
+                    let _ = sock.send_to(&bytes, SocketAddr::new(IpAddr::V4(b), port));
+                }
+            }
         }
     }
     timer
+}
+
+/// Auto-discovery: receives the datagrams broadcast on the segment (a socket bound to a unicast
+/// address does not get them) and feeds them to the brain; answers go out through `send`.
+pub fn listen_broadcast(recv: UdpSocket, send: UdpSocket, node: Arc<Node>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match recv.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                let outs = node.gossip.handle(Input::Datagram { from: v4(from.ip()), bytes: buf[..n].to_vec() });
+                apply(&send, &node, outs);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "broadcast socket failed; auto-discovery stops");
+                return;
+            }
+        }
+    }
 }
 
 /// Runs the gossip loop forever on `sock`: a tick at least every 500 ms (or when the brain asks),

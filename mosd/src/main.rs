@@ -52,6 +52,11 @@ pub struct Args {
     /// cgroups, where every node would see the same machine load.
     #[arg(long)]
     no_balance: bool,
+    /// Auto-discovery: also announce this node by broadcast to ADDR (the local segment's broadcast
+    /// address, e.g. 10.0.0.255), so that nodes not in each other's maps find each other. Nodes
+    /// that hear it add the sender to their view (a cluster key, when set, still applies).
+    #[arg(long, value_name = "ADDR")]
+    broadcast: Option<std::net::Ipv4Addr>,
 }
 
 /// What every part of the daemon knows about this node.
@@ -64,6 +69,8 @@ pub struct Node {
     pub registry: registry::Registry,
     pub gossip: gossip::Gossip,
     pub admin: admin::Switches,
+    /// Broadcast address for auto-discovery announcements (`--broadcast`).
+    pub broadcast: Option<std::net::Ipv4Addr>,
     /// The gossip socket, for the goodbye datagrams at shutdown.
     pub leave: std::sync::Mutex<Option<std::net::UdpSocket>>,
 }
@@ -96,7 +103,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let host_speed = args.speed.unwrap_or_else(speed::calibrate);
     let (ncpus, speed) = capacity::shape(host_ncpus, host_speed, sampler.cpu_fraction());
     let shape = gossip::Shape { ncpus, speed, balance: !args.no_balance };
-    let gossip = gossip::Gossip::new(args.node, addr, &map, shape);
+    let gossip = gossip::Gossip::new(args.node, addr, &map, shape, args.broadcast.is_some());
     let node = Arc::new(Node {
         number: args.node,
         addr,
@@ -106,6 +113,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         gossip,
         admin: admin::Switches::default(),
         leave: std::sync::Mutex::new(None),
+        broadcast: args.broadcast,
     });
     let listener =
         std::net::TcpListener::bind(SocketAddr::new(addr, args.port)).map_err(|e| format!("cannot listen on {addr}:{}: {e}", args.port))?;
@@ -117,6 +125,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let n = node.clone();
     std::thread::Builder::new().name("migration-server".into()).spawn(move || server::accept_loop(listener, n))?;
     let n = node.clone();
+    if let Some(b) = args.broadcast {
+        udp.set_broadcast(true).map_err(|e| format!("cannot enable broadcast on the gossip socket: {e}"))?;
+        let recv = std::net::UdpSocket::bind(SocketAddr::new(IpAddr::V4(b), args.port))
+            .map_err(|e| format!("cannot listen for broadcasts on {b}:{}: {e}", args.port))?;
+        let (send, n) = (udp.try_clone()?, node.clone());
+        std::thread::Builder::new().name("discovery".into()).spawn(move || gossip::listen_broadcast(recv, send, n))?;
+    }
     let leave = udp.try_clone()?;
     std::thread::Builder::new().name("gossip".into()).spawn(move || gossip::run(udp, n, sampler))?;
     *node.leave.lock().unwrap_or_else(|p| p.into_inner()) = Some(leave);

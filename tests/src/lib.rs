@@ -33,8 +33,6 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Paths of the C workloads compiled by build.rs.
 pub mod wl {
-    /// The ZDTM-style behaviour suite (tests/tests/zdtm.rs), one case per `argv[1]`; dynamic only.
-    pub const ZDTM_DYNAMIC: &str = env!("WL_ZDTM_DYNAMIC");
     pub const COUNTER_STATIC: &str = env!("WL_COUNTER_STATIC");
     pub const COUNTER_DYNAMIC: &str = env!("WL_COUNTER_DYNAMIC");
     pub const COUNTER_PIE: &str = env!("WL_COUNTER_PIE");
@@ -51,6 +49,12 @@ pub mod wl {
     pub const NETCLIENT_DYNAMIC: &str = env!("WL_NETCLIENT_DYNAMIC");
     pub const CRASHER_STATIC: &str = env!("WL_CRASHER_STATIC");
     pub const CPUJOB_STATIC: &str = env!("WL_CPUJOB_STATIC");
+}
+
+/// The IPv4 address `k` after `first` (node addresses of a map line are consecutive).
+fn first_addr_plus(first: &str, k: u32) -> String {
+    let a: std::net::Ipv4Addr = first.parse().expect("IPv4 node address");
+    std::net::Ipv4Addr::from(u32::from(a) + k).to_string()
 }
 
 /// A deadline `d` from now.
@@ -501,10 +505,9 @@ impl Cluster {
     }
 
     /// A cluster of virtual nodes on this host: node i runs in its own cgroup (CPU quota, memory
-    /// limit) and namespaces as `specs[i-1]` says (without netns, at 127.0.0.i), and so do the
-    /// mosruns started on it.
+    /// limit) and namespaces as `specs[i-1]` says (at 127.0.0.i, or at 10.x.y.i on a bridge with
+    /// netns), and so do the mosruns started on it.
     pub fn start_virtual(specs: &[vnode::VNodeSpec], env: &[(u32, &str, &str)]) -> Cluster {
-        assert!(specs.iter().all(|s| !s.netns), "virtual clusters with network namespaces are not supported by the harness yet");
         let vn = vnode::VNodes::create("cl", specs).unwrap_or_else(|e| panic!("cannot create virtual nodes: {e}"));
         Cluster::start_in(specs.len() as u32, env, Some(vn))
     }
@@ -514,11 +517,12 @@ impl Cluster {
         for _attempt in 0..5 {
             let dir = tempfile::Builder::new().prefix("mos-test-").tempdir().expect("temp dir");
             let map = dir.path().join("mosix.map");
-            std::fs::write(&map, format!("1 127.0.0.1 {n}\n")).expect("write map");
+            let addr = |i: u32| vnodes.as_ref().map_or_else(|| format!("127.0.0.{i}"), |v| v.addr(i).to_string());
+            std::fs::write(&map, format!("1 {} {n}\n", addr(1))).expect("write map");
             let nodes = (1..=n)
                 .map(|i| Node {
                     num: i,
-                    addr: format!("127.0.0.{i}"),
+                    addr: addr(i),
                     control: dir.path().join(format!("node{i}.sock")),
                     log: dir.path().join(format!("node{i}.log")),
                     child: None,
@@ -593,6 +597,7 @@ impl Cluster {
 
     fn spawn_node(&mut self, i: u32, env: &[(&str, &str)]) {
         let (map, port) = (self.map.clone(), self.port);
+        let first = self.node(1).addr.clone();
         let mosd = bin("mosd");
         let in_vnode = self.vnodes.as_ref().map(|vn| vn.command(i, &mosd, &[]));
         let n = self.node_mut(i);
@@ -632,6 +637,25 @@ impl Cluster {
         // migration decisions unless a test asks for it with MOS_TEST_BALANCE (on virtual nodes).
         if !env.iter().any(|(k, _)| *k == "MOS_TEST_BALANCE") {
             cmd.arg("--no-balance");
+        }
+        // MOS_TEST_MAP=A-B: this node's map holds only nodes A..=B of the cluster (others must be
+        // found by auto-discovery). MOS_TEST_BROADCAST: announce by broadcast on the segment.
+        let map = match env.iter().find(|(k, _)| *k == "MOS_TEST_MAP") {
+            Some((_, range)) => {
+                let (a, b) = range
+                    .split_once('-')
+                    .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+                    .expect("MOS_TEST_MAP=A-B");
+                let own = map.with_file_name(format!("node{i}.map"));
+                std::fs::write(&own, format!("{a} {} {}\n", first_addr_plus(&first, a - 1), b - a + 1)).expect("write node map");
+                own
+            }
+            None => map,
+        };
+        if env.iter().any(|(k, _)| *k == "MOS_TEST_BROADCAST") {
+            let a: std::net::Ipv4Addr = first.parse().expect("IPv4 node address");
+            let o = a.octets();
+            cmd.arg("--broadcast").arg(std::net::Ipv4Addr::new(o[0], o[1], o[2], 255).to_string());
         }
         cmd.arg("--map")
             .arg(&map)

@@ -100,3 +100,33 @@ fn mon_draws_every_node() {
         (out.status.success() && rows.len() == 3).then_some(())
     });
 }
+
+/// Auto-discovery: nodes 1-2 have the map `1 A1 2`, node 3 only itself (`3 A3 1`); all three run
+/// in their own network namespaces on one bridge and announce themselves by broadcast. Node 3 is
+/// shown up on nodes 1 and 2, and they on node 3, and a process moves to the discovered node.
+#[test]
+fn a_node_outside_the_map_is_found_by_broadcast() {
+    use mos_tests::vnode::VNodeSpec;
+    let specs: Vec<VNodeSpec> = (0..3).map(|_| VNodeSpec { netns: true, ..VNodeSpec::default() }).collect();
+    let mut env = vec![(3, "MOS_TEST_MAP", "3-3")];
+    for i in 1..=2 {
+        env.push((i, "MOS_TEST_MAP", "1-2"));
+    }
+    for i in 1..=3 {
+        env.push((i, "MOS_TEST_BROADCAST", "1"));
+    }
+    let c = Cluster::start_virtual(&specs, &env);
+    for (i, n) in [(1, 3), (2, 3), (3, 1), (3, 2)] {
+        wait_until(after(Duration::from_secs(60)), &format!("node {i} to see node {n} up"), || {
+            states(&c, i).iter().any(|(m, st, _)| *m == n && st == "up").then_some(())
+        });
+    }
+    let out = c.mosctl(1, &["whois", "3"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(c.addr(3)), "whois 3 on node 1: {out:?}");
+    let wl_rust = env!("CARGO_BIN_EXE_wl_rust");
+    let (mut job, pid) = c.start_job(1, wl_rust, &["30", "40"]);
+    job.wait_lines(2, Duration::from_secs(60));
+    c.migrate(1, pid, "3");
+    assert!(c.ps_row(3, pid, true).is_some(), "node 3 does not host the process");
+    assert_eq!(job.wait(Duration::from_secs(120)).code(), Some(7));
+}
