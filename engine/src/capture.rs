@@ -393,12 +393,32 @@ pub struct Sent {
     pub frozen_at: Instant,
 }
 
+/// The next migration frame from the receiver. A process going home is sent over its deputy
+/// channel, on which home may have sent deputy messages before it read the `Offer`: a `Signal`
+/// (e.g. a tick of an interval timer), a `Recall`. They are skipped (a migration home failed on
+/// them, and the process was lost); a signal is recorded in `pending_signals`, so that [`thaw`]
+/// delivers it if the migration fails. (If it succeeds, such a signal is lost: the context does
+/// not carry pending signals yet.)
+fn read_reply<S: Read>(stream: &mut S, t: &mut Tracee<Stopped>) -> Result<frame::Frame, Error> {
+    loop {
+        let f = frame::read_frame(stream)?;
+        if f.kind != Kind::Deputy {
+            return Ok(f);
+        }
+        if let mos_proto::deputy::DeputyMsg::Signal { sig } = f.decode()? {
+            if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+                t.pending_signals.push(s);
+            }
+        }
+    }
+}
+
 /// Runs the sender's half of the protocol over `stream` for a frozen process.
 /// On `Err`, the process is untouched: call [`thaw`] to let it continue.
 pub fn send<S: Read + Write>(stream: &mut S, t: &mut Tracee<Stopped>, img: &Image, frozen_at: Instant) -> Result<Sent, Error> {
     let mut stats = Stats { rounds: 1, ..Stats::default() };
     frame::write_msg(stream, Kind::Offer, &img.offer)?;
-    let reply = frame::read_frame(stream)?;
+    let reply = read_reply(stream, t)?;
     let accept: Accept = match reply.kind {
         Kind::Accept => reply.decode()?,
         Kind::Refuse => return Err(Error::Refused(reply.decode::<Refuse>()?.reason)),
@@ -410,7 +430,7 @@ pub fn send<S: Read + Write>(stream: &mut S, t: &mut Tracee<Stopped>, img: &Imag
     send_pages(stream, t.pid(), img, &vmas, &mut stats)?;
     frame::write_msg(stream, Kind::Context, &img.context)?;
     stream.flush()?;
-    let reply = frame::read_frame(stream)?;
+    let reply = read_reply(stream, t)?;
     match reply.kind {
         Kind::Resumed => {
             let r: Resumed = reply.decode()?;

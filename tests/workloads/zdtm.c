@@ -1241,7 +1241,7 @@ static void on_alrm_install(void) {
 }
 static void itimer_before(void) {
     on_alrm_install();
-    struct itimerval it = {{0, 50000}, {0, 50000}};
+    struct itimerval it = {{0, 5000}, {0, 5000}};
     SHOW(setitimer(ITIMER_REAL, &it, NULL));
 }
 static void itimer_phase(int n) {
