@@ -33,6 +33,8 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Paths of the C workloads compiled by build.rs.
 pub mod wl {
+    /// The ZDTM-style behaviour suite (tests/tests/zdtm.rs), one case per `argv[1]`; dynamic only.
+    pub const ZDTM_DYNAMIC: &str = env!("WL_ZDTM_DYNAMIC");
     pub const COUNTER_STATIC: &str = env!("WL_COUNTER_STATIC");
     pub const COUNTER_DYNAMIC: &str = env!("WL_COUNTER_DYNAMIC");
     pub const COUNTER_PIE: &str = env!("WL_COUNTER_PIE");
