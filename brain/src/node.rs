@@ -161,6 +161,8 @@ pub enum Output {
         pid: u32,
         /// Target node.
         to: u32,
+        /// Which rule decided it.
+        why: Why,
     },
     /// Call `handle(at, Tick)` at local time `at`.
     SetTimer {
@@ -174,6 +176,15 @@ pub enum Output {
         /// New state.
         state: State,
     },
+}
+
+/// Why the balancer moves a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// Memory ushering: this node is short of free memory.
+    Memory,
+    /// Load balancing (including slow → fast).
+    Load,
 }
 
 /// Per-node counters.
@@ -515,11 +526,12 @@ impl Node {
         let procs = self.proc_views();
         let cands = self.candidates();
         let cfg = self.cfg.balancing;
-        let mut moves = balance::usher(&local, &procs, &cands, now, &cfg);
+        let mut moves: Vec<(u32, u32, Why)> =
+            balance::usher(&local, &procs, &cands, now, &cfg).into_iter().map(|(p, t)| (p, t, Why::Memory)).collect();
         if moves.is_empty() {
-            moves.extend(balance::balance(&local, &procs, &cands, now, &cfg));
+            moves.extend(balance::balance(&local, &procs, &cands, now, &cfg).map(|(p, t)| (p, t, Why::Load)));
         }
-        for (pid, to) in moves {
+        for (pid, to, why) in moves {
             let (cpu, mem) = self.procs.get(&pid).map_or((0, 0), |(a, p)| (a.get(), p.mem_mb));
             self.load.discount(load::normalize(cpu, self.cfg.speed, self.cfg.ncpus));
             if let Some(t) = cands.iter().find(|c| c.node == to) {
@@ -529,7 +541,7 @@ impl Node {
                 e.2 = now + SENT_HOLD_MS;
             }
             self.moved.insert(pid, now);
-            out.push(Output::Migrate { pid, to });
+            out.push(Output::Migrate { pid, to, why });
         }
     }
 
@@ -587,7 +599,7 @@ mod tests {
             node.handle(now, Input::ProcessList(procs.collect()));
             let runnable = (8 - targets.len() as u32) * load::LOAD_SCALE;
             for o in node.handle(now, Input::LocalSample { runnable, mem_free_mb: 4096, mem_total_mb: 8192, procs: 8, guests: 0 }) {
-                if let Output::Migrate { pid, to } = o {
+                if let Output::Migrate { pid, to, .. } = o {
                     targets.push((pid, to));
                 }
             }

@@ -202,7 +202,7 @@ impl Sim {
                     let vt = at.saturating_sub(self.offset[i]).max(self.now);
                     self.schedule_tick(i, vt);
                 }
-                Output::Migrate { pid, to } => self.migrations.push((self.now, i as u32 + 1, pid, to)),
+                Output::Migrate { pid, to, .. } => self.migrations.push((self.now, i as u32 + 1, pid, to)),
                 Output::StateChange { node, state } => self.changes.push((self.now, i as u32 + 1, node, state)),
             }
         }

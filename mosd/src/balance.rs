@@ -2,6 +2,7 @@
 //! `mosctl migrate` would move it; a guest is handed back to its home with the target, through its
 //! order channel (its home recalls it and sends it on).
 use crate::Node;
+use mos_brain::node::Why;
 use mos_engine::guest::Order;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +11,9 @@ use std::time::Duration;
 const MOVE_WAIT: Duration = Duration::from_secs(600);
 
 /// Moves the process whose pid on this node is `pid` to node `to`.
-pub fn execute(node: &Arc<Node>, pid: u32, to: u32) {
+pub fn execute(node: &Arc<Node>, pid: u32, to: u32, why: Why) {
     if let Some(orders) = node.registry.guest_orders(pid) {
-        tracing::info!(local_pid = pid, to, "balancer: moving a guest on");
+        tracing::info!(local_pid = pid, to, ?why, "balancer: moving a guest on");
         if let Err(e) = orders.send(Order::MoveTo(to)) {
             tracing::debug!(error = %e, "the guest ended before it could be moved");
         }
@@ -29,7 +30,7 @@ pub fn execute(node: &Arc<Node>, pid: u32, to: u32) {
         Ok(rx) => rx,
         Err(e) => return tracing::debug!(pid, error = %e, "the process is gone"),
     };
-    tracing::info!(pid, to, "balancer: moving a process");
+    tracing::info!(pid, to, ?why, "balancer: moving a process");
     let _ = std::thread::Builder::new().name("auto-migrate".into()).spawn(move || match rx.recv_timeout(MOVE_WAIT) {
         Ok(Ok(st)) => tracing::info!(pid, to, frozen_ms = st.frozen_us / 1000, "automatic migration done"),
         Ok(Err(e)) => tracing::warn!(pid, to, error = %e, "automatic migration failed; the process stays"),

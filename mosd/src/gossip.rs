@@ -173,7 +173,7 @@ fn apply(sock: &UdpSocket, node: &Arc<Node>, outs: Vec<Output>) -> Option<u64> {
             }
             Output::SetTimer { at } => timer = Some(timer.map_or(at, |t: u64| t.min(at))),
             Output::StateChange { node, state } => tracing::info!(node, ?state, "cluster membership changed"),
-            Output::Migrate { pid, to } => crate::balance::execute(node, pid, to),
+            Output::Migrate { pid, to, why } => crate::balance::execute(node, pid, to, why),
             Output::Broadcast { bytes } => {
                 if let Some(b) = node.broadcast {
                     let _ = sock.send_to(&bytes, SocketAddr::new(IpAddr::V4(b), port));

@@ -593,6 +593,11 @@ impl Cluster {
     }
 
     /// Pid of node `i`'s mosd, if it runs.
+    /// The network namespace of virtual node `i` (clusters started with netns virtual nodes).
+    pub fn vnode_netns(&self, i: u32) -> Option<PathBuf> {
+        self.vnodes.as_ref().and_then(|v| v.netns_path(i))
+    }
+
     pub fn node_pid(&mut self, i: u32) -> Option<u32> {
         self.node_status(i).is_none().then(|| self.node(i).child.as_ref().map(Child::id)).flatten()
     }

@@ -82,6 +82,7 @@ fn a_growing_job_is_ushered_away_from_a_node_out_of_memory() {
     wait_until(after(Duration::from_secs(90)), "the growing job to be ushered to node 2", || {
         (placement(&c, &[pid]) == vec![2]).then_some(())
     });
+    assert!(c.log(1).contains("why=Memory"), "the move was not decided by memory ushering:\n{}", c.log(1));
     finish(&c, vec![(job, pid)], &args);
 }
 
