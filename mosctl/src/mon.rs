@@ -63,6 +63,8 @@ mod tests {
             procs: 0,
             guests: 0,
             age_ms: 0,
+            dropped_datagrams: 0,
+            dropped_connections: 0,
         };
         let f = frame(&[n]);
         let line = f.lines().nth(1).unwrap();

@@ -55,6 +55,7 @@ pub fn status(control: &Path, only: Option<&str>, json: bool) -> Result<(), Stri
         "{:>5} {:<16} {:<7} {:>5} {:>6} {:>6} {:>10} {:>10} {:>6} {:>7} {:>7}",
         "NODE", "ADDRESS", "STATE", "CPUS", "SPEED", "LOAD", "MEMFREE", "MEMTOTAL", "PROCS", "GUESTS", "AGE_MS"
     );
+    let dropped = nodes.iter().find(|n| n.age_ms == 0).map(|n| (n.node, n.dropped_datagrams, n.dropped_connections));
     for n in nodes {
         println!(
             "{:>5} {:<16} {:<7} {:>5} {:>6} {:>6.2} {:>9}M {:>9}M {:>6} {:>7} {:>7}",
@@ -70,6 +71,9 @@ pub fn status(control: &Path, only: Option<&str>, json: bool) -> Result<(), Stri
             n.guests,
             n.age_ms
         );
+    }
+    if let Some((me, d, c)) = dropped.filter(|(_, d, c)| d + c > 0) {
+        println!("node {me} dropped {d} gossip datagram(s) and {c} connection(s) (bad key, replayed or malformed)");
     }
     Ok(())
 }

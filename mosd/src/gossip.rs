@@ -90,6 +90,11 @@ impl Gossip {
         self.brain.lock().unwrap_or_else(|p| p.into_inner()).handle(now, input)
     }
 
+    /// Datagrams the brain could not decode.
+    pub fn undecodable(&self) -> u64 {
+        self.brain.lock().unwrap_or_else(|p| p.into_inner()).stats.bad
+    }
+
     /// A node and its address by number or address, from the map or learned by gossip (nodes
     /// that joined by auto-discovery are not in the map).
     pub fn resolve(&self, map: &mos_proto::nodemap::NodeMap, name: &str) -> Option<(u32, Ipv4Addr)> {
@@ -155,6 +160,8 @@ impl Gossip {
                 procs: e.as_ref().map_or(0, |e| e.procs),
                 guests: e.as_ref().map_or(0, |e| e.guests),
                 age_ms: b.vector().age(n, now).unwrap_or(u64::MAX),
+                dropped_datagrams: 0,
+                dropped_connections: 0,
             });
         }
         rows.sort_by_key(|r| r.node);
@@ -169,19 +176,25 @@ fn apply(sock: &UdpSocket, node: &Arc<Node>, outs: Vec<Output>) -> Option<u64> {
     for o in outs {
         match o {
             Output::Send { addr, bytes, .. } => {
-                let _ = sock.send_to(&bytes, SocketAddr::new(IpAddr::V4(Ipv4Addr::from(addr)), port));
+                let _ = sock.send_to(&node.guard.outgoing(bytes), SocketAddr::new(IpAddr::V4(Ipv4Addr::from(addr)), port));
             }
             Output::SetTimer { at } => timer = Some(timer.map_or(at, |t: u64| t.min(at))),
             Output::StateChange { node, state } => tracing::info!(node, ?state, "cluster membership changed"),
             Output::Migrate { pid, to, why } => crate::balance::execute(node, pid, to, why),
             Output::Broadcast { bytes } => {
                 if let Some(b) = node.broadcast {
-                    let _ = sock.send_to(&bytes, SocketAddr::new(IpAddr::V4(b), port));
+                    let _ = sock.send_to(&node.guard.outgoing(bytes), SocketAddr::new(IpAddr::V4(b), port));
                 }
             }
         }
     }
     timer
+}
+
+/// One datagram from `from`: checked by the guard (cluster key), then fed to the brain.
+fn receive(node: &Node, from: SocketAddr, d: &[u8]) -> Vec<Output> {
+    let Some(body) = node.guard.incoming(from.ip(), d) else { return Vec::new() };
+    node.gossip.handle(Input::Datagram { from: v4(from.ip()), bytes: body.to_vec() })
 }
 
 /// Auto-discovery: receives the datagrams broadcast on the segment (a socket bound to a unicast
@@ -191,7 +204,7 @@ pub fn listen_broadcast(recv: UdpSocket, send: UdpSocket, node: Arc<Node>) {
     loop {
         match recv.recv_from(&mut buf) {
             Ok((n, from)) => {
-                let outs = node.gossip.handle(Input::Datagram { from: v4(from.ip()), bytes: buf[..n].to_vec() });
+                let outs = receive(&node, from, &buf[..n]);
                 apply(&send, &node, outs);
             }
             Err(e) => {
@@ -244,7 +257,7 @@ pub fn run(sock: UdpSocket, node: Arc<Node>, mut sampler: Sampler) {
         let wait = next_tick.min(next_sample).min(next_poll).saturating_sub(g.now()).max(1);
         let _ = sock.set_read_timeout(Some(Duration::from_millis(wait)));
         if let Ok((n, from)) = sock.recv_from(&mut buf) {
-            let outs = g.handle(Input::Datagram { from: v4(from.ip()), bytes: buf[..n].to_vec() });
+            let outs = receive(&node, from, &buf[..n]);
             if let Some(t) = apply(&sock, &node, outs) {
                 next_tick = next_tick.min(t.max(g.now() + 1));
             }

@@ -8,6 +8,7 @@ mod balance;
 mod capacity;
 mod control;
 mod gossip;
+mod guard;
 mod registry;
 mod sample;
 mod server;
@@ -57,6 +58,23 @@ pub struct Args {
     /// that hear it add the sender to their view (a cluster key, when set, still applies).
     #[arg(long, value_name = "ADDR")]
     broadcast: Option<std::net::Ipv4Addr>,
+    /// Cluster key file (at least 16 bytes, readable by its owner only; the same on every node).
+    /// Every gossip datagram then carries a MAC and a timestamp: datagrams from nodes without the
+    /// key, altered or replayed ones are dropped and counted (`mosctl status --json`). Without a
+    /// key, anyone who can reach the port can join: use only on a trusted network.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+}
+
+/// Reads and checks the cluster key file.
+fn read_key(path: &std::path::Path) -> Result<mos_proto::auth::ClusterKey, String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    if md.mode() & 0o077 != 0 {
+        return Err(format!("the key file {} is readable by others (mode {:o}): chmod 600 it", path.display(), md.mode() & 0o777));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    mos_proto::auth::ClusterKey::from_file_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// What every part of the daemon knows about this node.
@@ -69,6 +87,8 @@ pub struct Node {
     pub registry: registry::Registry,
     pub gossip: gossip::Gossip,
     pub admin: admin::Switches,
+    /// Cluster key checks and drop counters.
+    pub guard: guard::Guard,
     /// Broadcast address for auto-discovery announcements (`--broadcast`).
     pub broadcast: Option<std::net::Ipv4Addr>,
     /// The gossip socket, for the goodbye datagrams at shutdown.
@@ -98,6 +118,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let map = NodeMap::parse(&text)?;
     let own = map.addr_of(args.node).ok_or_else(|| format!("node {} is not in the map {}", args.node, args.map.display()))?;
     let addr = args.listen.unwrap_or(IpAddr::V4(own));
+    let key = args.key.as_deref().map(read_key).transpose()?;
     let sampler = sample::Sampler::new();
     let host_ncpus = std::thread::available_parallelism().map(|n| n.get() as u16).unwrap_or(1);
     let host_speed = args.speed.unwrap_or_else(speed::calibrate);
@@ -114,14 +135,20 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         admin: admin::Switches::default(),
         leave: std::sync::Mutex::new(None),
         broadcast: args.broadcast,
+        guard: guard::Guard::new(key, args.node),
     });
     let listener =
         std::net::TcpListener::bind(SocketAddr::new(addr, args.port)).map_err(|e| format!("cannot listen on {addr}:{}: {e}", args.port))?;
     let udp =
         std::net::UdpSocket::bind(SocketAddr::new(addr, args.port)).map_err(|e| format!("cannot bind UDP {addr}:{}: {e}", args.port))?;
+    // A larger receive buffer absorbs bursts (and floods) of datagrams; beyond the system's
+    // rmem_max only root may go (RCVBUFFORCE); either failing leaves the default.
+    if nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::RcvBufForce, &(4 << 20)).is_err() {
+        let _ = nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::RcvBuf, &(4 << 20));
+    }
     let control = control::bind(&args.control)?;
     tracing::info!(node = node.number, %addr, port = args.port, control = %args.control.display(), ncpus, speed, host_speed,
-        cpu_quota = ?sampler.cpu_fraction(), balance = shape.balance, "mosd up");
+        cpu_quota = ?sampler.cpu_fraction(), balance = shape.balance, keyed = node.guard.keyed(), "mosd up");
     let n = node.clone();
     std::thread::Builder::new().name("migration-server".into()).spawn(move || server::accept_loop(listener, n))?;
     let n = node.clone();

@@ -38,6 +38,12 @@ fn host(mut s: TcpStream, node: &Node) {
     };
     let (g, stats) = match migrate::accept_guest(&mut s, admit) {
         Ok(x) => x,
+        Err(e @ mos_engine::Error::Proto(_)) => {
+            // Not a migration stream (or a broken one): dropped, counted, logged at a limited rate.
+            let ip = s.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            node.guard.bad_connection(ip, &e.to_string());
+            return;
+        }
         Err(e) => {
             tracing::warn!(%peer, error = %e, "incoming migration failed; the process stays where it was");
             return;

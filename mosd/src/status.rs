@@ -17,5 +17,7 @@ pub fn this_node(node: &Node) -> NodeStatus {
         procs,
         guests,
         age_ms: 0,
+        dropped_datagrams: node.guard.counts().0 + node.gossip.undecodable(),
+        dropped_connections: node.guard.counts().1,
     }
 }

@@ -88,6 +88,10 @@ pub struct NodeStatus {
     /// Guests running here for other nodes.
     pub guests: u32,
     pub age_ms: u64,
+    /// Gossip datagrams this node dropped (bad MAC, replayed, undecodable); own row only.
+    pub dropped_datagrams: u64,
+    /// TCP connections this node dropped before they carried a valid migration; own row only.
+    pub dropped_connections: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

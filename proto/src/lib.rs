@@ -9,10 +9,12 @@
 //!   calls with their buffers, signals, exit, recall).
 //! * [`control`]: the local control socket spoken by `mosrun`, `mosctl` and `mosd`.
 //! * [`nodemap`]: the MOSIX node map format.
+//! * [`auth`]: the cluster key and the authenticated envelope of gossip datagrams.
 //!
 //! Pure code: no I/O besides generic `Read`/`Write` helpers, no clock, no unsafe.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod control;
 pub mod deputy;
 pub mod frame;

@@ -659,6 +659,15 @@ impl Cluster {
             }
             None => map,
         };
+        // MOS_TEST_KEY=TEXT: this node's cluster key (written to a mode-600 file).
+        if let Some((_, text)) = env.iter().find(|(k, _)| *k == "MOS_TEST_KEY") {
+            use std::os::unix::fs::OpenOptionsExt;
+            let path = map.with_file_name(format!("node{i}.key"));
+            let _ = std::fs::remove_file(&path);
+            let mut f = OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path).expect("create key file");
+            f.write_all(text.as_bytes()).expect("write key file");
+            cmd.arg("--key").arg(&path);
+        }
         if env.iter().any(|(k, _)| *k == "MOS_TEST_BROADCAST") {
             let a: std::net::Ipv4Addr = first.parse().expect("IPv4 node address");
             let o = a.octets();

@@ -229,6 +229,8 @@ pub fn node_status() -> NodeStatus {
         procs: 3,
         guests: 1,
         age_ms: 250,
+        dropped_datagrams: 5,
+        dropped_connections: 0,
     }
 }
 

@@ -1,0 +1,120 @@
+//! Cluster key, hostile traffic and permissions (issue 7).
+use mos_tests::{after, wait_until, Cluster};
+use serde_json::Value;
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+const KEY_A: &str = "the cluster key of nodes one and two\n";
+const KEY_B: &str = "another cluster's key, node three\n";
+const WL_RUST: &str = env!("CARGO_BIN_EXE_wl_rust");
+
+fn node_state(c: &Cluster, i: u32, n: u32) -> Option<String> {
+    let v = c.mosctl_json(i, &["status", "--json"]);
+    v["nodes"].as_array()?.iter().find(|r| r["node"].as_u64() == Some(u64::from(n))).and_then(|r| r["state"].as_str().map(str::to_string))
+}
+
+fn own_row(c: &Cluster, i: u32) -> Value {
+    let v = c.mosctl_json(i, &["status", &i.to_string(), "--json"]);
+    v["nodes"][0].clone()
+}
+
+/// A tiny xorshift generator: the test needs arbitrary bytes, not cryptographic ones.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Nodes 1-2 share a key, node 3 has another: over 15 s, node 3 is never shown up on nodes 1-2
+/// nor they on node 3, while 1 and 2 see each other; the dropped datagrams are counted. Then
+/// 20,000 datagrams of random bytes and sizes and 200 TCP connections sending random bytes at
+/// node 1's port change nothing: node 1 stays up, its view is the same, its RSS stays < 100 MB,
+/// and the drops show in its status.
+#[test]
+fn wrong_key_and_random_traffic_are_dropped_and_counted() {
+    let c = Cluster::start_with_env(3, &[(1, "MOS_TEST_KEY", KEY_A), (2, "MOS_TEST_KEY", KEY_A), (3, "MOS_TEST_KEY", KEY_B)]);
+    wait_until(after(Duration::from_secs(20)), "nodes 1 and 2 to see each other up", || {
+        (node_state(&c, 1, 2).as_deref() == Some("up") && node_state(&c, 2, 1).as_deref() == Some("up")).then_some(())
+    });
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        for (i, n) in [(1, 3), (2, 3), (3, 1), (3, 2)] {
+            assert_ne!(node_state(&c, i, n).as_deref(), Some("up"), "node {i} shows node {n} (other key) up");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let before = own_row(&c, 1);
+    assert!(before["dropped_datagrams"].as_u64().unwrap_or(0) > 0, "node 3's datagrams were not counted: {before}");
+    let view_before: Vec<(u32, Option<String>)> = (1..=3).map(|n| (n, node_state(&c, 1, n))).collect();
+
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let target = format!("{}:{}", c.addr(1), c.port());
+    let sock = UdpSocket::bind("127.0.0.9:0").expect("bind sender");
+    let pid1 = c.mosctl_json(1, &["ps", "--json"]); // node 1 answers before the flood
+    assert!(pid1["processes"].is_array());
+    let mut sent = 0;
+    for k in 0..20_000 {
+        // Random sizes: up to 2 KiB, and every 50th up to the UDP maximum (65,507 bytes).
+        let max = if k % 50 == 0 { 65_508 } else { 2048 };
+        let len = (rng.next() % max) as usize;
+        if sock.send_to(&rng.bytes(len), &target).is_ok() {
+            sent += 1;
+        }
+        // Paced, so that the receive buffer does not overflow (drops there are not mosd's).
+        if k % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    for _ in 0..200 {
+        if let Ok(mut s) = TcpStream::connect(&target) {
+            let n = (rng.next() % 65_536) as usize;
+            let _ = s.write_all(&rng.bytes(n));
+        }
+    }
+    println!("sent {sent} random datagrams and 200 random connections to node 1");
+    let after_row = wait_until(after(Duration::from_secs(30)), "node 1 to count the random traffic", || {
+        let r = own_row(&c, 1);
+        let d = r["dropped_datagrams"].as_u64().unwrap_or(0) - before["dropped_datagrams"].as_u64().unwrap_or(0);
+        let cn = r["dropped_connections"].as_u64().unwrap_or(0);
+        (d >= 19_000 && cn >= 190).then_some(r)
+    });
+    println!("node 1 after: {after_row}");
+    let view_after: Vec<(u32, Option<String>)> = (1..=3).map(|n| (n, node_state(&c, 1, n))).collect();
+    assert_eq!(view_after, view_before, "node 1's view changed");
+    let mut c = c;
+    let pid = c.node_pid(1).expect("node 1 still running");
+    let rss = mos_tests::rss_kib(pid).unwrap_or(u64::MAX);
+    println!("node 1 mosd RSS after the flood: {} KiB", rss);
+    assert!(rss < 100 * 1024, "mosd RSS {rss} KiB ≥ 100 MiB");
+}
+
+/// Only a process's owner (or root) may move it: another uid's `mosctl migrate` is refused with
+/// the reason, and the process does not move.
+#[test]
+fn another_user_cannot_migrate_my_process() {
+    let c = Cluster::start(2);
+    let (mut job, pid) = c.start_job(1, WL_RUST, &["40", "40"]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(c.dir(), std::fs::Permissions::from_mode(0o755)).expect("chmod cluster dir");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(mos_tests::bin("mosctl"))
+        .arg("--control")
+        .arg(c.control(1))
+        .args(["migrate", &pid.to_string(), "2"])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && err.contains("permission denied"), "migrate by uid 65534: {err}");
+    let row = c.ps_row(1, pid, false).expect("process row");
+    assert_eq!(row["node"].as_u64(), Some(1), "the process moved anyway");
+    assert_eq!(job.wait(Duration::from_secs(120)).code(), Some(7));
+}
