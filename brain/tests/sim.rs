@@ -190,3 +190,23 @@ fn decoder_never_panics_on_garbage() {
     println!("200000 garbage datagrams: {ok} decoded, none panicked");
     assert!(wire::decode(&vec![0u8; wire::MAX_DATAGRAM + 1]).is_err());
 }
+
+/// Writes the seed corpus of the `gossip` fuzz target (fuzz/corpus/gossip): one datagram of each
+/// kind. Run: `cargo test -p mos-brain --test sim write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gossip");
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = |n: u32| wire::Entry { node: n, addr: 0x7f00_0000 + n, origin_ms: 1 << 40, load: 1234, ncpus: 2, ..wire::Entry::default() };
+    let msgs = [
+        ("gossip", wire::Message::Gossip { from: 1, entries: (1..=4).map(e).collect() }),
+        ("probe", wire::Message::Probe { from: 2, seq: 9 }),
+        ("ack", wire::Message::Ack { from: 3, seq: 9, entry: e(3) }),
+        ("join", wire::Message::Join { entry: e(4) }),
+        ("leave", wire::Message::Leave { node: 5, addr: 0x7f00_0005 }),
+    ];
+    for (name, m) in msgs {
+        std::fs::write(dir.join(name), wire::encode(&m).unwrap()).unwrap();
+    }
+}

@@ -452,6 +452,11 @@ fn write_fuzz_seeds() {
         put("control_reply", name, &body(Kind::Control, &m));
     }
 
+    // Authenticated gossip envelopes under the fuzz target's key.
+    let key = mos_proto::auth::ClusterKey::from_file_bytes(b"fuzzing key, 16+ bytes").unwrap();
+    put("auth", "small", &key.seal(2, 1 << 40, b"MOSG"));
+    put("auth", "empty_body", &key.seal(1, 5, b""));
+
     // Pages bodies: empty, one page, the two-run table (pages shrunk to keep seeds small is not
     // possible: a page is always 4096 bytes, so seeds carry real pages).
     put("pages", "empty", &pages::encode_runs(&[]));
