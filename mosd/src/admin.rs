@@ -62,6 +62,21 @@ pub fn run(node: &Node, op: AdminOp) -> Reply {
     r
 }
 
+/// Stops the daemon: no new guests, every guest sent home (waited for), a `Leave` announced by
+/// gossip, exit 0. Own processes keep running where they are (their deputies live in mosrun).
+pub fn stop(node: &Node) -> ! {
+    node.admin.block.store(true, Ordering::Relaxed);
+    node.gossip.publish_switches(&node.admin);
+    if let Reply::Error { message } = expel(node) {
+        tracing::error!(%message, "some guests could not be sent home");
+    }
+    if let Some(sock) = node.leave.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        node.gossip.leave(sock, node.port);
+    }
+    tracing::info!("mosd stopped");
+    std::process::exit(0);
+}
+
 /// Sends every guest home and waits until none is left.
 fn expel(node: &Node) -> Reply {
     for o in node.registry.all_guest_orders() {

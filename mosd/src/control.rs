@@ -112,11 +112,8 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
             let stop = op == AdminOp::Shutdown && r == Reply::Ok;
             reply(&mut c, &r)?;
             if stop {
-                if let Some(sock) = node.leave.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                    node.gossip.leave(sock, node.port);
-                }
-                tracing::info!("shut down: guests expelled, own processes home; mosd stops");
-                std::process::exit(0);
+                tracing::info!("shut down: guests expelled, own processes home");
+                crate::admin::stop(node);
             }
             Ok(())
         }

@@ -114,6 +114,14 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // SIGTERM, SIGINT and SIGHUP are taken by one thread (blocked here, before any other thread
+    // exists, so that every thread inherits the mask): mosd then leaves the way `mosctl shutdown`
+    // does, sending its guests home first instead of losing them.
+    let mut stop = nix::sys::signal::SigSet::empty();
+    for s in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGHUP] {
+        stop.add(s);
+    }
+    stop.thread_block()?;
     let text = std::fs::read_to_string(&args.map).map_err(|e| format!("cannot read the map {}: {e}", args.map.display()))?;
     let map = NodeMap::parse(&text)?;
     let own = map.addr_of(args.node).ok_or_else(|| format!("node {} is not in the map {}", args.node, args.map.display()))?;
@@ -162,6 +170,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let leave = udp.try_clone()?;
     std::thread::Builder::new().name("gossip".into()).spawn(move || gossip::run(udp, n, sampler))?;
     *node.leave.lock().unwrap_or_else(|p| p.into_inner()) = Some(leave);
+    let n = node.clone();
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        if let Ok(sig) = stop.wait() {
+            tracing::info!(?sig, "stopping: guests are sent home first");
+            admin::stop(&n);
+        }
+    })?;
     control::serve(control, node);
     Ok(())
 }

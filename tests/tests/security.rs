@@ -118,3 +118,27 @@ fn another_user_cannot_migrate_my_process() {
     assert_eq!(row["node"].as_u64(), Some(1), "the process moved anyway");
     assert_eq!(job.wait(Duration::from_secs(120)).code(), Some(7));
 }
+
+/// Guest sandbox: a file that exists on the hosting node but not at home cannot be read by a
+/// guest (its open goes to the deputy at home and fails there). Home (node 1: mosd and mosrun)
+/// runs in a mount namespace where the directory is an empty tmpfs; node 2 sees the file.
+#[test]
+fn a_guest_cannot_read_a_file_that_exists_only_on_its_host() {
+    use mos_tests::vnode::VNodeSpec;
+    let dir = tempfile::Builder::new().prefix("mos-hostonly-").tempdir().expect("temp dir");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "host-only contents\n").expect("write the host-only file");
+    let specs = [VNodeSpec { hide: vec![dir.path().to_path_buf()], ..VNodeSpec::default() }, VNodeSpec::default()];
+    let c = Cluster::start_virtual(&specs, &[]);
+    let (mut job, pid) = c.start_job(1, mos_tests::wl::OPENER_DYNAMIC, &["40", "50", secret.to_str().unwrap()]);
+    job.wait_lines(2, Duration::from_secs(60));
+    c.migrate(1, pid, "2");
+    assert!(c.ps_row(2, pid, true).is_some(), "node 2 does not host the process");
+    let st = job.wait(Duration::from_secs(120));
+    let err = String::from_utf8_lossy(&job.stderr()).into_owned();
+    let out = String::from_utf8_lossy(&job.stdout()).into_owned();
+    assert!(!out.contains("host-only"), "the guest read a file of its host:\n{out}");
+    assert_eq!(st.code(), Some(1), "opener's status (1 = open failed); stderr: {err}");
+    assert!(err.contains("No such file or directory"), "open's error: {err}");
+    assert!(secret.exists(), "the file is still there on the host");
+}
