@@ -1,0 +1,16 @@
+# Scenario "module": mosix.ko loads, /dev/mosix answers its ABI version and rejects bad requests,
+# a second load is refused, and the module unloads cleanly. Runs on VM 1 only (-n 1 is enough).
+. /mos/lib.sh
+[ "$NODE" = 1 ] || { serve; exit; }
+fail=0
+insmod /mos/mosix.ko || { log "insmod failed"; fail=1; }
+ls -l /dev/mosix
+mosix-probe || fail=1
+if insmod /mos/mosix.ko 2>/dev/null; then log "a second insmod succeeded"; fail=1; else log "a second insmod is refused: ok"; fi
+rmmod mosix || { log "rmmod failed"; fail=1; }
+[ -e /dev/mosix ] && { log "/dev/mosix still exists after rmmod"; fail=1; }
+insmod /mos/mosix.ko && mosix-probe >/dev/null && rmmod mosix || { log "reload + probe + unload failed"; fail=1; }
+if dmesg | grep -E 'WARNING|BUG|Oops|Call Trace'; then log "kernel warnings (above)"; fail=1; fi
+dmesg | grep mosix
+[ $fail = 0 ] && echo "MOS_PASS module" || echo "MOS_FAIL module"
+exit $fail

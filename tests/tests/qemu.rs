@@ -1,0 +1,116 @@
+//! Native mode on a real multi-kernel cluster: QEMU VMs running MOS's own Rust-enabled kernel
+//! (qemu-harness/, docs/NATIVE.md). Each test boots its VMs through `qemu-harness/run boot`, which
+//! runs one scenario script per VM (qemu-harness/guest/scenarios/) and keeps each VM's console log;
+//! on failure every log is printed.
+//!
+//! The first run builds the kernel (minutes; cached outside the repository afterwards). Without
+//! `CI` in the environment and without a cached kernel, the tests are skipped with a message; with
+//! `CI` set they always run (and build what is missing). The tests of this file run one at a time:
+//! three VMs under TCG already fill two cores.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests crate is in the repository").to_path_buf()
+}
+
+fn harness() -> PathBuf {
+    repo().join("qemu-harness/run")
+}
+
+/// Serialises the scenarios of this test binary.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// The outcome of `qemu-harness/run build`, done once per test process.
+static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Whether to run: always under CI, otherwise only when the kernel is already cached.
+fn should_run(test: &str) -> bool {
+    if std::env::var_os("CI").is_some() {
+        return true;
+    }
+    let st = Command::new(harness()).arg("status").output().expect("run qemu-harness/run status");
+    if st.status.success() {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED {test}: the guest kernel is not built ({}); run `qemu-harness/run build` (4-8 min once) or set CI=1",
+        String::from_utf8_lossy(&st.stdout).trim()
+    );
+    false
+}
+
+fn build() {
+    let res = BUILT.get_or_init(|| {
+        let out = Command::new(harness()).arg("build").output().map_err(|e| format!("cannot run qemu-harness/run build: {e}"))?;
+        if out.status.success() {
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            Ok(())
+        } else {
+            Err(format!(
+                "qemu-harness/run build failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = res {
+        panic!("{e}");
+    }
+}
+
+/// Boots `vms` VMs running `scenario`; returns VM 1's console log. Panics with every log if the
+/// scenario did not pass.
+fn scenario(scenario: &str, vms: u32) -> String {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    build();
+    let out_dir = repo().join("target/qemu/runs").join(scenario);
+    let out = Command::new(harness())
+        .args(["boot", scenario, "-n", &vms.to_string(), "-t", "300", "-o"])
+        .arg(&out_dir)
+        .output()
+        .expect("run qemu-harness/run boot");
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    eprint!("{summary}");
+    let mut logs = String::new();
+    for i in 1..=vms {
+        let p = out_dir.join(format!("vm{i}.log"));
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| format!("(cannot read {}: {e})", p.display()));
+        logs.push_str(&format!("===== VM {i} console ({}) =====\n{text}\n", p.display()));
+    }
+    if !out.status.success() {
+        panic!("scenario {scenario} failed: {summary}{}\n{logs}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::read_to_string(out_dir.join("vm1.log")).expect("VM 1's log")
+}
+
+#[test]
+fn module_loads_and_answers_its_abi_version() {
+    if !should_run("module_loads_and_answers_its_abi_version") {
+        return;
+    }
+    let log = scenario("module", 1);
+    assert!(log.contains("MOSIX_PROBE_OK abi=1"), "the probe did not report ABI version 1");
+    assert!(log.contains("mosix: /dev/mosix ready (ABI version 1)"), "the module's load message is missing");
+}
+
+#[test]
+fn three_mosd_in_three_vms_form_a_cluster() {
+    if !should_run("three_mosd_in_three_vms_form_a_cluster") {
+        return;
+    }
+    let log = scenario("cluster", 3);
+    assert!(log.contains("3 of 3 nodes up"), "VM 1 did not see three nodes up");
+}
+
+#[test]
+fn workload_migrates_vm1_to_vm2_to_vm3() {
+    if !should_run("workload_migrates_vm1_to_vm2_to_vm3") {
+        return;
+    }
+    let log = scenario("migrate", 3);
+    let engine = log.lines().find_map(|l| l.strip_prefix("MOS_ENGINE ")).unwrap_or("unknown").trim().to_string();
+    eprintln!("migration engine used: {engine}");
+    assert!(log.contains("MOS_PASS migrate engine="), "the scenario did not pass");
+}
