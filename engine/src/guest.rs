@@ -123,7 +123,8 @@ fn read_cstr(pid: Pid, addr: u64) -> Result<Vec<u8>, i32> {
 
 /// Turns an intercepted call into a deputy request: copies the `In` data out of the task and
 /// records where `Out` data goes. Returns (call number to run at home, args, buffers, out dests).
-fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg]) -> Result<(u32, [u64; 6], Vec<Buf>, Dests), i32> {
+/// `iov_skip`: bytes of a readv/writev already moved by earlier requests of the same call.
+fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usize) -> Result<(u32, [u64; 6], Vec<Buf>, Dests), i32> {
     let mut a = args;
     let mut fnr = nr;
     let mut bufs = Vec::new();
@@ -207,15 +208,16 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg]) -> Result<(u3
                 dests.push((vec![(args[buf as usize], l)], Keep::All));
             }
             Arg::InIov { iov, cnt } | Arg::OutIov { iov, cnt } => {
-                let cnt = (a[cnt as usize] as usize).min(1024);
-                let raw = read(a[iov as usize], cnt * 16)?;
+                // The first `iov_skip` bytes were moved by earlier requests of the same call.
+                let mut skip = iov_skip;
                 let mut vecs = Vec::new();
                 let mut sum = 0usize;
-                for c in raw.chunks_exact(16) {
-                    let base = u64::from_le_bytes(c[0..8].try_into().expect("8 bytes"));
-                    let len = room(u64::from_le_bytes(c[8..16].try_into().expect("8 bytes")) as usize)?;
+                for (base, len) in read_iov(pid, a[iov as usize], a[cnt as usize])? {
+                    let drop = skip.min(len);
+                    skip -= drop;
+                    let len = room(len - drop)?;
                     if len > 0 {
-                        vecs.push((base, len));
+                        vecs.push((base + drop as u64, len));
                         sum += len;
                     }
                 }
@@ -255,6 +257,101 @@ fn reap(pid: Pid) -> Option<ExitStatus> {
 fn kill_and_reap(pid: Pid) {
     let _ = kill(pid, Signal::SIGKILL);
     let _ = waitpid(pid, Some(WaitPidFlag::__WALL));
+}
+
+/// The kernel's "restart this call" result (an interrupted call with no handler to run).
+const ERESTARTSYS: i32 = 512;
+
+/// Size of `struct stat` on x86-64 (`st_mode` is the u32 at offset 24).
+const STAT_SIZE: u32 = 144;
+
+/// The read/write family, whose data may exceed one deputy buffer and is then moved in chunks.
+#[derive(Debug, Clone, Copy)]
+enum IoCall {
+    /// read/write/pread64/pwrite64: buffer in args[1], count in args[2], position in args[3].
+    Plain { read: bool, positioned: bool },
+    /// readv/writev: iovec array in args[1], count in args[2].
+    Vector { read: bool },
+}
+
+impl IoCall {
+    fn of(nr: u32) -> Option<IoCall> {
+        Some(match nr as libc::c_long {
+            libc::SYS_read => IoCall::Plain { read: true, positioned: false },
+            libc::SYS_write => IoCall::Plain { read: false, positioned: false },
+            libc::SYS_pread64 => IoCall::Plain { read: true, positioned: true },
+            libc::SYS_pwrite64 => IoCall::Plain { read: false, positioned: true },
+            libc::SYS_readv => IoCall::Vector { read: true },
+            libc::SYS_writev => IoCall::Vector { read: false },
+            _ => return None,
+        })
+    }
+
+    fn reads(self) -> bool {
+        matches!(self, IoCall::Plain { read: true, .. } | IoCall::Vector { read: true })
+    }
+}
+
+/// The iovec array at `addr` of `cnt` entries (at most IOV_MAX): (base, len) of each.
+fn read_iov(pid: Pid, addr: u64, cnt: u64) -> Result<Vec<(u64, usize)>, i32> {
+    let cnt = (cnt as usize).min(1024);
+    let mut raw = vec![0u8; cnt * 16];
+    if cnt > 0 {
+        mem::readv(pid, &[(addr, cnt * 16)], &mut raw).map_err(|_| libc::EFAULT)?;
+    }
+    Ok(raw
+        .chunks_exact(16)
+        .map(|c| {
+            let base = u64::from_le_bytes(c[0..8].try_into().expect("8 bytes"));
+            (base, u64::from_le_bytes(c[8..16].try_into().expect("8 bytes")) as usize)
+        })
+        .collect())
+}
+
+/// Bytes a readv/writev call asks to move.
+fn iov_total(pid: Pid, args: &[u64; 6]) -> Result<usize, i32> {
+    Ok(read_iov(pid, args[1], args[2])?.iter().fold(0usize, |s, (_, l)| s.saturating_add(*l)))
+}
+
+/// The signal number when call `nr` is the process signalling itself (kill of its pid, tgkill or
+/// tkill of its single thread): such a signal is delivered here, before the call returns.
+fn own_signal(nr: u32, args: &[u64; 6], home_pid: u32) -> Option<i32> {
+    let me = home_pid as i32;
+    let (target_is_me, sig) = match nr as libc::c_long {
+        libc::SYS_kill => (args[0] as i32 == me, args[1]),
+        libc::SYS_tgkill => (args[0] as i32 == me && args[1] as i32 == me, args[2]),
+        libc::SYS_tkill => (args[0] as i32 == me, args[1]),
+        _ => return None,
+    };
+    // An invalid number goes home, which answers EINVAL as the kernel does.
+    let sig = i32::try_from(sig).ok().filter(|s| (0..=64).contains(s))?;
+    target_is_me.then_some(sig)
+}
+
+/// Copies the `Out`/`InOut` buffers of a reply into the task. Err(EFAULT) when it cannot.
+fn write_outs(pid: Pid, ret: i64, dests: Dests, outs: &[Vec<u8>]) -> Result<(), i32> {
+    for ((vecs, keep), data) in dests.into_iter().zip(outs) {
+        let valid = match keep {
+            Keep::All => data.len(),
+            Keep::RetTimes(size) => (ret.max(0) as usize).saturating_mul(size).min(data.len()),
+        };
+        let data = &data[..valid];
+        let mut left = data.len();
+        let mut ranges = Vec::new();
+        for (b, l) in vecs {
+            if left == 0 {
+                break;
+            }
+            let k = l.min(left);
+            ranges.push((b, k));
+            left -= k;
+        }
+        let n = data.len() - left;
+        if n > 0 && mem::writev(pid, &ranges, &data[..n]).is_err() {
+            return Err(libc::EFAULT);
+        }
+    }
+    Ok(())
 }
 
 /// Raw result and `Out` buffers of a forwarded call.
@@ -328,6 +425,7 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
             let _ = sys::notif_send(listener, n.id, r, false);
         };
         let disp = if n.data.arch == 0xc000_003e { policy::classify(nr, &args) } else { Disposition::Home };
+        let own_sig = own_signal(nr, &args, self.g.home_pid);
         match disp {
             Disposition::Local(_) => {
                 let _ = sys::notif_send(listener, n.id, Ok(0), true);
@@ -337,63 +435,126 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
             Disposition::Home => {
                 let name = syscall_names::name(nr).into_owned();
                 tracing::info!(pid = pid.as_raw(), call = %name, "call must run at home: sending the process home");
-                return self.go_home(Reason::Syscall { nr, name });
+                return self.go_home(Reason::Syscall { nr, name }, Some((listener, n.id)));
             }
-            Disposition::Forward(specs) => {
-                let (fnr, a, bufs, dests) = match build_request(pid, nr, args, specs) {
-                    Ok(r) => r,
-                    Err(errno) => {
-                        answer(Err(errno));
-                        return Ok(None);
-                    }
-                };
-                // Data read from the task is only trustworthy if the task still waits for this call.
-                let read_memory = bufs.iter().any(|b| matches!(b, Buf::In { .. } | Buf::InOut { .. }));
-                if read_memory && !sys::notif_id_valid(listener, n.id) {
+            Disposition::Forward(_) if own_sig.is_some() => {
+                // A signal the process sends itself pends before the call returns, as the kernel
+                // does: it is queued on the task here, before the answer (not sent home and back).
+                let sig = own_sig.unwrap_or(0);
+                answer(if sig == 0 { Ok(0) } else { sys::tgkill(pid, pid, sig).map(|()| 0).map_err(|e| e as i32) });
+            }
+            Disposition::Forward(specs) => return self.forward_call(listener, n.id, nr, args, specs),
+        }
+        Ok(None)
+    }
+
+    /// Forwards one call to the deputy and answers the notification with its result. A read or
+    /// write larger than one deputy buffer ([`MAX_BUF`]) is split, as the kernel would carry it
+    /// out: writes continue until everything is written or a chunk comes back short; reads continue
+    /// only on regular files and block devices (a pipe or socket returns what it has).
+    fn forward_call(&mut self, listener: i32, id: u64, nr: u32, args: [u64; 6], specs: &[Arg]) -> Result<Option<End>, Error> {
+        let pid = self.g.pid;
+        let answer = |r: Result<i64, i32>| {
+            let _ = sys::notif_send(listener, id, r, false);
+        };
+        let io = IoCall::of(nr);
+        let total = match io {
+            Some(IoCall::Plain { .. }) => args[2] as usize,
+            Some(IoCall::Vector { .. }) => match iov_total(pid, &args) {
+                Ok(t) => t,
+                Err(errno) => {
+                    answer(Err(errno));
                     return Ok(None);
                 }
-                let (ret, outs) = match self.forward(fnr, a, bufs)? {
-                    Ok(r) => r,
+            },
+            None => 0,
+        };
+        let mut done = 0usize;
+        let result = loop {
+            let mut a = args;
+            let mut iov_skip = 0;
+            match io {
+                Some(IoCall::Plain { positioned, .. }) => {
+                    a[1] = a[1].wrapping_add(done as u64);
+                    a[2] -= done as u64;
+                    if positioned {
+                        a[3] = a[3].wrapping_add(done as u64);
+                    }
+                }
+                Some(IoCall::Vector { .. }) => iov_skip = done,
+                None => {}
+            }
+            let (fnr, a, bufs, dests) = match build_request(pid, nr, a, specs, iov_skip) {
+                Ok(r) => r,
+                Err(errno) => break if done > 0 { Ok(done as i64) } else { Err(errno) },
+            };
+            // For the read/write family, a[2] is now the length this request carries.
+            let carried = a[2] as usize;
+            // Data read from the task is only trustworthy if the task still waits for this call.
+            let read_memory = bufs.iter().any(|b| matches!(b, Buf::In { .. } | Buf::InOut { .. }));
+            if read_memory && !sys::notif_id_valid(listener, id) {
+                return Ok(None);
+            }
+            let (ret, outs) = match self.forward(fnr, a, bufs)? {
+                Ok(r) => r,
+                Err(end) => return Ok(Some(end)),
+            };
+            if let Err(errno) = write_outs(pid, ret, dests, &outs) {
+                break if done > 0 { Ok(done as i64) } else { Err(errno) };
+            }
+            if ret < 0 {
+                break if done > 0 { Ok(done as i64) } else { Err((-ret) as i32) };
+            }
+            let Some(io) = io else { break Ok(ret) };
+            done += ret as usize;
+            if ret as usize != carried || done >= total || carried == 0 {
+                break Ok(done as i64);
+            }
+            // A full chunk of a read: continue only where the kernel would have filled it all.
+            if io.reads() && done == carried {
+                match self.fd_fills_reads(a[0])? {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(done as i64),
                     Err(end) => return Ok(Some(end)),
-                };
-                for ((vecs, keep), data) in dests.into_iter().zip(&outs) {
-                    let valid = match keep {
-                        Keep::All => data.len(),
-                        Keep::RetTimes(size) => (ret.max(0) as usize).saturating_mul(size).min(data.len()),
-                    };
-                    let data = &data[..valid];
-                    let mut left = data.len();
-                    let mut ranges = Vec::new();
-                    for (b, l) in vecs {
-                        if left == 0 {
-                            break;
-                        }
-                        let k = l.min(left);
-                        ranges.push((b, k));
-                        left -= k;
-                    }
-                    let n = data.len() - left;
-                    if n > 0 && mem::writev(pid, &ranges, &data[..n]).is_err() {
-                        answer(Err(libc::EFAULT));
-                        return Ok(None);
-                    }
                 }
-                answer(if ret < 0 { Err((-ret) as i32) } else { Ok(ret) });
-                for sig in std::mem::take(&mut self.held) {
-                    if let Ok(s) = Signal::try_from(sig) {
-                        let _ = kill(pid, s);
-                    }
-                }
+            }
+        };
+        answer(result);
+        for sig in std::mem::take(&mut self.held) {
+            if let Ok(s) = Signal::try_from(sig) {
+                let _ = kill(pid, s);
             }
         }
         Ok(None)
     }
 
-    /// Freezes the process and streams it home over the deputy channel.
-    fn go_home(&mut self, reason: Reason) -> Result<Option<End>, Error> {
+    /// Does a read of descriptor `fd` at home return the whole count it asks for (until the end)?
+    /// True for regular files and block devices (asked with a forwarded fstat).
+    fn fd_fills_reads(&mut self, fd: u64) -> Result<Result<bool, End>, Error> {
+        let bufs = vec![Buf::Out { arg: 1, len: STAT_SIZE, by_ret: false }];
+        Ok(match self.forward(libc::SYS_fstat as u32, [fd, 0, 0, 0, 0, 0], bufs)? {
+            Ok((0, outs)) => {
+                let mode = outs.first().and_then(|st| st.get(24..28)).map(|m| u32::from_le_bytes(m.try_into().expect("4 bytes")));
+                Ok(mode.is_some_and(|m| matches!(m & libc::S_IFMT, libc::S_IFREG | libc::S_IFBLK)))
+            }
+            Ok(_) => Ok(false),
+            Err(end) => Err(end),
+        })
+    }
+
+    /// Freezes the process and streams it home over the deputy channel. `held`: the notification
+    /// (listener, id) of the call that sends it home, which the task waits on.
+    fn go_home(&mut self, reason: Reason, held: Option<(i32, u64)>) -> Result<Option<End>, Error> {
         let start = Instant::now();
         let pid = self.g.pid;
-        let mut t = Tracee::<Running>::seize(pid)?.interrupt()?;
+        // A task waiting on a notification we received waits killably (WAIT_KILLABLE_RECV): the
+        // interrupt cannot break that wait. Answering ERESTARTSYS once the interrupt is requested
+        // lets it leave the call and stop as an interrupted call, to be restarted at home.
+        let mut t = Tracee::<Running>::seize(pid)?.interrupt_with(|| {
+            if let Some((listener, id)) = held {
+                let _ = sys::notif_send(listener, id, Err(ERESTARTSYS), false);
+            }
+        })?;
         let frozen_at = Instant::now();
         let img = match capture::capture(&mut t, self.g.home_pid, self.g.home_node, reason) {
             Ok(i) => i,
@@ -436,7 +597,7 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
     loop {
         if h.recall {
             h.recall = false;
-            match h.go_home(Reason::Recall) {
+            match h.go_home(Reason::Recall, None) {
                 Ok(Some(end)) => return end,
                 Ok(None) => {}
                 Err(e) => {
@@ -495,6 +656,9 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
                     return End::Killed(format!("deputy channel failed: {e}"));
                 }
             }
+            // A forwarded call reads home's messages until its reply (a Recall or Signal among
+            // them is handled there): the socket readiness seen before may be stale. Poll again.
+            continue;
         }
         if sock_ready {
             match frame::read_frame(h.s).and_then(|f| f.expect::<DeputyMsg>(Kind::Deputy)) {

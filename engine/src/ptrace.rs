@@ -97,8 +97,16 @@ impl Tracee<Running> {
     /// PTRACE_INTERRUPT and wait for the stop. Signals that race with the interrupt are recorded
     /// in `pending_signals` and suppressed.
     pub fn interrupt(self) -> Result<Tracee<Stopped>, Error> {
+        self.interrupt_with(|| {})
+    }
+
+    /// Like [`interrupt`](Self::interrupt), running `meanwhile` after the interrupt is requested and
+    /// before waiting for the stop (to release the task from a wait the interrupt cannot break,
+    /// such as a seccomp notification the caller holds: the task stops as it leaves it).
+    pub fn interrupt_with(self, meanwhile: impl FnOnce()) -> Result<Tracee<Stopped>, Error> {
         let pid = self.pid;
         ptrace::interrupt(pid).map_err(|e| Error::Sys { what: "PTRACE_INTERRUPT", pid: pid.as_raw(), errno: e })?;
+        meanwhile();
         let mut t = self.to::<Stopped>();
         loop {
             match wait_stop(pid)? {

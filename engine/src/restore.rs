@@ -329,11 +329,18 @@ fn finish(
         rb.put(S_FPROG, &fprog)?;
         const SECCOMP_SET_MODE_FILTER: u64 = 1;
         const SECCOMP_FILTER_FLAG_NEW_LISTENER: u64 = 1 << 3;
-        let fd = rb.sys(
-            "seccomp(filter)",
-            libc::SYS_seccomp,
-            [SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, scratch + S_FPROG, 0, 0, 0],
-        )?;
+        // Once the guest has received a notification, only a fatal signal interrupts the task's
+        // wait (Linux >= 5.19): a call forwarded home then always gets its answer (an interrupted
+        // wait would withdraw it after it ran at home, and the restarted call would run twice),
+        // and a signal the guest queues on the task before answering (one it sends itself) is
+        // delivered when the call returns. Older kernels refuse the flag: plain listener there.
+        const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: u64 = 1 << 5;
+        let mut install =
+            |flags: u64| rb.sys("seccomp(filter)", libc::SYS_seccomp, [SECCOMP_SET_MODE_FILTER, flags, scratch + S_FPROG, 0, 0, 0]);
+        let fd = match install(SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) {
+            Err(Error::Injected { errno: nix::errno::Errno::EINVAL, .. }) => install(SECCOMP_FILTER_FLAG_NEW_LISTENER)?,
+            r => r?,
+        };
         let pidfd = sys::pidfd_open(pid).map_err(|e| Error::Sys { what: "pidfd_open", pid: pid.as_raw(), errno: e })?;
         let l =
             sys::pidfd_getfd(pidfd.as_raw_fd(), fd as i32).map_err(|e| Error::Sys { what: "pidfd_getfd", pid: pid.as_raw(), errno: e })?;

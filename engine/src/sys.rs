@@ -94,6 +94,13 @@ pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// tgkill(tgid, tid, sig): sends signal number `sig` (real-time ones included) to one thread.
+pub fn tgkill(tgid: Pid, tid: Pid, sig: i32) -> Result<(), Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, tgid.as_raw(), tid.as_raw(), sig) };
+    check(r).map(drop)
+}
+
 /// pidfd_getfd: duplicates descriptor `fd` of the process behind `pidfd` into this process.
 pub fn pidfd_getfd(pidfd: RawFd, fd: RawFd) -> Result<OwnedFd, Errno> {
     // SAFETY: plain syscall with integer arguments.

@@ -341,9 +341,6 @@ cases! {
     /// sigprocmask, a blocked signal pending (sigpending), delivered on unblock and in sigsuspend.
     sigmask: AWAY;
     /// A signal a process sends itself is delivered before kill()/raise() returns (POSIX).
-    #[ignore = "kill/tgkill to itself is forwarded and the signal comes back from home after the call has returned; \
-                the guest should queue it on the remote task before answering (seccomp WAIT_KILLABLE_RECV) or \
-                deliver self-directed signals locally (engine/src/guest.rs)"]
     self_signal: AWAY;
     /// A signal pending (blocked) at home when the process leaves is pending on node 2.
     pending_away: AWAY;
@@ -396,8 +393,6 @@ cases! {
     /// 8 MiB through stdout and to a file (many times the deputy's 1 MiB buffer), read back.
     large_write: AWAY;
     /// One write() or read() call of 8 MiB returns its full count.
-    #[ignore = "a forwarded call moves at most 1 MiB (the deputy buffer): one write/read/writev of 8 MiB to a pipe or file \
-                returns 1 MiB while away; the remote side must split such calls and loop (engine/src/guest.rs)"]
     big_single_write: AWAY;
     /// getenv/setenv/putenv: the environment travels with the memory.
     env: AWAY;
@@ -409,9 +404,6 @@ cases! {
     memory: AWAY;
     /// Brought home in the middle of back-to-back forwarded calls (the other cases wait in a local
     /// call at the gates).
-    #[ignore = "hangs about one run in ten: when poll reports the deputy socket and a seccomp notification at once, \
-                the guest forwards the call (whose reply loop also consumes home's Recall), then blocks reading the \
-                socket on the stale readiness; it should re-poll after handling a notification (engine/src/guest.rs serve)"]
     busy_calls: Case { steps: &[Gate(1), Home("[1] busy 1", 1), Gate(2), Home("[2] busy 2", 2)], ..COMES_HOME };
 
     // Ends
@@ -420,8 +412,6 @@ cases! {
     /// The exit code after coming home.
     exit_code: AWAY;
     /// abort() while away: the process ends by SIGABRT.
-    #[ignore = "flaky for the reason of self_signal: abort()'s raise(SIGABRT) returns before the signal arrives, \
-                glibc then executes hlt and the process ends by SIGSEGV instead of SIGABRT about one run in six"]
     fatal_abort: ENDS_AWAY;
     /// A SIGSEGV handler runs while away; the second fault kills the process with SIGSEGV.
     fatal_segv: ENDS_AWAY;
