@@ -20,3 +20,6 @@ if [ "$(id -u)" != 0 ]; then
   echo "setup: MOS's demo and tests need root (ptrace of other users' processes, seccomp listeners, binding 127.0.0.N)" >&2
   exit 1
 fi
+# The QEMU cluster tests (tests/tests/qemu.rs, docs/NATIVE.md): kernel source, Debian's rustc-web,
+# qemu-system-x86, busybox-static... (only the missing ones; apt-get retried once).
+"$(dirname "$0")/../qemu-harness/run" setup

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, golden-bytes and property tests of the wire formats, and the
-# multi-node integration tests (3 mosd on 127.0.0.1-3 per test). Run as root on Debian 12.
+# multi-node integration tests (3 mosd on 127.0.0.1-3 per test), and the QEMU cluster tests (3 VMs
+# running MOS's own kernel with kmod/mosix.ko, docs/NATIVE.md). Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 # The integration tests drive the daemons: build them first.
 cargo build --workspace --bins --locked
+# The QEMU cluster of tests/tests/qemu.rs: the guest kernel is built on first use (4-8 min on 2
+# cores) and cached outside the repository (/var/cache/mos-kernel, keyed by its inputs); then the
+# module, static binaries and initramfs (seconds).
+qemu-harness/run build
 log=$(mktemp)
 set +e
 cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log"
