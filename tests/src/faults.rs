@@ -1,0 +1,167 @@
+//! Random fault suite (issue 7): many migrations on three virtual nodes, each in its own network
+//! namespace on one bridge, each under a random fault: the target mosd killed at a random point
+//! of the migration (`MOS_FAULT`), a partition of the target (all its packets dropped by nftables
+//! for 0.3-2 s, starting just before the move), or 2-15 % random packet loss in and out of the
+//! target for 0.3-2 s from just before the move; then the process comes home. Counts processes lost (the job did not end
+//! with its own status) and wrong outputs (not byte-identical to an unmigrated run).
+//! Used by `tests/tests/faults.rs` (a few rounds) and `src/bin/fault_bench.rs` (100 rounds).
+use crate::vnode::VNodeSpec;
+use crate::Cluster;
+use std::process::Command;
+use std::time::Duration;
+
+/// About 2.5 s of work: long enough to still run when a slow (lossy, partitioned) move ends.
+const ARGS: [&str; 2] = ["80", "30"];
+const TIMEOUT: Duration = Duration::from_secs(180);
+const POINTS: [&str; 4] = ["after-offer", "after-accept", "mid-pages", "before-resumed"];
+
+/// What happened over the rounds.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub rounds: usize,
+    pub lost: usize,
+    pub wrong: usize,
+    /// Moves that failed (the process stayed home, as it should when the target fails).
+    pub moves_failed: usize,
+    pub moves_ok: usize,
+    /// Per fault kind: rounds.
+    pub kills: usize,
+    pub partitions: usize,
+    pub losses: usize,
+    /// Descriptions of lost or wrong rounds.
+    pub problems: Vec<String>,
+}
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Runs `nft` inside node `i`'s network namespace.
+fn nft(c: &Cluster, i: u32, args: &str) {
+    let ns = c.vnode_netns(i).expect("netns virtual node");
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .arg("nft")
+        .args(args.split_whitespace())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run nft ({e}): install the Debian package `nftables`"));
+    assert!(out.status.success(), "nft {args} in node {i}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Drops `percent` % of node `i`'s packets in both directions (100 = partition).
+fn impair(c: &Cluster, i: u32, percent: u64) {
+    nft(c, i, "add table inet mosfault");
+    for hook in ["input", "output"] {
+        nft(c, i, &format!("add chain inet mosfault {hook} {{ type filter hook {hook} priority 0 ; }}"));
+        let rule = if percent >= 100 { "drop".to_string() } else { format!("numgen random mod 100 < {percent} drop") };
+        nft(c, i, &format!("add rule inet mosfault {hook} {rule}"));
+    }
+}
+
+/// Impairs node `i` (see [`impair`]) now and heals it after `ms` on a thread, so that the move
+/// started meanwhile meets the fault and outlives it.
+fn impair_for(c: &Cluster, i: u32, percent: u64, ms: u64) -> std::thread::JoinHandle<()> {
+    impair(c, i, percent);
+    let ns = c.vnode_netns(i).expect("netns virtual node");
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ =
+            Command::new("nsenter").arg(format!("--net={}", ns.display())).args(["nft", "delete", "table", "inet", "mosfault"]).output();
+    })
+}
+
+/// Moves `pid` from node 1 to `target`; Ok = moved. A failure is printed (the process should
+/// then still run at home).
+fn try_move(c: &Cluster, pid: u32, target: u32) -> bool {
+    let out = c.try_mosctl(1, &["migrate", &pid.to_string(), &target.to_string()], TIMEOUT);
+    if !out.status.success() {
+        println!("  move failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    out.status.success()
+}
+
+/// Runs `rounds` rounds with random faults chosen from `seed`, printing one line per round.
+pub fn run(rounds: usize, seed: u64, program: &str) -> Report {
+    let want = crate::reference(program, &ARGS, TIMEOUT);
+    let specs: Vec<VNodeSpec> = (0..3).map(|_| VNodeSpec { netns: true, ..VNodeSpec::default() }).collect();
+    let mut c = Cluster::start_virtual(&specs, &[]);
+    let mut rng = Rng(seed | 1);
+    let mut r = Report::default();
+    for round in 0..rounds {
+        let t0 = std::time::Instant::now();
+        let target = 2 + rng.below(2) as u32;
+        let kind = rng.below(3);
+        let (mut job, pid) = c.start_job(1, program, &ARGS);
+        job.wait_lines(2, TIMEOUT);
+        let (ok, what) = match kind {
+            0 => {
+                let point = POINTS[rng.below(4) as usize];
+                c.restart_node(target, &[("MOS_FAULT", point)]);
+                let ok = try_move(&c, pid, target);
+                r.kills += 1;
+                // The node died at that point (or was never reached): start it again, clean.
+                c.restart_node(target, &[]);
+                (ok, format!("kill node {target} at {point}"))
+            }
+            1 => {
+                let ms = 300 + rng.below(1700);
+                let healer = impair_for(&c, target, 100, ms);
+                let ok = try_move(&c, pid, target);
+                let _ = healer.join();
+                r.partitions += 1;
+                (ok, format!("partition node {target} for {ms} ms"))
+            }
+            _ => {
+                let (percent, ms) = (2 + rng.below(14), 300 + rng.below(1700));
+                let healer = impair_for(&c, target, percent, ms);
+                let ok = try_move(&c, pid, target);
+                let _ = healer.join();
+                r.losses += 1;
+                (ok, format!("{percent} % loss at node {target} for {ms} ms"))
+            }
+        };
+        if ok {
+            r.moves_ok += 1;
+        } else {
+            r.moves_failed += 1;
+        }
+        // Bring it home if it is away (it may also have finished meanwhile).
+        let _ = c.try_mosctl(1, &["migrate", &pid.to_string(), "home"], TIMEOUT);
+        let st = job.wait(TIMEOUT);
+        r.rounds += 1;
+        let line = if st.code() != Some(7) {
+            r.lost += 1;
+            let p = format!(
+                "round {round} ({what}): LOST, {}; stderr: {}",
+                crate::describe(&st),
+                String::from_utf8_lossy(&job.stderr()).trim()
+            );
+            r.problems.push(p.clone());
+            for i in [1, target] {
+                let log = c.log(i);
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                println!("  --- node {i} log (last lines) ---");
+                for l in tail.into_iter().rev() {
+                    println!("  {l}");
+                }
+            }
+            p
+        } else if job.stdout() != want.stdout {
+            r.wrong += 1;
+            let p = format!("round {round} ({what}): WRONG OUTPUT");
+            r.problems.push(p.clone());
+            p
+        } else {
+            format!("round {round} ({what}): ok")
+        };
+        let line = format!("{line} [{:.1} s]", t0.elapsed().as_secs_f64());
+        println!("{line}");
+    }
+    r
+}
