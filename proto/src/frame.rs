@@ -222,6 +222,139 @@ pub fn read_frame<R: Read>(r: &mut R) -> Result<Frame, FrameError> {
     Ok(Frame { kind: hdr.kind, version: hdr.version, body })
 }
 
+/// Bytes a [`FrameReader`] asks for in one `read`: room for every small frame and the start of a
+/// large one.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// Reads frames through a buffer, so that a small frame (a deputy request or reply) costs one
+/// `read` system call for header and body instead of two. Bytes read past the end of a frame stay
+/// here for the next one: they belong to the stream. Whoever goes on reading the stream without
+/// this reader (a migration stream after an `Offer`) must read through [`chain`](Self::chain), or
+/// find the reader [empty](Self::is_empty).
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        FrameReader::new()
+    }
+}
+
+impl FrameReader {
+    pub fn new() -> FrameReader {
+        FrameReader { buf: vec![0; READ_AHEAD], start: 0, end: 0 }
+    }
+
+    /// No byte of the stream is held here.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn held(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Would [`read_frame`](Self::read_frame) return without reading the stream (a whole frame, or
+    /// a header it rejects, is held)? A poll loop must not wait for readiness while this is true.
+    pub fn has_frame(&self) -> bool {
+        let held = self.held();
+        let Some(h) = held.first_chunk::<HEADER_LEN>() else { return false };
+        match Header::decode(h) {
+            Ok(hdr) => held.len() - HEADER_LEN >= hdr.len as usize,
+            Err(_) => true,
+        }
+    }
+
+    /// Makes room at the end of the buffer for at least one header.
+    fn room(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.buf.len() - self.end < HEADER_LEN {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Adds what one call of `read` returns (given the free part of the buffer); `Ok(0)` means end
+    /// of stream (or, for a non-blocking `read`, nothing there: it returns `WouldBlock` instead).
+    pub fn fill_with(&mut self, read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>) -> std::io::Result<usize> {
+        let n = read(self.room())?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Reads one frame, with a single `read` when the stream has it whole. The body is allocated
+    /// only after the header passed its bounds check; a body larger than the buffer is read
+    /// straight into its allocation. A clean end of stream before the first header byte is
+    /// [`FrameError::Closed`].
+    pub fn read_frame<R: Read>(&mut self, r: &mut R) -> Result<Frame, FrameError> {
+        while self.end - self.start < HEADER_LEN {
+            match self.fill_with(|b| r.read(b)) {
+                Ok(0) if self.is_empty() => return Err(FrameError::Closed),
+                Ok(0) => return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let h = self.held().first_chunk::<HEADER_LEN>().copied().expect("a whole header is held");
+        let hdr = Header::decode(&h)?;
+        self.start += HEADER_LEN;
+        let len = hdr.len as usize;
+        let have = (self.end - self.start).min(len);
+        let mut body = Vec::with_capacity(len);
+        body.extend_from_slice(&self.buf[self.start..self.start + have]);
+        self.start += have;
+        if have < len {
+            body.resize(len, 0);
+            r.read_exact(&mut body[have..])?;
+        }
+        Ok(Frame { kind: hdr.kind, version: hdr.version, body })
+    }
+
+    /// The stream as `Read + Write` that first yields the bytes held here: for code that goes on
+    /// with the stream in another form (the migration stream).
+    pub fn chain<'a, S>(&'a mut self, stream: &'a mut S) -> Chained<'a, S> {
+        Chained { rx: self, stream }
+    }
+}
+
+/// A stream read through a [`FrameReader`]'s held bytes first; writes go straight to the stream.
+#[derive(Debug)]
+pub struct Chained<'a, S> {
+    rx: &'a mut FrameReader,
+    stream: &'a mut S,
+}
+
+impl<S: Read> Read for Chained<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.rx.is_empty() {
+            return self.stream.read(buf);
+        }
+        let held = self.rx.held();
+        let n = held.len().min(buf.len());
+        buf[..n].copy_from_slice(&held[..n]);
+        self.rx.start += n;
+        Ok(n)
+    }
+}
+
+impl<S: Write> Write for Chained<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 /// Splits a byte slice holding one whole frame (used by fuzzing and datagram transports).
 pub fn parse_frame(bytes: &[u8]) -> Result<Frame, FrameError> {
     if bytes.len() < HEADER_LEN {
@@ -235,4 +368,103 @@ pub fn parse_frame(bytes: &[u8]) -> Result<Frame, FrameError> {
         return Err(FrameError::Body { kind: hdr.kind, detail: format!("length {} != header {}", body.len(), hdr.len) });
     }
     Ok(Frame { kind: hdr.kind, version: hdr.version, body: body.to_vec() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    /// A stream that returns at most `step` bytes per read and counts the reads.
+    struct Chunky {
+        data: Vec<u8>,
+        pos: usize,
+        step: usize,
+        reads: usize,
+    }
+
+    impl Read for Chunky {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.reads += 1;
+            let n = buf.len().min(self.step).min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    fn frames(bodies: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for b in bodies {
+            write_raw(&mut out, Kind::Deputy, &[b]).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn small_frames_take_one_read_and_surplus_is_kept() {
+        let bodies = vec![vec![1u8; 40], vec![2u8; 3], vec![]];
+        let mut s = Chunky { data: frames(&bodies), pos: 0, step: usize::MAX, reads: 0 };
+        let mut rx = FrameReader::new();
+        assert!(!rx.has_frame());
+        for b in &bodies {
+            let f = rx.read_frame(&mut s).unwrap();
+            assert_eq!((f.kind, &f.body), (Kind::Deputy, b));
+        }
+        assert_eq!(s.reads, 1, "three small frames sent together are read at once");
+        assert!(rx.is_empty() && !rx.has_frame());
+        assert!(matches!(rx.read_frame(&mut s), Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn trickled_and_large_frames_come_out_whole() {
+        let bodies = vec![vec![7u8; 3 * READ_AHEAD + 5], vec![9u8; 100], (0..=255u8).cycle().take(READ_AHEAD).collect()];
+        for step in [1, 7, HEADER_LEN, 4096, usize::MAX] {
+            let mut s = Chunky { data: frames(&bodies), pos: 0, step, reads: 0 };
+            let mut rx = FrameReader::new();
+            for b in &bodies {
+                assert_eq!(&rx.read_frame(&mut s).unwrap().body, b, "step {step}");
+            }
+            assert!(matches!(rx.read_frame(&mut s), Err(FrameError::Closed)), "step {step}");
+        }
+    }
+
+    #[test]
+    fn has_frame_says_when_no_read_is_needed() {
+        let all = frames(&[vec![5u8; 10], vec![6u8; 10]]);
+        let mut rx = FrameReader::new();
+        // The first frame and part of the second arrive together.
+        rx.fill_with(|b| {
+            b[..HEADER_LEN + 10 + 3].copy_from_slice(&all[..HEADER_LEN + 13]);
+            Ok(HEADER_LEN + 13)
+        })
+        .unwrap();
+        assert!(rx.has_frame());
+        let mut rest = Cursor::new(all[HEADER_LEN + 13..].to_vec());
+        assert_eq!(rx.read_frame(&mut rest).unwrap().body, vec![5u8; 10]);
+        assert!(!rx.has_frame() && !rx.is_empty());
+        assert_eq!(rx.read_frame(&mut rest).unwrap().body, vec![6u8; 10]);
+        // A bad header is reported without reading further.
+        rx.fill_with(|b| {
+            b[..HEADER_LEN].copy_from_slice(&[0xff; HEADER_LEN]);
+            Ok(HEADER_LEN)
+        })
+        .unwrap();
+        assert!(rx.has_frame());
+        assert!(matches!(rx.read_frame(&mut Cursor::new(Vec::new())), Err(FrameError::BadMagic(_))));
+    }
+
+    #[test]
+    fn chain_yields_held_bytes_before_the_stream() {
+        let mut data = frames(&[vec![1u8; 4]]);
+        data.extend_from_slice(b"migration stream");
+        let mut s = Chunky { data, pos: 0, step: usize::MAX, reads: 0 };
+        let mut rx = FrameReader::new();
+        rx.read_frame(&mut s).unwrap();
+        assert!(!rx.is_empty());
+        let mut rest = Vec::new();
+        rx.chain(&mut s).read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"migration stream");
+        assert!(rx.is_empty());
+    }
 }
