@@ -37,6 +37,8 @@ pub(crate) trait Device {
 /// * At most one `Registration` exists: the shim has a single `struct miscdevice`, and only module
 ///   init creates one.
 pub(crate) struct Registration<T: Device> {
+    /// Never read here: the kernel reads it through the pointer it was given.
+    #[allow(dead_code)]
     fops: KBox<bindings::file_operations>,
     _device: PhantomData<T>,
 }
@@ -72,7 +74,6 @@ impl<T: Device> Drop for Registration<T> {
         // SAFETY: the device was registered in `register` (type invariant); after this call the
         // kernel holds no pointer to `self.fops`, which is freed after this function returns.
         unsafe { mosix_shim_misc_deregister() };
-        let _ = &self.fops;
     }
 }
 
