@@ -769,6 +769,22 @@ impl Cluster {
         cmd
     }
 
+    /// Runs `mosctl --control <node i> ARGS` as user `uid` (group `uid`, no supplementary groups)
+    /// through util-linux's setpriv. Opens the cluster's directory to other users for that (the
+    /// control socket itself is world-writable; mosd checks the caller's credentials).
+    pub fn mosctl_as(&self, uid: u32, i: u32, args: &[&str]) -> Output {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir(), std::fs::Permissions::from_mode(0o755)).expect("chmod cluster dir");
+        let mut cmd = Command::new("setpriv");
+        cmd.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into(), "--".into()])
+            .arg(bin("mosctl"))
+            .arg("--control")
+            .arg(self.control(i))
+            .args(args)
+            .env_remove("MOS_SOCKET");
+        run(cmd, &format!("mosctl {} (node {i}, uid {uid})", args.join(" ")), MOSCTL_TIMEOUT)
+    }
+
     /// Runs `mosctl --control <node i> ARGS` to its end (at most `timeout`), whatever its status.
     pub fn try_mosctl(&self, i: u32, args: &[&str], timeout: Duration) -> Output {
         run(self.mosctl_cmd(i, args), &format!("mosctl {} (node {i})", args.join(" ")), timeout)
