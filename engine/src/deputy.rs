@@ -1,10 +1,32 @@
-//! The deputy: the original task at home, stopped, its user memory released, executing forwarded
-//! system calls in its own context (its fds, cwd, credentials, pid and parent stay as they were).
-use crate::ptrace::{Stopped, Tracee};
+//! The deputy: the original task at home, its user memory released, executing forwarded system
+//! calls in its own context (its fds, cwd, credentials, pid and parent stay as they were).
+//!
+//! Two ways to run a forwarded call in it:
+//! * **served** (the usual way): the deputy runs a 90-byte loop in a page of its own, sleeping on a
+//!   futex in a memory file it shares with mosrun. A call is posted there (number, arguments, buffers),
+//!   the futex is woken, the deputy runs the call and posts the result. No ptrace stop, no register
+//!   access: the tracer only sees the deputy when a signal arrives for it (a signal-delivery-stop,
+//!   reported by SIGCHLD; the signal is taken and forwarded, as before).
+//! * **trap** (fallback when the shared memory cannot be set up, e.g. no descriptor left for the
+//!   memory file): the deputy stays in a ptrace stop and each call is one PTRACE_CONT to a
+//!   `syscall; int3` page.
+//!
+//! Protocol of the shared control page (offsets in bytes; the deputy's side is the machine code
+//! below): `state` u32 at 0, `nr` u64 at 8, `args` 6×u64 at 16, `ret` u64 at 64; the buffers
+//! follow at [`BUFS`]. mosrun writes nr/args/buffers, stores `state = POSTED` (release) and wakes the
+//! futex. The deputy runs the call, stores `ret`, swaps `state` to `IDLE` and wakes the futex only if
+//! the old value was `POSTED_WAITING` (mosrun asleep). mosrun touches `ret` and the buffers only when
+//! it has seen `IDLE` (acquire); the deputy only while the state is posted.
+use crate::ptrace::{Running, Stopped, Tracee};
+use crate::sys::{self, SharedMem};
 use crate::{mem, procfs, Error};
 use mos_proto::deputy::{Buf, ExitStatus, MAX_BUF};
+use mos_proto::frame::FrameReader;
 use mos_proto::migration::Rseq;
 use nix::sys::signal::Signal;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// Bytes of the deputy's buffer area (in/out buffers of one forwarded call).
 const AREA: u64 = MAX_BUF as u64 + 4096;
@@ -17,68 +39,266 @@ const AREA: u64 = MAX_BUF as u64 + 4096;
 /// ZDTM suite's `rt_signals` case).
 const RT_SIGNALS: u64 = !0u64 << 31;
 
+/// Offsets in the shared control page.
+const STATE: usize = 0;
+const NR: usize = 8;
+const ARGS: usize = 16;
+const RET: usize = 64;
+/// Where the buffers start in the shared memory file.
+const BUFS: usize = 4096;
+/// Size of the shared memory file: control page and buffers.
+const SHARED_LEN: usize = BUFS + AREA as usize;
+
+/// `state`: no call posted (the deputy sleeps on the futex).
+const IDLE: u32 = 0;
+/// `state`: a call is posted; mosrun spins.
+const POSTED: u32 = 1;
+/// `state`: a call is posted and mosrun sleeps on the futex: wake it when done.
+const POSTED_WAITING: u32 = 3;
+
+/// The deputy's loop, entered with rbx = the shared control page (in the deputy):
+/// ```text
+/// top:  mov eax,[rbx]; test al,1; jnz run             ; a call posted?
+///       mov edx,eax; mov rdi,rbx; xor esi,esi; xor r10d,r10d; mov eax,202; syscall; jmp top
+///                                                      ; futex(&state, FUTEX_WAIT, seen, NULL)
+/// run:  mov rax,[rbx+8]; mov rdi,[rbx+16]; mov rsi,[rbx+24]; mov rdx,[rbx+32]
+///       mov r10,[rbx+40]; mov r8,[rbx+48]; mov r9,[rbx+56]; syscall
+///       mov [rbx+64],rax; xor eax,eax; xchg [rbx],eax  ; ret, then state = IDLE
+///       cmp eax,3; jne top                             ; mosrun asleep?
+///       mov rdi,rbx; mov esi,1; mov edx,1; mov eax,202; syscall; jmp top   ; futex wake
+/// ```
+/// A call interrupted by a signal that the tracer suppresses is restarted by the kernel (the
+/// `syscall` instruction is re-executed with the same registers).
+const LOOP_CODE: [u8; 90] = [
+    0x8b, 0x03, // mov eax,[rbx]
+    0xa8, 0x01, // test al,1
+    0x75, 0x13, // jnz run (+0x13 -> 0x19)
+    0x89, 0xc2, // mov edx,eax
+    0x48, 0x89, 0xdf, // mov rdi,rbx
+    0x31, 0xf6, // xor esi,esi
+    0x45, 0x31, 0xd2, // xor r10d,r10d
+    0xb8, 0xca, 0x00, 0x00, 0x00, // mov eax,202
+    0x0f, 0x05, // syscall
+    0xeb, 0xe7, // jmp top
+    // run (0x19):
+    0x48, 0x8b, 0x43, 0x08, // mov rax,[rbx+8]
+    0x48, 0x8b, 0x7b, 0x10, // mov rdi,[rbx+16]
+    0x48, 0x8b, 0x73, 0x18, // mov rsi,[rbx+24]
+    0x48, 0x8b, 0x53, 0x20, // mov rdx,[rbx+32]
+    0x4c, 0x8b, 0x53, 0x28, // mov r10,[rbx+40]
+    0x4c, 0x8b, 0x43, 0x30, // mov r8,[rbx+48]
+    0x4c, 0x8b, 0x4b, 0x38, // mov r9,[rbx+56]
+    0x0f, 0x05, // syscall
+    0x48, 0x89, 0x43, 0x40, // mov [rbx+64],rax
+    0x31, 0xc0, // xor eax,eax
+    0x87, 0x03, // xchg [rbx],eax
+    0x83, 0xf8, 0x03, // cmp eax,3
+    0x75, 0xbc, // jne top
+    0x48, 0x89, 0xdf, // mov rdi,rbx
+    0xbe, 0x01, 0x00, 0x00, 0x00, // mov esi,1
+    0xba, 0x01, 0x00, 0x00, 0x00, // mov edx,1
+    0xb8, 0xca, 0x00, 0x00, 0x00, // mov eax,202
+    0x0f, 0x05, // syscall
+    0xeb, 0xa6, // jmp top
+];
+
+/// While asleep on a call, mosrun looks for stops of the deputy (a signal that arrived during the
+/// call stops it until it is taken; or its death) after 1 ms, then at doubling intervals up to this.
+const CALL_CHECK: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+enum Task {
+    /// In a ptrace stop: registers and memory can be used.
+    Parked(Tracee<Stopped>),
+    /// Running its loop (served mode).
+    Serving(Tracee<Running>),
+    /// Lost while being parked (it ended).
+    Gone,
+}
+
+/// The memory shared with a served deputy.
+#[derive(Debug)]
+struct Shared {
+    mem: SharedMem,
+    /// Address of the shared memory in the deputy.
+    base: u64,
+}
+
 #[derive(Debug)]
 pub struct Deputy {
-    t: Tracee<Stopped>,
+    task: Task,
+    pid: nix::unistd::Pid,
+    /// Trap mode: the buffer area (in the deputy).
     area: u64,
+    /// Served mode.
+    shared: Option<Shared>,
+}
+
+/// Maps the shared memory file into the deputy and here, and the loop code into the deputy.
+/// Returns the shared memory and the code address. On failure the deputy is left with its memory
+/// released (the caller falls back to trap mode).
+fn serve_setup(t: &mut Tracee<Stopped>) -> Result<(Shared, u64), Error> {
+    let pid = t.pid();
+    let prot_rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let page = t.inject_ok(
+        "mmap(deputy code)",
+        libc::SYS_mmap,
+        [0, 4096, prot_rw, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
+    )?;
+    mem::write_mem(pid, page, b"mos-deputy\0")?;
+    let fd = t.inject_ok("memfd_create(deputy)", libc::SYS_memfd_create, [page, libc::MFD_CLOEXEC as u64, 0, 0, 0, 0])?;
+    // The descriptor is the process's only for these few injections: closed before any forwarded
+    // call can see it.
+    let shared = (|| {
+        t.inject_ok("ftruncate(deputy memfd)", libc::SYS_ftruncate, [fd, SHARED_LEN as u64, 0, 0, 0, 0])?;
+        let base = t.inject_ok("mmap(deputy shared)", libc::SYS_mmap, [0, SHARED_LEN as u64, prot_rw, libc::MAP_SHARED as u64, fd, 0])?;
+        let pidfd = sys::pidfd_open(pid).map_err(|e| Error::Sys { what: "pidfd_open", pid: pid.as_raw(), errno: e })?;
+        let local = sys::pidfd_getfd(std::os::fd::AsRawFd::as_raw_fd(&pidfd), fd as i32).map_err(|e| Error::Sys {
+            what: "pidfd_getfd",
+            pid: pid.as_raw(),
+            errno: e,
+        })?;
+        let mem = SharedMem::map(&local, SHARED_LEN).map_err(|e| Error::Sys { what: "mmap(shared)", pid: pid.as_raw(), errno: e })?;
+        Ok::<_, Error>(Shared { mem, base })
+    })();
+    let _ = t.inject(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
+    let shared = shared?;
+    mem::write_mem(pid, page, &LOOP_CODE)?;
+    t.inject_ok("mprotect(deputy code)", libc::SYS_mprotect, [page, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64, 0, 0, 0])?;
+    Ok((shared, page))
 }
 
 impl Deputy {
     /// Turns a frozen task into a deputy: unregister rseq, unmap all user memory (the kernel's
-    /// vDSO areas stay: they hold the injection gadget), map the buffer area.
+    /// vDSO areas stay: they hold the injection gadget), then set up served mode (or, failing
+    /// that, the trap page) and let it wait for calls.
     pub fn release(mut t: Tracee<Stopped>, rseq: Option<&Rseq>) -> Result<Deputy, Error> {
+        let pid = t.pid();
         if let Some(r) = rseq {
             // Ignore failure: it was not registered (or already unregistered).
             let _ = t.inject(libc::SYS_rseq, [r.ptr, u64::from(r.len), 1, u64::from(r.sig), 0, 0]);
         }
-        for m in procfs::maps(t.pid())?.iter().filter(|m| !m.is_special()) {
+        for m in procfs::maps(pid)?.iter().filter(|m| !m.is_special()) {
             t.inject_ok("munmap(release)", libc::SYS_munmap, [m.start, m.len(), 0, 0, 0, 0])?;
         }
-        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let area = t.inject_ok("mmap(deputy area)", libc::SYS_mmap, [0, AREA + 4096, prot, flags, u64::MAX, 0])?;
-        // A `syscall; int3` page after the buffers: one ptrace stop per forwarded call.
-        let code = area + AREA;
-        mem::write_mem(t.pid(), code, &[0x0f, 0x05, 0xcc, 0xcc])?;
-        t.inject_ok("mprotect(deputy code)", libc::SYS_mprotect, [code, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64, 0, 0, 0])?;
-        t.set_trap(Some(code));
         // Nothing blocked but the real-time signals (see RT_SIGNALS): every other signal sent to
         // the home pid surfaces here and is forwarded; the remote component's own mask decides (the
         // home mask comes back with the context).
         t.set_sigmask(RT_SIGNALS)?;
-        // Its user memory is gone: the registers it was frozen with will never be resumed.
-        t.registers_disposable()?;
-        Ok(Deputy { t, area })
+        // Without mosrun it could only wait forever (the remote copy dies with the channel).
+        t.exit_with_tracer()?;
+        match serve_setup(&mut t) {
+            Ok((shared, code)) => {
+                let mut r = t.regs()?;
+                r.rip = code;
+                r.rbx = shared.base;
+                // No stack is used; a valid one anyway.
+                r.rsp = shared.base + BUFS as u64;
+                r.rax = 0;
+                r.orig_rax = u64::MAX;
+                t.set_regs(r)?;
+                let task = Task::Serving(t.resume()?);
+                Ok(Deputy { task, pid, area: 0, shared: Some(shared) })
+            }
+            Err(e) => {
+                tracing::warn!(pid = pid.as_raw(), error = %e, "deputy without shared memory: one ptrace stop per forwarded call");
+                for m in procfs::maps(pid)?.iter().filter(|m| !m.is_special()) {
+                    t.inject_ok("munmap(release)", libc::SYS_munmap, [m.start, m.len(), 0, 0, 0, 0])?;
+                }
+                let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+                let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+                let area = t.inject_ok("mmap(deputy area)", libc::SYS_mmap, [0, AREA + 4096, prot, flags, u64::MAX, 0])?;
+                // A `syscall; int3` page after the buffers: one ptrace stop per forwarded call.
+                let code = area + AREA;
+                mem::write_mem(pid, code, &[0x0f, 0x05, 0xcc, 0xcc])?;
+                t.inject_ok(
+                    "mprotect(deputy code)",
+                    libc::SYS_mprotect,
+                    [code, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64, 0, 0, 0],
+                )?;
+                t.set_trap(Some(code));
+                // Its user memory is gone: the registers it was frozen with will never be resumed.
+                t.registers_disposable()?;
+                Ok(Deputy { task: Task::Parked(t), pid, area, shared: None })
+            }
+        }
     }
 
-    pub fn tracee(&mut self) -> &mut Tracee<Stopped> {
-        &mut self.t
+    /// Does the deputy run calls without ptrace stops (served mode)?
+    pub fn served(&self) -> bool {
+        self.shared.is_some()
     }
 
-    /// The task, back to vDSO-gadget injection (the trampoline page goes when its memory is rebuilt).
+    /// Stops a served deputy's loop and holds it in a ptrace stop (for the return home or its
+    /// end). Signals that arrive meanwhile are recorded for [`take_signals`](Self::take_signals).
+    pub fn park(&mut self) -> Result<(), Error> {
+        self.task = match std::mem::replace(&mut self.task, Task::Gone) {
+            Task::Serving(t) => Task::Parked(t.interrupt()?),
+            Task::Gone => return Err(Error::TraceeGone { pid: self.pid.as_raw(), how: "lost earlier".into(), code: None }),
+            parked => parked,
+        };
+        Ok(())
+    }
+
+    fn parked(&mut self) -> Result<&mut Tracee<Stopped>, Error> {
+        self.park()?;
+        match &mut self.task {
+            Task::Parked(t) => Ok(t),
+            _ => unreachable!("park() leaves the task parked or fails"),
+        }
+    }
+
+    /// The task, back to vDSO-gadget injection (the trampoline page and the shared memory go when
+    /// its memory is rebuilt).
+    ///
+    /// # Panics
+    /// If a served deputy was not [parked](Self::park) first.
     pub fn into_tracee(mut self) -> Tracee<Stopped> {
-        self.t.set_trap(None);
-        self.t
+        match std::mem::replace(&mut self.task, Task::Gone) {
+            Task::Parked(mut t) => {
+                t.set_trap(None);
+                t
+            }
+            _ => panic!("Deputy::into_tracee on a deputy that was not parked"),
+        }
     }
 
     /// Signals sent to the home pid, taken from the deputy (they are not delivered at home).
-    /// Forwarded calls surface them as a side effect; with `probe`, pending ones are looked up in
-    /// /proc and surfaced with a no-op injection.
+    /// A served deputy reports them by stopping (the tracer gets SIGCHLD): with `probe` its stops
+    /// are taken. A trap-mode deputy surfaces them during forwarded calls; with `probe`, pending ones
+    /// are looked up in /proc and surfaced with a no-op injection.
     pub fn take_signals(&mut self, probe: bool) -> Result<Vec<Signal>, Error> {
-        if probe {
-            let st = procfs::status(self.t.pid())?;
-            // Blocked real-time signals wait for the return home: no injection for them.
-            if (st.sig_pnd | st.shd_pnd) & !RT_SIGNALS != 0 {
-                self.t.inject(libc::SYS_getpid, [0; 6])?;
+        let pid = self.pid;
+        match &mut self.task {
+            Task::Serving(t) => {
+                if probe {
+                    t.take_stops()?;
+                }
+                Ok(std::mem::take(&mut t.pending_signals))
             }
+            Task::Parked(t) => {
+                if probe && self.shared.is_none() {
+                    let st = procfs::status(pid)?;
+                    // Blocked real-time signals wait for the return home: no injection for them.
+                    if (st.sig_pnd | st.shd_pnd) & !RT_SIGNALS != 0 {
+                        t.inject(libc::SYS_getpid, [0; 6])?;
+                    }
+                }
+                Ok(std::mem::take(&mut t.pending_signals))
+            }
+            Task::Gone => Err(Error::TraceeGone { pid: pid.as_raw(), how: "lost earlier".into(), code: None }),
         }
-        Ok(std::mem::take(&mut self.t.pending_signals))
     }
 
     /// Executes a forwarded call. Returns the raw result and the `Out` buffers.
     /// A call interrupted by a signal (which the deputy holds back) is restarted.
     pub fn execute(&mut self, nr: u32, mut args: [u64; 6], bufs: &[Buf]) -> Result<(i64, Vec<Vec<u8>>), Error> {
-        let pid = self.t.pid();
+        let pid = self.pid;
+        let base = match &self.shared {
+            Some(s) => s.base + BUFS as u64,
+            None => self.area,
+        };
+        // Each buffer at its offset in the area; In and InOut data copied there now.
         let mut off = 0u64;
         let mut outs = Vec::new();
         for b in bufs {
@@ -89,26 +309,24 @@ impl Deputy {
             if arg > 5 || off + len > AREA {
                 return Ok((-(libc::EINVAL as i64), Vec::new()));
             }
-            args[arg as usize] = self.area + off;
+            args[arg as usize] = base + off;
             if let Buf::In { data, .. } | Buf::InOut { data, .. } = b {
                 if !data.is_empty() {
-                    mem::writev(pid, &[(self.area + off, data.len())], data)?;
+                    match &self.shared {
+                        Some(sh) => sh.mem.write(BUFS + off as usize, data),
+                        None => mem::writev(pid, &[(base + off, data.len())], data)?,
+                    }
                 }
             }
             if !matches!(b, Buf::In { .. }) {
-                outs.push((self.area + off, len));
+                outs.push((off, len));
             }
             off = (off + len + 15) & !15;
         }
-        let ret = loop {
-            let r = self.t.inject(nr as libc::c_long, args)?;
-            if !matches!(-r, 512 | 513 | 514 | 516) {
-                break r;
-            }
-        };
+        let ret = if self.shared.is_some() { self.run_served(nr, args)? } else { self.run_trapped(nr, args)? };
         // Out and InOut buffers come back in request order.
         let mut out_data = Vec::new();
-        for (b, (addr, len)) in bufs.iter().filter(|b| !matches!(b, Buf::In { .. })).zip(outs) {
+        for (b, (o, len)) in bufs.iter().filter(|b| !matches!(b, Buf::In { .. })).zip(outs) {
             let by_ret = matches!(b, Buf::Out { by_ret: true, .. });
             let n = if ret < 0 {
                 0
@@ -119,39 +337,274 @@ impl Deputy {
             };
             let mut v = vec![0u8; n as usize];
             if n > 0 {
-                mem::readv(pid, &[(addr, n as usize)], &mut v)?;
+                match &self.shared {
+                    Some(sh) => sh.mem.read(BUFS + o as usize, &mut v),
+                    None => {
+                        mem::readv(pid, &[(base + o, n as usize)], &mut v)?;
+                    }
+                }
             }
             out_data.push(v);
         }
         Ok((ret, out_data))
     }
 
+    /// Trap mode: one injection through the `syscall; int3` page.
+    fn run_trapped(&mut self, nr: u32, args: [u64; 6]) -> Result<i64, Error> {
+        let t = self.parked()?;
+        loop {
+            let r = t.inject(nr as libc::c_long, args)?;
+            if !matches!(-r, 512 | 513 | 514 | 516) {
+                return Ok(r);
+            }
+        }
+    }
+
+    /// Served mode: posts the call in the shared page, wakes the deputy and sleeps on the futex
+    /// until its result is there, looking for stops of the deputy at growing intervals up to
+    /// [`CALL_CHECK`].
+    fn run_served(&mut self, nr: u32, args: [u64; 6]) -> Result<i64, Error> {
+        let Some(sh) = &self.shared else { unreachable!("served mode has shared memory") };
+        let Task::Serving(t) = &mut self.task else {
+            return Err(Error::TraceeGone { pid: self.pid.as_raw(), how: "deputy not serving".into(), code: None });
+        };
+        let m = &sh.mem;
+        m.u64_at(NR).store(u64::from(nr), Ordering::Relaxed);
+        for (i, a) in args.iter().enumerate() {
+            m.u64_at(ARGS + 8 * i).store(*a, Ordering::Relaxed);
+        }
+        let state = m.u32_at(STATE);
+        state.store(POSTED, Ordering::Release);
+        sys::futex_wake(state);
+        // Asleep until it is done: the deputy wakes us when it sees POSTED_WAITING. (No spinning:
+        // the deputy usually runs on this CPU as soon as we sleep.)
+        let mut nap = Duration::from_millis(1);
+        loop {
+            let now = state.compare_exchange(POSTED, POSTED_WAITING, Ordering::AcqRel, Ordering::Acquire).unwrap_or_else(|v| v);
+            if now == IDLE {
+                break;
+            }
+            sys::futex_wait(state, POSTED_WAITING, nap);
+            if state.load(Ordering::Acquire) == IDLE {
+                break;
+            }
+            // A signal may have stopped it in the call (a kill of its own group, say), or it ended.
+            t.take_stops()?;
+            nap = (nap * 2).min(CALL_CHECK);
+        }
+        Ok(m.u64_at(RET).load(Ordering::Relaxed) as i64)
+    }
+
     /// Ends the deputy the way the remote process ended, so the parent at home sees that status.
     pub fn end(mut self, status: ExitStatus) -> Result<(), Error> {
-        let pid = self.t.pid();
+        let pid = self.pid;
+        self.park()?;
+        let Task::Parked(mut t) = std::mem::replace(&mut self.task, Task::Gone) else { unreachable!("parked") };
+        t.set_trap(None);
         match status {
             ExitStatus::Code(c) => {
-                let mut r = self.t.regs()?;
+                let mut r = t.regs()?;
                 r.rax = libc::SYS_exit_group as u64;
                 r.orig_rax = u64::MAX;
                 r.rdi = c as u64;
-                r.rip = self.t.gadget();
-                self.t.set_regs(r)?;
-                self.t.detach(None)
+                r.rip = t.gadget();
+                t.set_regs(r)?;
+                t.detach(None)
             }
             ExitStatus::Signal { sig, .. } => {
                 let s = Signal::try_from(sig).unwrap_or(Signal::SIGKILL);
                 // No core file from an empty deputy; default action; signal unblocked.
                 let _ = crate::sys::set_rlimit(pid, libc::RLIMIT_CORE, 0, 0);
-                mem::writev(pid, &[(self.area, 32)], &[0u8; 32])?;
-                self.t.inject(libc::SYS_rt_sigaction, [sig as u64, self.area, 0, 8, 0, 0])?;
-                let mask = self.t.sigmask()? & !(1u64 << (sig - 1));
-                self.t.set_sigmask(mask)?;
+                // A zeroed sigaction (SIG_DFL) in a scratch page of the deputy.
+                let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+                let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+                let act = t.inject_ok("mmap(end)", libc::SYS_mmap, [0, 4096, prot, flags, u64::MAX, 0])?;
+                t.inject(libc::SYS_rt_sigaction, [sig as u64, act, 0, 8, 0, 0])?;
+                let mask = t.sigmask()? & !(1u64 << (sig - 1));
+                t.set_sigmask(mask)?;
                 // The signal pends while the task is stopped and acts on detach (or kills at once).
                 let _ = nix::sys::signal::kill(pid, s);
-                let _ = self.t.detach(None);
+                let _ = t.detach(None);
                 Ok(())
             }
+        }
+    }
+}
+
+/// Busy-polls socket `fd` (non-blocking reads into `rx`) until a whole frame is held, for at most
+/// `budget`. Both ends of the deputy channel use it where the next frame is usually due within
+/// µs: catching it this way saves the sleep and wake-up of a blocking read. Returns whether a frame
+/// came. End of stream or an error stops it (the blocking read that follows reports them).
+pub fn spin_for_frame(rx: &mut FrameReader, fd: BorrowedFd<'_>, budget: Duration) -> bool {
+    let start = Instant::now();
+    while !rx.has_frame() {
+        let r = rx.fill_with(|b| {
+            nix::sys::socket::recv(fd.as_raw_fd(), b, nix::sys::socket::MsgFlags::MSG_DONTWAIT).map_err(std::io::Error::from)
+        });
+        match r {
+            Ok(0) => return false,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
+        if start.elapsed() >= budget {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+    true
+}
+
+/// When to busy-poll before sleeping ([`spin_for_frame`]): spinning pays only when the other side
+/// answers within the budget on a CPU of its own. When it does not (the CPUs are busy, or the
+/// process thinks between calls), spinning only steals CPU time: after a miss it stops for a
+/// number of waits that doubles with each further miss (up to 4096), then tries once again.
+#[derive(Debug, Clone)]
+pub struct SpinPolicy {
+    budget: Duration,
+    misses: u32,
+    rest: u32,
+}
+
+impl SpinPolicy {
+    pub const fn new(budget: Duration) -> SpinPolicy {
+        SpinPolicy { budget, misses: 0, rest: 0 }
+    }
+
+    /// How long to spin for the next wait (zero: do not spin).
+    pub fn budget(&mut self) -> Duration {
+        if self.rest > 0 {
+            self.rest -= 1;
+            return Duration::ZERO;
+        }
+        self.budget
+    }
+
+    /// Whether the spin just made (after a non-zero [`budget`](Self::budget)) caught its frame.
+    pub fn caught(&mut self, hit: bool) {
+        if hit {
+            self.misses = 0;
+        } else {
+            self.misses = (self.misses + 1).min(12);
+            self.rest = 1 << self.misses;
+        }
+    }
+
+    /// Spins for a frame if the policy says so; true when one is held afterwards.
+    pub fn spin(&mut self, rx: &mut FrameReader, fd: BorrowedFd<'_>) -> bool {
+        let budget = self.budget();
+        if budget.is_zero() {
+            return rx.has_frame();
+        }
+        let hit = spin_for_frame(rx, fd, budget);
+        self.caught(hit);
+        hit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{getpid, Pid};
+
+    /// A child process (`sleep`), seized and stopped by this thread and turned into a deputy, as
+    /// mosrun does with its program; `nofile` is its soft descriptor limit at the release.
+    fn deputy(nofile: Option<u64>) -> Deputy {
+        // Reaped with waitpid by each test (or by take_signals when it is killed).
+        let pid = Pid::from_raw(std::process::Command::new("sleep").arg("1000").spawn().expect("spawn sleep").id() as i32);
+        // The process must have started (its rseq registered, its memory mapped) before the freeze.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while procfs::maps(pid).map_or(true, |m| !m.iter().any(|m| m.name.ends_with("/sleep"))) {
+            assert!(Instant::now() < deadline, "sleep did not start");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let t = Tracee::<Running>::seize(pid).expect("seize").interrupt().expect("interrupt");
+        let rseq = t.rseq().expect("rseq config").map(|(ptr, len, sig)| Rseq { ptr, len, sig });
+        if let Some(n) = nofile {
+            let (_, hard) = sys::get_rlimit(pid, libc::RLIMIT_NOFILE).expect("prlimit");
+            sys::set_rlimit(pid, libc::RLIMIT_NOFILE, n, hard).expect("prlimit");
+        }
+        Deputy::release(t, rseq.as_ref()).expect("release")
+    }
+
+    /// Calls, buffers and signals through a deputy, then its end with a code.
+    fn exercise(mut d: Deputy) {
+        let pid = d.pid;
+        // Its own context: the parent is this process.
+        assert_eq!(d.execute(libc::SYS_getppid as u32, [0; 6], &[]).unwrap().0, i64::from(getpid().as_raw()));
+        // Out buffer: a pipe of its own; In and Out data through it.
+        let (r, outs) = d.execute(libc::SYS_pipe2 as u32, [0; 6], &[Buf::Out { arg: 0, len: 8, by_ret: false }]).unwrap();
+        assert_eq!(r, 0);
+        let fds = &outs[0];
+        let (rd, wr) =
+            (u64::from(u32::from_le_bytes(fds[0..4].try_into().unwrap())), u64::from(u32::from_le_bytes(fds[4..8].try_into().unwrap())));
+        let data = b"through the deputy".to_vec();
+        let w = d.execute(libc::SYS_write as u32, [wr, 0, data.len() as u64, 0, 0, 0], &[Buf::In { arg: 1, data: data.clone() }]).unwrap();
+        assert_eq!(w.0, data.len() as i64);
+        let (n, outs) = d.execute(libc::SYS_read as u32, [rd, 0, 100, 0, 0, 0], &[Buf::Out { arg: 1, len: 100, by_ret: true }]).unwrap();
+        assert_eq!((n, &outs[0]), (data.len() as i64, &data));
+        // A failing call returns its errno and no data.
+        let (e, outs) = d.execute(libc::SYS_read as u32, [999, 0, 8, 0, 0, 0], &[Buf::Out { arg: 1, len: 8, by_ret: true }]).unwrap();
+        assert_eq!((e, outs[0].len()), (-(libc::EBADF as i64), 0));
+        // A signal for it is taken (not delivered at home), whichever way it surfaces.
+        nix::sys::signal::kill(pid, Signal::SIGUSR1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.is_empty() && Instant::now() < deadline {
+            got = d.take_signals(true).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(got, vec![Signal::SIGUSR1]);
+        assert_eq!(d.execute(libc::SYS_getppid as u32, [0; 6], &[]).unwrap().0, i64::from(getpid().as_raw()), "calls go on");
+        d.park().unwrap();
+        d.end(ExitStatus::Code(7)).unwrap();
+        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 7));
+    }
+
+    #[test]
+    fn served_deputy_runs_calls_and_surfaces_signals() {
+        let d = deputy(None);
+        assert!(d.served());
+        exercise(d);
+    }
+
+    #[test]
+    fn without_a_free_descriptor_the_deputy_falls_back_to_the_trap_page() {
+        // memfd_create fails with EMFILE: one ptrace stop per call instead.
+        let d = deputy(Some(0));
+        assert!(!d.served());
+        // The pipe of `exercise` needs descriptors: give them back now.
+        let (_, hard) = sys::get_rlimit(d.pid, libc::RLIMIT_NOFILE).unwrap();
+        sys::set_rlimit(d.pid, libc::RLIMIT_NOFILE, 64, hard).unwrap();
+        exercise(d);
+    }
+
+    #[test]
+    fn a_served_deputy_ends_by_the_signal_that_ended_the_process() {
+        let mut d = deputy(None);
+        let pid = d.pid;
+        assert_eq!(d.execute(libc::SYS_getppid as u32, [0; 6], &[]).unwrap().0, i64::from(getpid().as_raw()));
+        d.end(ExitStatus::Signal { sig: libc::SIGTERM, core: false }).unwrap();
+        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Signaled(pid, Signal::SIGTERM, false));
+    }
+
+    #[test]
+    fn a_served_deputy_that_is_killed_is_reported_gone() {
+        let mut d = deputy(None);
+        let pid = d.pid;
+        nix::sys::signal::kill(pid, Signal::SIGKILL).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match d.take_signals(true) {
+                Err(Error::TraceeGone { code, .. }) => {
+                    assert_eq!(code, Some(128 + libc::SIGKILL));
+                    break;
+                }
+                other => assert!(Instant::now() < deadline, "still not gone: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }

@@ -2,11 +2,12 @@
 //! calls (locally, from what it knows of home, or by forwarding them to the deputy), relays signals,
 //! reports its exit, and sends it home when asked or when it makes a call only home can run.
 use crate::capture::{self, thaw};
+use crate::deputy::SpinPolicy;
 use crate::policy::{self, Answer, Arg, Disposition};
 use crate::ptrace::{Running, Tracee};
 use crate::{mem, sys, syscall_names, Error};
 use mos_proto::deputy::{Buf, DeputyMsg, ExitStatus, MAX_BUF};
-use mos_proto::frame::{self, FrameError, Kind};
+use mos_proto::frame::{self, FrameError, FrameReader, Kind};
 use mos_proto::migration::Reason;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -259,6 +260,9 @@ fn kill_and_reap(pid: Pid) {
     let _ = waitpid(pid, Some(WaitPidFlag::__WALL));
 }
 
+/// How long the guest busy-polls for a reply before it sleeps (see [`SpinPolicy`]).
+const REPLY_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// The kernel's "restart this call" result (an interrupted call with no handler to run).
 const ERESTARTSYS: i32 = 512;
 
@@ -359,6 +363,9 @@ type CallResult = (i64, Vec<Vec<u8>>);
 
 struct Host<'a, S> {
     s: &'a mut S,
+    /// Frames from home, read ahead: bytes held here belong to the stream (see `go_home`).
+    rx: FrameReader,
+    reply_spin: SpinPolicy,
     g: &'a Guest,
     seq: u64,
     /// Signals from home held back while a forwarded call is in flight (delivering one would
@@ -397,8 +404,10 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
         self.seq += 1;
         let seq = self.seq;
         self.send(&DeputyMsg::Syscall { seq, nr, args, bufs })?;
+        // The reply usually comes within tens of µs: catch it without sleeping when that pays.
+        self.reply_spin.spin(&mut self.rx, self.s.as_fd());
         loop {
-            let f = frame::read_frame(self.s)?;
+            let f = self.rx.read_frame(self.s)?;
             match f.expect::<DeputyMsg>(Kind::Deputy)? {
                 DeputyMsg::Reply { seq: s, ret, outs } if s == seq => return Ok(Ok((ret, outs))),
                 DeputyMsg::Reply { seq: s, .. } => tracing::warn!(s, seq, "reply out of sequence; ignored"),
@@ -569,7 +578,7 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                 return Ok(None);
             }
         };
-        match capture::send(self.s, &mut t, &img, frozen_at) {
+        match capture::send(&mut self.rx.chain(self.s), &mut t, &img, frozen_at) {
             Ok(mut sent) => {
                 sent.stats.total_us = start.elapsed().as_micros() as u64;
                 t.kill();
@@ -593,7 +602,18 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
 /// Hosts a restored guest until it exits, goes home, or its home is lost. `inbox` carries the
 /// hosting node's [`Order`]s.
 pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -> End {
-    let mut h = Host { s: stream, g, seq: 0, held: Vec::new(), recall: false, home_refused: false };
+    let mut h = Host {
+        s: stream,
+        rx: FrameReader::new(),
+        reply_spin: SpinPolicy::new(REPLY_SPIN),
+        g,
+        seq: 0,
+        held: Vec::new(),
+        recall: false,
+        home_refused: false,
+    };
+    // The task and this thread hand over each call like a synchronous call, on one CPU.
+    sys::notif_sync_wake_up(g.listener.as_raw_fd());
     loop {
         if h.recall {
             h.recall = false;
@@ -606,6 +626,8 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
                 }
             }
         }
+        // A message from home already read ahead is handled without waiting for anything.
+        let held = h.rx.has_frame();
         let (sock_ready, notif_ready, exit_ready, order_ready) = {
             let mut fds = [
                 PollFd::new(h.s.as_fd(), PollFlags::POLLIN),
@@ -613,7 +635,7 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
                 PollFd::new(g.pidfd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(inbox.0.as_fd(), PollFlags::POLLIN),
             ];
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, if held { PollTimeout::ZERO } else { PollTimeout::NONE }) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
@@ -622,7 +644,7 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
                 }
             }
             let r = |f: &PollFd| f.revents().is_some_and(|e| !e.is_empty());
-            (r(&fds[0]), r(&fds[1]), r(&fds[2]), r(&fds[3]))
+            (held || r(&fds[0]), r(&fds[1]), r(&fds[2]), r(&fds[3]))
         };
         if order_ready {
             let mut b = [0u8; 8];
@@ -661,7 +683,7 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
             continue;
         }
         if sock_ready {
-            match frame::read_frame(h.s).and_then(|f| f.expect::<DeputyMsg>(Kind::Deputy)) {
+            match h.rx.read_frame(h.s).and_then(|f| f.expect::<DeputyMsg>(Kind::Deputy)) {
                 Ok(m) => {
                     if let Some(end) = h.on_home_msg(m, false) {
                         return end;

@@ -127,6 +127,29 @@ impl Tracee<Running> {
     }
 }
 
+impl Tracee<Running> {
+    /// Takes the stops the tracee reported while it ran, without waiting: signal-delivery-stops
+    /// are recorded in `pending_signals` and suppressed (the tracee goes on); an end of the tracee
+    /// is [`Error::TraceeGone`] (its status is reaped).
+    pub fn take_stops(&mut self) -> Result<(), Error> {
+        let pid = self.pid;
+        loop {
+            let ws = match waitpid(pid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                Ok(ws) => ws,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Error::Sys { what: "waitpid", pid: pid.as_raw(), errno: e }),
+            };
+            match ws {
+                WaitStatus::StillAlive => return Ok(()),
+                WaitStatus::Stopped(_, sig) => self.pending_signals.push(sig),
+                WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_) => {}
+                other => return Err(gone(pid, other)),
+            }
+            ptrace::cont(pid, None).map_err(|e| Error::Sys { what: "PTRACE_CONT", pid: pid.as_raw(), errno: e })?;
+        }
+    }
+}
+
 fn wait_stop(pid: Pid) -> Result<WaitStatus, Error> {
     loop {
         match waitpid(pid, Some(WaitPidFlag::__WALL)) {
@@ -293,6 +316,23 @@ impl Tracee<Stopped> {
     pub fn kill(self) {
         let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
         let _ = waitpid(self.pid, Some(WaitPidFlag::__WALL));
+    }
+
+    /// Makes the tracee die with its tracer (PTRACE_O_EXITKILL): for a task that cannot go on
+    /// alone, like a deputy whose process runs elsewhere. Detaching clears it.
+    pub fn exit_with_tracer(&mut self) -> Result<(), Error> {
+        ptrace::setoptions(self.pid, ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_EXITKILL).map_err(|e| Error::Sys {
+            what: "PTRACE_SETOPTIONS",
+            pid: self.pid.as_raw(),
+            errno: e,
+        })
+    }
+
+    /// Lets the tracee run on, still traced (PTRACE_CONT, no signal): it stops again for signals
+    /// (see [`Tracee::take_stops`]) and for [`Tracee::interrupt`].
+    pub fn resume(self) -> Result<Tracee<Running>, Error> {
+        ptrace::cont(self.pid, None).map_err(|e| Error::Sys { what: "PTRACE_CONT", pid: self.pid.as_raw(), errno: e })?;
+        Ok(self.to())
     }
 
     /// Resumes the tracee with `sig` delivered (used to end a deputy by a signal).

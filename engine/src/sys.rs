@@ -4,7 +4,10 @@
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Duration;
 
 const NT_X86_XSTATE: libc::c_int = 0x202;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
@@ -186,6 +189,17 @@ pub fn notif_send(listener: RawFd, id: u64, result: Result<i64, i32>, continue_:
     check(r as libc::c_long).map(drop)
 }
 
+/// Asks the kernel to wake the task and the listener on the waker's CPU (Linux >= 6.6,
+/// SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP): a notification and its answer are then handed over
+/// like a synchronous call instead of waking another CPU. False when the kernel lacks it.
+pub fn notif_sync_wake_up(listener: RawFd) -> bool {
+    const SECCOMP_IOCTL_NOTIF_SET_FLAGS: libc::c_ulong = 0x4008_2104;
+    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+    // SAFETY: the ioctl takes the flags by value (no pointer is dereferenced).
+    let r = unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) };
+    r == 0
+}
+
 /// Is notification `id` still pending (the task still waits for it)?
 pub fn notif_id_valid(listener: RawFd, id: u64) -> bool {
     let mut v = id;
@@ -245,4 +259,90 @@ pub fn fork_stub(id: StubIdentity) -> Result<Pid, Errno> {
         libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), libc::SIGSTOP);
         libc::_exit(124);
     }
+}
+
+/// A `MAP_SHARED` mapping of a memory file in this process, shared with another process (the
+/// deputy maps the same file). The other process may write any byte at any time, so the memory is
+/// only ever accessed through atomics and raw copies, never through references to plain data;
+/// which side may touch which bytes when is the protocol of its user (engine::deputy).
+#[derive(Debug)]
+pub struct SharedMem {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; every access goes through
+// atomics or raw copies, which are valid from any thread.
+unsafe impl Send for SharedMem {}
+
+impl SharedMem {
+    /// Maps `len` bytes of the memory file `fd` read-write and shared.
+    pub fn map(fd: &OwnedFd, len: usize) -> Result<SharedMem, Errno> {
+        // SAFETY: a fresh mapping chosen by the kernel (addr NULL) over a descriptor we own; it
+        // aliases no Rust object.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+        if p == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        Ok(SharedMem { ptr: NonNull::new(p.cast()).ok_or(Errno::EINVAL)?, len })
+    }
+
+    fn at(&self, off: usize, n: usize, align: usize) -> *mut u8 {
+        assert!(off.checked_add(n).is_some_and(|e| e <= self.len) && off.is_multiple_of(align), "shared memory access out of bounds");
+        // SAFETY: off + n <= len, so the result stays inside the mapping.
+        unsafe { self.ptr.as_ptr().add(off) }
+    }
+
+    /// The u32 at `off` (4-aligned), as an atomic.
+    pub fn u32_at(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: in bounds and aligned (checked by `at`); the mapping lives as long as `self`;
+        // AtomicU32 has the layout of u32 and tolerates concurrent writes by the other process.
+        unsafe { AtomicU32::from_ptr(self.at(off, 4, 4).cast()) }
+    }
+
+    /// The u64 at `off` (8-aligned), as an atomic.
+    pub fn u64_at(&self, off: usize) -> &AtomicU64 {
+        // SAFETY: as for `u32_at`, with 8 bytes and 8-alignment.
+        unsafe { AtomicU64::from_ptr(self.at(off, 8, 8).cast()) }
+    }
+
+    /// Copies `data` to `off`. The caller's protocol guarantees the other process does not use
+    /// these bytes meanwhile.
+    pub fn write(&self, off: usize, data: &[u8]) {
+        let dst = self.at(off, data.len(), 1);
+        // SAFETY: dst is valid for data.len() bytes (checked by `at`) and cannot overlap `data`,
+        // which is Rust memory outside the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) }
+    }
+
+    /// Copies `out.len()` bytes from `off`. The caller's protocol guarantees the other process
+    /// does not write these bytes meanwhile.
+    pub fn read(&self, off: usize, out: &mut [u8]) {
+        let src = self.at(off, out.len(), 1);
+        // SAFETY: src is valid for out.len() bytes (checked by `at`) and cannot overlap `out`.
+        unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), out.len()) }
+    }
+}
+
+impl Drop for SharedMem {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly the mapping made in `map`; no reference into it outlives
+        // `self` (the accessors borrow `self`).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// FUTEX_WAIT on a word of shared memory (not process-private): sleeps while it holds `val`, at
+/// most `timeout`. Returns when woken, on timeout, on a signal, or at once if the value differs.
+pub fn futex_wait(word: &AtomicU32, val: u32, timeout: Duration) {
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    // SAFETY: `word` is a valid, aligned u32 for the call; `ts` is a valid timespec read by the
+    // kernel; the remaining arguments are unused by FUTEX_WAIT.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, val, &ts as *const libc::timespec, 0usize, 0u32) };
+}
+
+/// FUTEX_WAKE of one waiter on a word of shared memory (not process-private).
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE reads no other pointer.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1, 0usize, 0usize, 0u32) };
 }

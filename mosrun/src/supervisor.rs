@@ -1,12 +1,12 @@
 //! The home supervisor's event loop. At home the program runs natively and untraced; away, its
 //! original task is the deputy (stopped, memory released) and this loop executes the calls the
 //! remote component forwards, relays signals, and ends the deputy the way the remote process ended.
-use mos_engine::deputy::Deputy;
+use mos_engine::deputy::{Deputy, SpinPolicy};
 use mos_engine::migrate::{self, Away};
 use mos_engine::Error as EngineError;
 use mos_proto::control::{Command, Reply, Request, Target};
 use mos_proto::deputy::DeputyMsg;
-use mos_proto::frame::{self, Kind};
+use mos_proto::frame::{self, FrameReader, Kind};
 use mos_proto::migration::{Offer, Stats};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -22,6 +22,10 @@ type BoxError = Box<dyn std::error::Error>;
 
 /// Signals mosrun relays to the program instead of dying of them.
 const RELAYED: [Signal; 6] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+
+/// How long, after a reply, mosrun busy-polls for the next request before it sleeps (see
+/// [`SpinPolicy`]).
+const NEXT_SPIN: std::time::Duration = std::time::Duration::from_micros(30);
 
 /// How often, while away, the deputy is checked for signals sent to the home pid.
 const SIGNAL_PROBE: std::time::Duration = std::time::Duration::from_millis(100);
@@ -39,6 +43,10 @@ struct Supervisor {
     pidfd: OwnedFd,
     /// A migration command waiting for the process to come home first: (id, final target).
     pending: Option<(u64, Target)>,
+    /// Frames from the remote side (away), read ahead so that a request costs one read.
+    rx: FrameReader,
+    /// Busy-polling for the next request after a reply.
+    next_spin: SpinPolicy,
 }
 
 /// Where the program starts.
@@ -91,6 +99,9 @@ pub fn run(control_path: &Path, program: &[String], opts: Options) -> Result<i32
     for s in RELAYED {
         mask.add(s);
     }
+    // Stops of the deputy (a signal for the home pid while the process is away) are reported by
+    // SIGCHLD.
+    mask.add(Signal::SIGCHLD);
     mask.thread_block()?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)?;
     let pid = Pid::from_raw(child.id() as i32);
@@ -112,7 +123,16 @@ pub fn run(control_path: &Path, program: &[String], opts: Options) -> Result<i32
     };
     // Start elsewhere: ask mosd to move the program now, as `mosctl migrate` would. The answer is
     // not awaited (this loop is the one that performs the move); the connection is kept open.
-    let mut s = Supervisor { pid, home_node, control: Some(control), control_path: control_path.to_owned(), pidfd, pending: None };
+    let mut s = Supervisor {
+        pid,
+        home_node,
+        control: Some(control),
+        control_path: control_path.to_owned(),
+        pidfd,
+        pending: None,
+        rx: FrameReader::new(),
+        next_spin: SpinPolicy::new(NEXT_SPIN),
+    };
     if let Some(n) = target.filter(|n| *n != home_node) {
         s.ask_move(n)?;
     }
@@ -155,6 +175,7 @@ impl Supervisor {
         let mut place = Where::Home;
         let mut last_probe = std::time::Instant::now();
         loop {
+            let held = matches!(place, Where::Away { .. }) && self.rx.has_frame();
             let (ctl, exit, sig, net) = {
                 let mut fds = vec![PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN), PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
                 if let Some(c) = &self.control {
@@ -168,8 +189,16 @@ impl Supervisor {
                     }
                     Where::Home => None,
                 };
-                // Away, the deputy's pending signals are checked every 100 ms and forwarded.
-                let timeout = if net_i.is_some() { PollTimeout::from(100u8) } else { PollTimeout::NONE };
+                // A frame already read ahead is handled without waiting. Away, a deputy in trap mode
+                // is checked for signals every 100 ms (a served one reports them by SIGCHLD).
+                let trapped = matches!(&place, Where::Away { away, .. } if !away.deputy.served());
+                let timeout = if held {
+                    PollTimeout::ZERO
+                } else if trapped {
+                    PollTimeout::from(100u8)
+                } else {
+                    PollTimeout::NONE
+                };
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => {
@@ -177,10 +206,29 @@ impl Supervisor {
                     }
                 }
                 let ready = |i: usize| fds[i].revents().is_some_and(|e| !e.is_empty());
-                (ctl_i.is_some_and(ready), ready(0), ready(1), net_i.is_some_and(ready))
+                (ctl_i.is_some_and(ready), ready(0), ready(1), held || net_i.is_some_and(ready))
             };
+            // SIGCHLD: the deputy stopped (a signal for the home pid) or ended.
+            let mut child = false;
+            if sig {
+                if let Ok(Some(si)) = sfd.read_signal() {
+                    let sig = si.ssi_signo as i32;
+                    match &mut place {
+                        _ if sig == libc::SIGCHLD => child = true,
+                        Where::Home => {
+                            if let Ok(s) = Signal::try_from(sig) {
+                                let _ = kill(self.pid, s);
+                            }
+                        }
+                        Where::Away { away, .. } => {
+                            let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Signal { sig });
+                        }
+                    }
+                }
+            }
             if let Where::Away { away, .. } = &mut place {
-                let probe = last_probe.elapsed() >= SIGNAL_PROBE;
+                // (A deputy in trap mode also causes SIGCHLD with every forwarded call: the timer.)
+                let probe = if away.deputy.served() { child } else { last_probe.elapsed() >= SIGNAL_PROBE };
                 if probe {
                     last_probe = std::time::Instant::now();
                 }
@@ -197,6 +245,8 @@ impl Supervisor {
                     Err(_) => {}
                 }
             }
+            // Every source is served in the same round: back-to-back forwarded calls must not starve
+            // commands and signals.
             if net {
                 if let Where::Away { away, node } = place {
                     place = match self.on_remote(*away, node) {
@@ -206,7 +256,6 @@ impl Supervisor {
                 } else {
                     unreachable!()
                 }
-                continue;
             }
             if exit {
                 let code = self.reap();
@@ -214,21 +263,6 @@ impl Supervisor {
                     let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Kill);
                 }
                 return code;
-            }
-            if sig {
-                if let Ok(Some(si)) = sfd.read_signal() {
-                    let sig = si.ssi_signo as i32;
-                    match &mut place {
-                        Where::Home => {
-                            if let Ok(s) = Signal::try_from(sig) {
-                                let _ = kill(self.pid, s);
-                            }
-                        }
-                        Where::Away { away, .. } => {
-                            let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Signal { sig });
-                        }
-                    }
-                }
             }
             if ctl {
                 let cmd = self.control.as_mut().map(|c| frame::read_frame(c).and_then(|f| f.expect::<Command>(Kind::Control)));
@@ -258,6 +292,8 @@ impl Supervisor {
         };
         match migrate::migrate_out(self.pid, self.home_node, sa) {
             Ok(away) => {
+                // A new connection: nothing of the old one is held.
+                self.rx = FrameReader::new();
                 let stats = away.stats.clone();
                 self.tell(&Request::Moved { node });
                 self.done(id, Ok(stats));
@@ -298,7 +334,7 @@ impl Supervisor {
 
     /// One message from the remote side. `Err(code)` ends mosrun with that status.
     fn on_remote(&mut self, mut away: Away, node: u32) -> Result<Where, i32> {
-        let f = match frame::read_frame(&mut away.stream) {
+        let f = match self.rx.read_frame(&mut away.stream) {
             Ok(f) => f,
             Err(e) => return Err(self.lost(away.deputy, &format!("lost the connection to node {node}: {e}"))),
         };
@@ -323,6 +359,8 @@ impl Supervisor {
                     if let Err(e) = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Reply { seq, ret, outs }) {
                         return Err(self.lost(away.deputy, &format!("lost the connection to node {node}: {e}")));
                     }
+                    // A process making calls back to back sends the next one within µs.
+                    self.next_spin.spin(&mut self.rx, away.stream.as_fd());
                 }
                 Err(e) => return Err(self.deputy_failed(away, e)),
             },
@@ -346,6 +384,27 @@ impl Supervisor {
 
     fn come_home(&mut self, mut away: Away, node: u32, offer: &Offer) -> Where {
         tracing::info!(reason = ?offer.reason, "process coming home");
+        // The remote side waits for our answer after an Offer: it cannot have sent anything more,
+        // and the migration stream is read from the socket itself.
+        if !self.rx.is_empty() {
+            let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Kill);
+            eprintln!("mosrun: node {node} sent data after its offer; the process is lost");
+            let _ = kill(self.pid, Signal::SIGKILL);
+            std::process::exit(self.reap());
+        }
+        // The deputy leaves its loop and waits in a ptrace stop to be rebuilt.
+        if let Err(e) = away.deputy.park() {
+            let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Kill);
+            if let Some((id, _)) = self.pending.take() {
+                self.done(id, Err(format!("the process was lost coming home: {e}")));
+            }
+            if let EngineError::TraceeGone { code: Some(c), .. } = e {
+                std::process::exit(c);
+            }
+            eprintln!("mosrun: {e}; the process is lost");
+            let _ = kill(self.pid, Signal::SIGKILL);
+            std::process::exit(self.reap());
+        }
         match migrate::receive_home(&mut away.stream, away.deputy, offer) {
             Ok((stats, _)) => {
                 self.tell(&Request::Moved { node: 0 });
