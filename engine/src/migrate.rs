@@ -44,6 +44,9 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away,
         TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(|e| fail(Error::Connect { addr: target, source: e }))?;
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(MIGRATION_TIMEOUT));
+    // A target that vanishes without a reset (powered off, partitioned) must not keep the process
+    // frozen: sends time out too, and the process resumes at home.
+    let _ = stream.set_write_timeout(Some(MIGRATION_TIMEOUT));
     let mut t = capture::freeze(pid).map_err(fail)?;
     let frozen_at = Instant::now();
     let img = match capture::capture(&mut t, pid.as_raw() as u32, home_node, Reason::Manual) {
@@ -66,6 +69,7 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away,
     let pending = std::mem::take(&mut t.pending_signals);
     let deputy = Deputy::release(t, img.context.rseq.as_ref()).map_err(|e| Failure { source: e, at_home: false })?;
     let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(None);
     for s in pending {
         let _ = frame::write_msg(&mut stream, Kind::Deputy, &DeputyMsg::Signal { sig: s as i32 });
     }
