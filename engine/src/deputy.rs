@@ -376,8 +376,9 @@ impl Deputy {
         let state = m.u32_at(STATE);
         state.store(POSTED, Ordering::Release);
         sys::futex_wake(state);
-        // Asleep until it is done: the deputy wakes us when it sees POSTED_WAITING. (No spinning:
-        // the deputy usually runs on this CPU as soon as we sleep.)
+        // Asleep until it is done: the deputy wakes us when it sees POSTED_WAITING. (No spinning
+        // here: the deputy usually runs on this CPU as soon as we sleep; measured, a spin did not
+        // pay.)
         let mut nap = Duration::from_millis(1);
         loop {
             let now = state.compare_exchange(POSTED, POSTED_WAITING, Ordering::AcqRel, Ordering::Acquire).unwrap_or_else(|v| v);
@@ -456,9 +457,10 @@ pub fn spin_for_frame(rx: &mut FrameReader, fd: BorrowedFd<'_>, budget: Duration
 }
 
 /// When to busy-poll before sleeping ([`spin_for_frame`]): spinning pays only when the other side
-/// answers within the budget on a CPU of its own. When it does not (the CPUs are busy, or the
-/// process thinks between calls), spinning only steals CPU time: after a miss it stops for a
-/// number of waits that doubles with each further miss (up to 4096), then tries once again.
+/// answers within the budget on a CPU of its own. When it does not (the CPUs are busy: the spinner
+/// was preempted; or the process thinks between calls: no frame came), spinning only steals CPU
+/// time: after such a miss it stops for a number of waits that doubles with each further miss (up
+/// to 4096), then tries once again.
 #[derive(Debug, Clone)]
 pub struct SpinPolicy {
     budget: Duration,
@@ -490,14 +492,18 @@ impl SpinPolicy {
         }
     }
 
-    /// Spins for a frame if the policy says so; true when one is held afterwards.
+    /// Spins for a frame if the policy says so; true when one came while spinning.
     pub fn spin(&mut self, rx: &mut FrameReader, fd: BorrowedFd<'_>) -> bool {
         let budget = self.budget();
         if budget.is_zero() {
-            return rx.has_frame();
+            return false;
         }
+        let before = sys::involuntary_switches();
         let hit = spin_for_frame(rx, fd, budget);
-        self.caught(hit);
+        // Preempted while spinning: the CPUs are shared with other work (or with the very side
+        // we wait for), so the spin took CPU time from someone. Counted as a miss.
+        let preempted = sys::involuntary_switches() != before;
+        self.caught(hit && !preempted);
         hit
     }
 }

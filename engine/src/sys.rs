@@ -332,6 +332,20 @@ impl Drop for SharedMem {
     }
 }
 
+/// Involuntary context switches of the calling thread so far (getrusage(RUSAGE_THREAD)): they
+/// grow when the thread is preempted, i.e. when another task wanted its CPU.
+pub fn involuntary_switches() -> i64 {
+    // SAFETY: rusage is plain data; zeroed is a valid value and the kernel fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage for the call.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    if r == 0 {
+        ru.ru_nivcsw
+    } else {
+        0
+    }
+}
+
 /// FUTEX_WAIT on a word of shared memory (not process-private): sleeps while it holds `val`, at
 /// most `timeout`. Returns when woken, on timeout, on a signal, or at once if the value differs.
 pub fn futex_wait(word: &AtomicU32, val: u32, timeout: Duration) {

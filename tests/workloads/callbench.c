@@ -1,11 +1,13 @@
-/* callbench ROUNDS
+/* callbench ROUNDS [GATE]
  *
  * Prints one line per round with the mean cost of: getppid (2000 calls), read of 4 KiB from
  * /dev/zero and write of 4 KiB to /dev/null (500 each, descriptors opened at start), and the time
  * of a fixed compute loop with clock_gettime and malloc/free. Used by the deputy benchmark, which
- * migrates it between rounds and compares rounds at home with rounds away.
+ * migrates it between rounds and compares rounds at home with rounds away. With GATE, after GATE
+ * rounds it prints "gate" and waits for SIGUSR1 (sent once it has been moved).
  */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,10 +28,21 @@ int main(int argc, char **argv) {
         return 2;
     }
     long rounds = atol(argv[1]);
+    long gate = argc > 2 ? atol(argv[2]) : -1;
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, NULL);
     int fz = open("/dev/zero", O_RDONLY), fn = open("/dev/null", O_WRONLY);
     static char buf[4096];
     uint64_t x = 88172645463325252ull;
     for (long r = 0; r < rounds; r++) {
+        if (r == gate) {
+            printf("gate\n");
+            fflush(stdout);
+            int sig;
+            sigwait(&usr1, &sig);
+        }
         int64_t t = now_ns();
         for (int i = 0; i < 2000; i++) syscall(SYS_getppid);
         int64_t g = (now_ns() - t) / 2000;

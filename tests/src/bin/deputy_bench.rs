@@ -4,7 +4,8 @@
 //! Run (root): `cargo build --bins && cargo run -p mos-tests --bin deputy_bench` (release:
 //! `cargo build --release --bins && cargo run --release -p mos-tests --bin deputy_bench`).
 //! Starts a 2-node cluster on loopback, runs the `callbench` workload under mosrun, takes its
-//! rounds at home, migrates it to node 2, takes its rounds there, and prints medians.
+//! rounds at home, migrates it to node 2 while it waits at its gate, takes its rounds there, and
+//! prints medians.
 use mos_tests::{wl, Cluster};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -50,16 +51,17 @@ fn main() {
     const HOME_ROUNDS: usize = 6;
     const AWAY_ROUNDS: usize = 6;
     let c = Cluster::start(2);
-    let (mut job, pid) = c.start_job(1, wl::CALLBENCH_DYNAMIC, &[&(HOME_ROUNDS + AWAY_ROUNDS + 2).to_string()]);
-    job.wait_lines(HOME_ROUNDS, Duration::from_secs(60));
+    // The workload stops at its gate after the home rounds until it has been moved.
+    let rounds = (HOME_ROUNDS + AWAY_ROUNDS).to_string();
+    let (mut job, pid) = c.start_job(1, wl::CALLBENCH_DYNAMIC, &[&rounds, &HOME_ROUNDS.to_string()]);
+    job.wait_lines(HOME_ROUNDS + 1, Duration::from_secs(60));
     c.migrate(1, pid, "2");
-    let migrated_after = job.lines();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGUSR1).expect("open the gate");
     job.wait(Duration::from_secs(300));
     let out = String::from_utf8_lossy(&job.stdout()).into_owned();
     let rows: Vec<[u64; 4]> = out.lines().filter_map(parse).collect();
-    // Rounds fully before the move are home; rounds after the one in flight during it are away.
-    let home: Vec<[u64; 4]> = rows[..migrated_after.min(rows.len())].to_vec();
-    let away: Vec<[u64; 4]> = rows.get(migrated_after + 1..).unwrap_or(&[]).to_vec();
+    let home: Vec<[u64; 4]> = rows[..HOME_ROUNDS.min(rows.len())].to_vec();
+    let away: Vec<[u64; 4]> = rows.get(HOME_ROUNDS..).unwrap_or(&[]).to_vec();
     assert!(home.len() >= 3 && away.len() >= 3, "too few rounds: {} home, {} away", home.len(), away.len());
     let col = |v: &[[u64; 4]], i: usize| median(v.iter().map(|r| r[i]).collect());
     let rtt = tcp_rtt_ns(20000);
