@@ -34,6 +34,24 @@ pub struct Away {
     pub stats: Stats,
 }
 
+/// Data unacknowledged this long ends a connection (its peer is gone: powered off, partitioned).
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Dead-peer detection on a migration or deputy connection, which outlives the migration: the
+/// kernel drops the connection when sent data stays unacknowledged for [`PEER_TIMEOUT`]
+/// (TCP_USER_TIMEOUT; a blocked write would otherwise wait ~15 min for TCP to give up), and
+/// keepalive probes an idle one (10 s idle, then every 5 s, 3 probes) so that a remote node that
+/// vanished while its guest computes is noticed too.
+pub fn tune(stream: &TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = stream.set_nodelay(true);
+    let _ = setsockopt(stream, sockopt::TcpUserTimeout, &(PEER_TIMEOUT.as_millis() as u32));
+    let _ = setsockopt(stream, sockopt::KeepAlive, &true);
+    let _ = setsockopt(stream, sockopt::TcpKeepIdle, &10);
+    let _ = setsockopt(stream, sockopt::TcpKeepInterval, &5);
+    let _ = setsockopt(stream, sockopt::TcpKeepCount, &3);
+}
+
 /// Moves process `pid` from home to the mosd at `target`. On failure the process continues at
 /// home as if nothing happened.
 pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away, Failure> {
@@ -42,7 +60,7 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away,
     // Connect first: an unreachable node costs the process no freeze at all.
     let mut stream =
         TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(|e| fail(Error::Connect { addr: target, source: e }))?;
-    let _ = stream.set_nodelay(true);
+    tune(&stream);
     let _ = stream.set_read_timeout(Some(MIGRATION_TIMEOUT));
     // A target that vanishes without a reset (powered off, partitioned) must not keep the process
     // frozen: sends time out too, and the process resumes at home.
@@ -144,7 +162,7 @@ pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Resu
 /// `admit` may refuse the offer first (a blocked node, not enough memory), with the reason.
 pub fn accept_guest(stream: &mut TcpStream, admit: impl FnOnce(&Offer) -> Result<(), String>) -> Result<(Guest, Stats), Error> {
     let start = Instant::now();
-    let _ = stream.set_nodelay(true);
+    tune(stream);
     let _ = stream.set_read_timeout(Some(MIGRATION_TIMEOUT));
     let offer: Offer = frame::read_frame(stream)?.expect(Kind::Offer)?;
     let refuse = |stream: &mut TcpStream, reason: String| {

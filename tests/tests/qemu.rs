@@ -118,8 +118,6 @@ fn workload_migrates_vm1_to_vm2_to_vm3() {
 /// Issue 5: a VM that dies during a migration leaves the process running at home. VM 2 reboots
 /// itself (the VM vanishes: no FIN, no RST) while a 48 MiB process streams to it.
 #[test]
-#[ignore = "MOS fault: the sender has no write timeout, so when the target VM vanishes mid-stream \
-            `mosctl migrate` blocks until TCP gives up (~15 min) with the process frozen (docs/NATIVE.md)"]
 fn vm_killed_during_migration_leaves_the_process_at_home() {
     if !should_run("vm_killed_during_migration_leaves_the_process_at_home") {
         return;
