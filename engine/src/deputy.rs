@@ -460,7 +460,7 @@ pub fn spin_for_frame(rx: &mut FrameReader, fd: BorrowedFd<'_>, budget: Duration
 /// answers within the budget on a CPU of its own. When it does not (the CPUs are busy: the spinner
 /// was preempted; or the process thinks between calls: no frame came), spinning only steals CPU
 /// time: after such a miss it stops for a number of waits that doubles with each further miss (up
-/// to 4096), then tries once again.
+/// to 256, so that one spin in 256 waits is all it costs when it never pays), then tries again.
 #[derive(Debug, Clone)]
 pub struct SpinPolicy {
     budget: Duration,
@@ -487,7 +487,7 @@ impl SpinPolicy {
         if hit {
             self.misses = 0;
         } else {
-            self.misses = (self.misses + 1).min(12);
+            self.misses = (self.misses + 1).min(8);
             self.rest = 1 << self.misses;
         }
     }
@@ -567,6 +567,26 @@ mod tests {
         d.park().unwrap();
         d.end(ExitStatus::Code(7)).unwrap();
         assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 7));
+    }
+
+    #[test]
+    fn spin_policy_backs_off_after_misses_and_resumes_after_a_hit() {
+        let b = Duration::from_micros(10);
+        let mut p = SpinPolicy::new(b);
+        assert_eq!(p.budget(), b);
+        let rest = |p: &mut SpinPolicy| (0..).take_while(|_| p.budget().is_zero()).count();
+        p.caught(false);
+        assert_eq!(rest(&mut p), 2);
+        p.caught(false);
+        assert_eq!(rest(&mut p), 4);
+        for _ in 0..20 {
+            p.caught(false);
+        }
+        assert_eq!(rest(&mut p), 256, "capped");
+        p.caught(true);
+        assert_eq!(p.budget(), b);
+        p.caught(false);
+        assert_eq!(rest(&mut p), 2, "a hit starts the count again");
     }
 
     #[test]
