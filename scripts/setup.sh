@@ -6,6 +6,8 @@ need=()
 command -v gcc >/dev/null || need+=(gcc)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 command -v pkill >/dev/null || need+=(procps)
+command -v setpriv >/dev/null || need+=(util-linux)
+command -v nft >/dev/null || need+=(nftables)     # packet loss and partitions of the fault suite
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

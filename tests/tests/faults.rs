@@ -1,9 +1,6 @@
 //! A few rounds of the random fault suite (`mos_tests::faults`; the 100-round run is the
 //! `fault_bench` binary): no process lost, no wrong output.
 #[test]
-#[ignore = "finds two known faults (issue 7 open): a recall that meets a forwarded call can hang \
-            (guest.rs re-poll, being fixed), and a process recalled just after a slow move under \
-            packet loss died of SIGSEGV at home in 2 of 100 rounds"]
 fn random_faults_lose_nothing() {
     let r = mos_tests::faults::run(6, 0x5eed_1234, env!("CARGO_BIN_EXE_wl_rust"));
     println!("{r:?}");
