@@ -5,6 +5,7 @@ use mos_proto::control::NodeStatus;
 
 pub fn this_node(node: &Node) -> NodeStatus {
     let (procs, guests) = node.registry.counts();
+    let (bad_datagrams, bad_connections) = node.guard.counts();
     NodeStatus {
         node: node.number,
         address: node.addr.to_string(),
@@ -17,7 +18,7 @@ pub fn this_node(node: &Node) -> NodeStatus {
         procs,
         guests,
         age_ms: 0,
-        dropped_datagrams: node.guard.counts().0 + node.gossip.undecodable(),
-        dropped_connections: node.guard.counts().1,
+        dropped_datagrams: bad_datagrams + node.gossip.undecodable(),
+        dropped_connections: bad_connections,
     }
 }

@@ -44,8 +44,15 @@ fn moves_of(log: &str) -> BTreeMap<u32, (usize, usize)> {
 fn run(specs: &[VNodeSpec], jobs: usize, args: &[&str], auto: bool, want: &[u8]) -> Outcome {
     let env: Vec<(u32, &str, &str)> = (1..=specs.len() as u32).map(|i| (i, "MOS_TEST_BALANCE", "1")).collect();
     let c = Cluster::start_virtual(specs, &env);
-    // Let gossip fill every node's view first.
-    std::thread::sleep(Duration::from_secs(3));
+    // Node 1 must know every other node as up (with its load) before the jobs start.
+    let n = specs.len();
+    mos_tests::wait_until(mos_tests::after(Duration::from_secs(30)), "node 1 to see every node up", || {
+        let v = c.mosctl_json(1, &["status", "--json"]);
+        let up = v["nodes"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|r| r["state"] == "up" && r["age_ms"].as_u64().is_some_and(|x| x < 3000)).count());
+        (up == n).then_some(())
+    });
     let opts: &[&str] = if auto { &[] } else { &["-L"] };
     let start = Instant::now();
     let mut running: Vec<(RunningJob, u32)> = (0..jobs)
