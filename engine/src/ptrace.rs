@@ -340,3 +340,70 @@ impl Tracee<Stopped> {
         ptrace::cont(self.pid, Some(sig)).map_err(|e| Error::Sys { what: "PTRACE_CONT", pid: self.pid.as_raw(), errno: e })
     }
 }
+
+/// Auxiliary-vector entry AT_ENTRY: the program's entry point.
+const AT_ENTRY: u64 = 9;
+
+/// The value of auxv entry `key` in a raw /proc/PID/auxv image (pairs of native words).
+pub fn auxv_value(auxv: &[u8], key: u64) -> Option<u64> {
+    auxv.chunks_exact(16).find_map(|c| {
+        let k = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
+        (k == key).then(|| u64::from_le_bytes(c[8..].try_into().expect("8 bytes")))
+    })
+}
+
+/// Runs a freshly exec'd child (stopped by SIGTRAP after `sys::trace_on_exec`) up to its entry
+/// point, then detaches it: the dynamic loader has then mapped every library, so a move right
+/// after this never catches the loader half-way (mapping a home descriptor would bring it home).
+/// A one-byte breakpoint at AT_ENTRY is written with PTRACE_POKEDATA and taken out before the
+/// program runs its first instruction. Signals that arrive meanwhile are delivered as usual.
+pub fn run_to_entry(pid: Pid) -> Result<(), Error> {
+    let sys_err = |what: &'static str| move |e: Errno| Error::Sys { what, pid: pid.as_raw(), errno: e };
+    match wait_stop(pid)? {
+        WaitStatus::Stopped(_, Signal::SIGTRAP) => {}
+        other => return Err(gone(pid, other)),
+    }
+    let entry = auxv_value(&crate::procfs::auxv(pid)?, AT_ENTRY)
+        .ok_or_else(|| Error::Unsupported { pid: pid.as_raw(), reason: "no AT_ENTRY in its auxiliary vector".into() })?;
+    let addr = entry as ptrace::AddressType;
+    let word = ptrace::read(pid, addr).map_err(sys_err("PTRACE_PEEKDATA"))?;
+    let trapped = (word & !0xff) | 0xcc;
+    ptrace::write(pid, addr, trapped).map_err(sys_err("PTRACE_POKEDATA"))?;
+    let mut sig = None;
+    loop {
+        ptrace::cont(pid, sig.take()).map_err(sys_err("PTRACE_CONT"))?;
+        match wait_stop(pid)? {
+            WaitStatus::Stopped(_, Signal::SIGTRAP) => {
+                let mut r = ptrace::getregs(pid).map_err(sys_err("PTRACE_GETREGS"))?;
+                if r.rip != entry + 1 {
+                    sig = Some(Signal::SIGTRAP);
+                    continue;
+                }
+                ptrace::write(pid, addr, word).map_err(sys_err("PTRACE_POKEDATA"))?;
+                r.rip = entry;
+                ptrace::setregs(pid, r).map_err(sys_err("PTRACE_SETREGS"))?;
+                return ptrace::detach(pid, None).map_err(sys_err("PTRACE_DETACH"));
+            }
+            WaitStatus::Stopped(_, s) => sig = Some(s),
+            other => return Err(gone(pid, other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auxv_lookup_finds_the_entry_and_stops_at_the_end() {
+        let mut raw = Vec::new();
+        for (k, v) in [(3u64, 0x40u64), (AT_ENTRY, 0x401000), (0, 0)] {
+            raw.extend_from_slice(&k.to_le_bytes());
+            raw.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(auxv_value(&raw, AT_ENTRY), Some(0x401000));
+        assert_eq!(auxv_value(&raw, 3), Some(0x40));
+        assert_eq!(auxv_value(&raw, 25), None);
+        assert_eq!(auxv_value(&raw[..20], AT_ENTRY), None);
+    }
+}

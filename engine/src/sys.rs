@@ -360,3 +360,20 @@ pub fn futex_wake(word: &AtomicU32) {
     // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE reads no other pointer.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1, 0usize, 0usize, 0u32) };
 }
+
+/// Makes the program `cmd` will run stop at its first instruction, traced by the spawning thread
+/// (PTRACE_TRACEME before execve: the kernel stops it with SIGTRAP once the new image is loaded).
+/// The caller must then drive it, e.g. with [`crate::ptrace::run_to_entry`].
+pub fn trace_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before execve and only issues one raw,
+    // async-signal-safe system call with integer arguments; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

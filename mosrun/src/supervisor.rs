@@ -93,8 +93,26 @@ pub fn run(control_path: &Path, program: &[String], opts: Options) -> Result<i32
         .map_err(|e| format!("cannot reach mosd at {} ({e}); is mosd running? (set --control or MOS_SOCKET)", control_path.display()))?;
     let target = placement(control_path, &opts.start)?;
     // Spawn before blocking the relayed signals: a child inherits the blocked mask.
-    let child =
-        std::process::Command::new(&program[0]).args(&program[1..]).spawn().map_err(|e| format!("cannot run {}: {e}", program[0]))?;
+    let mut cmd = std::process::Command::new(&program[0]);
+    cmd.args(&program[1..]);
+    // Started elsewhere: the move waits until the dynamic loader is done (the program at its entry
+    // point), or the loader's next mmap of a library descriptor, which lives at home, would bring
+    // the program straight back.
+    let elsewhere = target.is_some();
+    if elsewhere {
+        mos_engine::sys::trace_on_exec(&mut cmd);
+    }
+    let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", program[0]))?;
+    if elsewhere {
+        match mos_engine::ptrace::run_to_entry(Pid::from_raw(child.id() as i32)) {
+            Ok(()) => {}
+            Err(mos_engine::Error::TraceeGone { code: Some(code), .. }) => return Ok(code),
+            Err(e) => {
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                return Err(format!("cannot start {}: {e}", program[0]).into());
+            }
+        }
+    }
     let mut mask = SigSet::empty();
     for s in RELAYED {
         mask.add(s);
