@@ -383,3 +383,48 @@ fn an_away_process_is_brought_home_to_be_checkpointed() {
     assert_eq!(job.wait(LONG).code(), Some(7));
     assert_same_output(&job.stdout(), &want.stdout, "counter moved away, checkpointed at home");
 }
+
+/// `setpriv` to run a command as `uid` (group `uid`, no supplementary groups).
+fn as_user(uid: u32, program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into(), "--".into()]).arg(program);
+    cmd
+}
+
+/// An unprivileged owner checkpoints their own process (`chkexit`) and recovers it as themself
+/// (without CAP_CHECKPOINT_RESTORE); another user, even root, cannot recover it.
+#[test]
+fn an_unprivileged_owner_checkpoints_and_recovers() {
+    use std::os::unix::fs::PermissionsExt;
+    hermetic();
+    const NOBODY: u32 = 65534;
+    let want = reference(wl::COUNTER_DYNAMIC, &["30", "30"], LONG);
+    let c = Cluster::start(1);
+    std::fs::set_permissions(c.dir(), std::fs::Permissions::from_mode(0o755)).expect("chmod cluster dir");
+    let dir = tempfile::Builder::new().prefix("mos-ckpt-user-").tempdir().expect("temp dir");
+    nix::unistd::chown(dir.path(), Some(NOBODY.into()), Some(NOBODY.into())).expect("chown");
+    let base = dir.path().join("ck");
+    let prog = std::fs::canonicalize(wl::COUNTER_DYNAMIC).unwrap();
+    let mut cmd = as_user(NOBODY, &bin("mosrun"));
+    cmd.arg("--control").arg(c.control(1)).args(["-C", s(&base), "--"]).arg(&prog).args(["30", "30"]).env_remove("MOS_SOCKET");
+    let mut job = Proc::spawn(cmd, "mosrun as nobody", true);
+    let mosrun_pid = job.id();
+    let pid = mos_tests::wait_until(after(Duration::from_secs(10)), "the program under mosrun", || {
+        mos_tests::children_of(mosrun_pid).into_iter().find(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == prog))
+    });
+    c.wait_registered(1, pid);
+    job.wait_lines(6, after(Duration::from_secs(60)));
+    let out = c.mosctl_as(NOBODY, 1, &["migrate", &pid.to_string(), "chkexit"]);
+    assert!(out.status.success(), "chkexit by the owner: {}", text(&out.stderr));
+    assert_eq!(job.wait(after(LONG)).code(), Some(0), "{}", text(&job.stderr()));
+    let file = dir.path().join("ck.1");
+    let by_root = recover(&c, &file, &[]);
+    assert!(text(&by_root.stderr).contains("belongs to uid 65534"), "root recovering nobody's checkpoint: {}", text(&by_root.stderr));
+    let mut cmd = as_user(NOBODY, &bin("mosrun"));
+    cmd.arg("--control").arg(c.control(1)).arg("-R").arg(&file).env_remove("MOS_SOCKET").current_dir("/");
+    let got = Proc::spawn(cmd, "mosrun -R as nobody", true).output(after(LONG));
+    assert_eq!(got.status.code(), Some(7), "recovery as nobody: {}", text(&got.stderr));
+    let mut all = job.stdout();
+    all.extend_from_slice(&got.stdout);
+    assert_same_output(&all, &want.stdout, "counter checkpointed and recovered by an unprivileged owner");
+}
