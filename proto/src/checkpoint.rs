@@ -243,6 +243,28 @@ mod tests {
         }
     }
 
+    /// Seeds of the `checkpoint` fuzz target (`cargo test -p mos-proto --lib -- --ignored
+    /// write_checkpoint_fuzz_seeds`).
+    #[test]
+    #[ignore]
+    fn write_checkpoint_fuzz_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/checkpoint");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = sample();
+        std::fs::write(dir.join("file"), &file).unwrap();
+        let header_len = u32::from_le_bytes(file[8..12].try_into().unwrap()) as usize;
+        std::fs::write(dir.join("header"), &file[HEADER_LEN..HEADER_LEN + header_len]).unwrap();
+        let table = FileTable {
+            fds: vec![
+                FdEntry { fd: 1, flags: 0o1, offset: 0, target: FdTarget::Stdio { of: 1, what: "pipe:[7]".into() } },
+                FdEntry { fd: 3, flags: 0o2102001, offset: 42, target: FdTarget::File { path: "/tmp/log".into(), size: 42 } },
+                FdEntry { fd: 4, flags: 0, offset: 0, target: FdTarget::Tty { path: "/dev/pts/1".into() } },
+            ],
+        };
+        std::fs::write(dir.join("file_table"), postcard::to_allocvec(&table).unwrap()).unwrap();
+        std::fs::write(dir.join("end"), &file[file.len() - END_BODY..]).unwrap();
+    }
+
     #[test]
     fn series_wraps_at_max() {
         let names: Vec<String> = (1..=5).map(|n| series_name("ck", n, 2)).collect();
