@@ -428,3 +428,43 @@ fn an_unprivileged_owner_checkpoints_and_recovers() {
     all.extend_from_slice(&got.stdout);
     assert_same_output(&all, &want.stdout, "counter checkpointed and recovered by an unprivileged owner");
 }
+
+/// A recovered process is a normal MOS process: it migrates to another node, is checkpointed
+/// again (brought home for it, `chkexit`) and recovered again; the three pieces of output are an
+/// uninterrupted run's.
+#[test]
+fn a_recovered_process_migrates_and_is_checkpointed_again() {
+    hermetic();
+    let want = reference(wl::COUNTER_DYNAMIC, &["45", "40"], LONG);
+    let c = Cluster::start(2);
+    let dir = tempfile::Builder::new().prefix("mos-ckpt-again-").tempdir().expect("temp dir");
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let mut job = c.spawn_mosrun_with(1, &["-C", s(&first)], wl::COUNTER_DYNAMIC, &["45", "40"]);
+    let pid = job.pid();
+    c.wait_registered(1, pid);
+    job.wait_lines(5, Duration::from_secs(60));
+    c.migrate(1, pid, "chkexit");
+    assert_eq!(job.wait(LONG).code(), Some(0));
+    let mut again = mosrun(&c, &["-C", s(&second), "-R", s(&dir.path().join("first.1"))], &[], Path::new("/"));
+    let mosrun_pid = again.id();
+    let new_pid = mos_tests::wait_until(after(Duration::from_secs(10)), "the recovered process", || {
+        mos_tests::children_of(mosrun_pid).into_iter().next()
+    });
+    assert_ne!(new_pid, pid, "a recovered process gets a new pid");
+    c.wait_registered(1, new_pid);
+    let n = again.lines();
+    again.wait_lines(n + 3, after(Duration::from_secs(60)));
+    c.migrate(1, new_pid, "2");
+    assert_eq!(c.ps_row(1, new_pid, false).expect("row")["node"].as_u64(), Some(2), "not on node 2");
+    let n = again.lines();
+    again.wait_lines(n + 3, after(Duration::from_secs(60)));
+    c.migrate(1, new_pid, "chkexit");
+    let st = again.wait(after(LONG));
+    assert_eq!(st.code(), Some(0), "{}", text(&again.stderr()));
+    let last = recover(&c, &dir.path().join("second.1"), &[]);
+    assert_eq!(last.status.code(), Some(7), "{}", text(&last.stderr));
+    let mut all = job.stdout();
+    all.extend_from_slice(&again.stdout());
+    all.extend_from_slice(&last.stdout);
+    assert_same_output(&all, &want.stdout, "counter recovered, migrated, checkpointed and recovered again");
+}

@@ -44,6 +44,14 @@ fn end(pid: Pid) {
     let _ = waitpid(pid, None);
 }
 
+/// Ends a child process when dropped (also when the bench panics).
+struct Reaper(Pid);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        end(self.0);
+    }
+}
+
 fn drop_caches() -> bool {
     nix::unistd::sync();
     std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
@@ -84,20 +92,21 @@ struct Run {
 
 fn once(mib: u64, dir: &Path) -> Run {
     let file: PathBuf = dir.join(format!("bench-{mib}.ck"));
-    let mut child = start(mib);
+    let child = start(mib);
     let pid = Pid::from_raw(child.id() as i32);
+    let original = Reaper(pid);
     let meta = Meta { node: 1, command: vec!["memtouch".into(), mib.to_string()] };
     let done = checkpoint::checkpoint(pid, &file, &meta, AfterCheckpoint::Continue).unwrap_or_else(|e| panic!("checkpoint: {e}"));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(original);
+    drop(child);
     let recover = || {
         let r = checkpoint::recover(&file, &[]).unwrap_or_else(|e| panic!("recover: {e}"));
+        let _reaper = Reaper(r.pid);
         // The recovered process runs: its memory is all there.
         let resident = rss_kib(r.pid.as_raw() as u32);
         assert!(resident >= mib * 1024 * 15 / 16, "recovered process has {resident} KiB resident, expected {mib} MiB");
         std::thread::sleep(Duration::from_millis(50));
         assert!(mos_tests::alive(r.pid.as_raw() as u32), "the recovered process died");
-        end(r.pid);
         r.restore_us as f64 / 1e3
     };
     // Cold first (the file read from the disk), then warm (now in the page cache).
