@@ -14,7 +14,7 @@ use crate::capture;
 use crate::ptrace::{fixup_restart, Regs, Stopped, Tracee};
 use crate::restore::{self, Options};
 use crate::{mem, sys, Error};
-use mos_proto::checkpoint::{self as ck, FdEntry, FdTarget, FileTable, HashingWriter, Header};
+use mos_proto::checkpoint::{self as ck, FdEntry, FdTarget, FileTable, Header};
 use mos_proto::control::AfterCheckpoint;
 use mos_proto::frame::{self, FrameError, Kind};
 use mos_proto::migration::{Context, Offer, Reason, Stats, Vmas};
@@ -302,6 +302,7 @@ pub fn checkpoint(pid: Pid, path: &Path, meta: &Meta, then: AfterCheckpoint) -> 
     let failed = |why: String| err(format!("checkpoint of process {pid} to {} failed: {why}; the process keeps running", path.display()));
     // Create the file first: a directory that cannot take it costs the process no freeze.
     let file = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .create(true)
         .truncate(true)
@@ -338,40 +339,45 @@ pub fn checkpoint(pid: Pid, path: &Path, meta: &Meta, then: AfterCheckpoint) -> 
             }));
         }
     };
-    let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    // Hashing waits until the process runs again (`seal`, reading the file back from the page cache).
+    let mut w = BufWriter::with_capacity(1 << 20, file);
     let written = write_image(&mut w, &mut t, meta, &table).and_then(|stats| {
-        let (buf, bytes) = w.finish()?;
-        let file = buf.into_inner().map_err(|e| Error::from(e.into_error()))?;
-        Ok((stats, bytes, file))
+        let file = w.into_inner().map_err(|e| Error::from(e.into_error()))?;
+        Ok((stats, file))
     });
-    let (stats, bytes, file) = match written {
+    let (stats, file) = match written {
         Ok(x) => x,
         Err(e) => {
             resume(t, home, false)?;
             return Err(cleanup(failed(format!("cannot write {}: {}", tmp.display(), reason(&e)))));
         }
     };
-    let durable = |file: File| -> Result<(), Error> {
+    let durable = |mut file: File| -> Result<u64, Error> {
+        let bytes = ck::seal(&mut file).map_err(|e| failed(format!("cannot write {}: {e}", tmp.display())))?;
         file.sync_all().map_err(|e| failed(format!("cannot sync {}: {e}", tmp.display())))?;
         drop(file);
         std::fs::rename(&tmp, path).map_err(|e| failed(format!("cannot rename {} to {}: {e}", tmp.display(), path.display())))?;
         sync_dir(path);
-        Ok(())
+        Ok(bytes)
     };
     let frozen_us;
+    let bytes;
     match then {
         AfterCheckpoint::Continue => {
-            // Every byte is in the page cache: the process need not wait for the disk.
+            // Every byte is in the page cache: the process need not wait for the hash or the disk.
             resume(t, home, false)?;
             frozen_us = frozen_at.elapsed().as_micros() as u64;
-            durable(file).map_err(cleanup)?;
+            bytes = durable(file).map_err(cleanup)?;
         }
         AfterCheckpoint::Stop | AfterCheckpoint::Exit => {
             // Durable first: if the file cannot be made so, the process must go on as it was.
-            if let Err(e) = durable(file) {
-                resume(t, home, false)?;
-                return Err(cleanup(e));
-            }
+            bytes = match durable(file) {
+                Ok(b) => b,
+                Err(e) => {
+                    resume(t, home, false)?;
+                    return Err(cleanup(e));
+                }
+            };
             frozen_us = frozen_at.elapsed().as_micros() as u64;
             if then == AfterCheckpoint::Stop {
                 resume(t, home, true)?;

@@ -15,7 +15,7 @@
 use crate::frame::{self, FrameError, Header as FrameHeader, Kind, HEADER_LEN};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 
 /// Version of the file layout above (the frames inside carry the protocol version).
 pub const FORMAT: u32 = 1;
@@ -134,6 +134,30 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Appends the `CheckpointEnd` frame to a checkpoint written without one (all of `f` from its
+/// start, read back and hashed) and returns the file's total length. Lets a writer keep hashing out
+/// of the time the process is frozen: the bytes are read back from the page cache afterwards.
+pub fn seal<F: Read + Write + Seek>(f: &mut F) -> std::io::Result<u64> {
+    let len = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    while done < len {
+        let want = ((len - done) as usize).min(buf.len());
+        f.read_exact(&mut buf[..want])?;
+        hash.update(&buf[..want]);
+        done += want as u64;
+    }
+    let mut end = Vec::with_capacity(END_LEN);
+    end.extend_from_slice(&FrameHeader::encode(Kind::CheckpointEnd, END_BODY as u32));
+    end.extend_from_slice(&len.to_le_bytes());
+    end.extend_from_slice(&hash.finalize());
+    f.write_all(&end)?;
+    f.flush()?;
+    Ok(len + END_LEN as u64)
+}
+
 /// Checks a whole checkpoint of `len` bytes read from `r`: its first frame is a checkpoint header,
 /// and its last frame is a `CheckpointEnd` whose length and SHA-256 match the bytes before it.
 pub fn verify<R: Read>(r: &mut R, len: u64) -> Result<(), CheckError> {
@@ -216,6 +240,15 @@ mod tests {
         let (v, n) = w.finish().unwrap();
         assert_eq!(n as usize, v.len());
         v
+    }
+
+    #[test]
+    fn seal_equals_hashing_writer() {
+        let v = sample();
+        let mut c = std::io::Cursor::new(v[..v.len() - END_LEN].to_vec());
+        let n = seal(&mut c).unwrap();
+        assert_eq!(n as usize, v.len());
+        assert_eq!(c.into_inner(), v);
     }
 
     #[test]
