@@ -332,7 +332,7 @@ pub fn checkpoint(pid: Pid, path: &Path, meta: &Meta, then: AfterCheckpoint) -> 
     let table = match file_table(pid) {
         Ok(ft) => ft,
         Err(e) => {
-            resume(t, home, false)?;
+            resume(t, home, false).map_err(cleanup)?;
             return Err(cleanup(match e {
                 Error::Checkpoint(m) => err(format!("{m}; it keeps running")),
                 e => failed(e.to_string()),
@@ -348,7 +348,7 @@ pub fn checkpoint(pid: Pid, path: &Path, meta: &Meta, then: AfterCheckpoint) -> 
     let (stats, file) = match written {
         Ok(x) => x,
         Err(e) => {
-            resume(t, home, false)?;
+            resume(t, home, false).map_err(cleanup)?;
             return Err(cleanup(failed(format!("cannot write {}: {}", tmp.display(), reason(&e)))));
         }
     };
@@ -374,7 +374,7 @@ pub fn checkpoint(pid: Pid, path: &Path, meta: &Meta, then: AfterCheckpoint) -> 
             bytes = match durable(file) {
                 Ok(b) => b,
                 Err(e) => {
-                    resume(t, home, false)?;
+                    resume(t, home, false).map_err(cleanup)?;
                     return Err(cleanup(e));
                 }
             };
@@ -472,19 +472,35 @@ fn access(flags: u32) -> &'static str {
     }
 }
 
+/// `secs` since the Unix epoch as `YYYY-MM-DD hh:mm:ss UTC` (civil-from-days, proleptic Gregorian).
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
 /// A human description of a checkpoint (`mosrun -I`).
 pub fn describe(s: &Summary) -> String {
     use std::fmt::Write as _;
     let l = &s.loaded;
     let h = &l.header;
     let mut o = String::new();
-    let when = h.created_unix;
+    let when = utc(h.created_unix);
     let _ = writeln!(o, "checkpoint:  {} ({} bytes, SHA-256 verified, format {})", l.path.display(), l.len, h.format);
     let _ = writeln!(o, "program:     {}", l.offer.exe);
     let _ = writeln!(o, "command:     {}", h.command.join(" "));
     let _ = writeln!(o, "pid:         {} on node {} (a recovered process gets a new pid)", h.pid, h.node);
     let _ = writeln!(o, "user:        uid {} gid {}", h.uid, h.gid);
-    let _ = writeln!(o, "taken:       {when} (seconds since the Unix epoch)");
+    let _ = writeln!(o, "taken:       {when}");
     let _ = writeln!(o, "cwd:         {}", h.cwd);
     let mem: u64 = s.vmas.vmas.iter().map(|v| v.end - v.start).sum();
     let _ = writeln!(o, "memory:      {} KiB mapped in {} areas, {} KiB of pages saved", mem / 1024, s.vmas.vmas.len(), s.pages * 4);
@@ -494,8 +510,12 @@ pub fn describe(s: &Summary) -> String {
     }
     let _ = writeln!(o, "open files:");
     for e in &l.files.fds {
-        let cloexec = if e.flags & libc::O_CLOEXEC as u32 != 0 { ", cloexec" } else { "" };
-        let _ = writeln!(o, "  fd {:<3} {:<2} offset {:<10} {}{cloexec}", e.fd, access(e.flags), e.offset, describe_target(&e.target));
+        let flags: String = [(libc::O_APPEND, ", append"), (libc::O_NONBLOCK, ", nonblock"), (libc::O_CLOEXEC, ", cloexec")]
+            .iter()
+            .filter(|(f, _)| e.flags & *f as u32 != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        let _ = writeln!(o, "  fd {:<3} {:<2} offset {:<10} {}{flags}", e.fd, access(e.flags), e.offset, describe_target(&e.target));
     }
     o
 }
@@ -701,6 +721,13 @@ mod tests {
         assert_eq!(classify(&f(0, "/dev/null", FileKind::Char, None)).unwrap().target, FdTarget::Device { path: "/dev/null".into() });
         assert_eq!(classify(&f(0, "/dev/pts/3", FileKind::Char, None)).unwrap().target, FdTarget::Tty { path: "/dev/pts/3".into() });
         assert_eq!(classify(&f(7, "/", FileKind::Dir, None)).unwrap().target, FdTarget::Dir { path: "/".into() });
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_795_487_445), "2026-11-24 02:30:45 UTC");
     }
 
     #[test]
