@@ -93,6 +93,13 @@ fn roundtrip(program: &str, args: &[&str], k: usize, end: End) {
             let n = job.lines();
             std::thread::sleep(Duration::from_millis(300));
             assert_eq!(job.lines(), n, "the process printed after chkstop");
+            // A stopped process can be checkpointed again; it stays stopped.
+            let again = dir.path().join("again");
+            let out = c.mosctl(1, &["checkpoint", &pid.to_string(), s(&again)]);
+            assert!(out.status.success(), "checkpoint of a stopped process: {}", text(&out.stderr));
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(job.lines(), n, "the stopped process ran after a checkpoint");
+            assert_eq!(std::fs::read(&again).unwrap().len(), std::fs::read(&file).unwrap().len(), "the two checkpoints differ in size");
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
             let st = job.wait(LONG);
             assert_eq!(st.code(), Some(128 + 9), "mosrun of a killed process: {}", describe(&st));
@@ -467,4 +474,30 @@ fn a_recovered_process_migrates_and_is_checkpointed_again() {
     all.extend_from_slice(&again.stdout());
     all.extend_from_slice(&last.stdout);
     assert_same_output(&all, &want.stdout, "counter recovered, migrated, checkpointed and recovered again");
+}
+
+/// A periodic checkpoint that falls due while the process runs on another node brings it home
+/// first (and it stays home); the output is an uninterrupted run's.
+#[test]
+fn a_periodic_checkpoint_brings_an_away_process_home() {
+    hermetic();
+    let want = reference(wl::COUNTER_STATIC, &["50", "60"], LONG);
+    let c = Cluster::start(2);
+    let dir = tempfile::Builder::new().prefix("mos-ckpt-periodic-away-").tempdir().expect("temp dir");
+    let base = dir.path().join("p");
+    let prog = std::fs::canonicalize(wl::COUNTER_STATIC).unwrap();
+    // 0.025 minute = 1.5 s; the run takes about 3 s.
+    let mut job = mosrun(&c, &["-L", "-C", s(&base), "-A", "0.025", "--", s(&prog), "50", "60"], &[("MOS_LOG", "info")], dir.path());
+    let mosrun_pid = job.id();
+    let pid =
+        mos_tests::wait_until(after(Duration::from_secs(10)), "the program", || mos_tests::children_of(mosrun_pid).into_iter().next());
+    c.wait_registered(1, pid);
+    job.wait_lines(2, after(Duration::from_secs(60)));
+    c.migrate(1, pid, "2");
+    let st = job.wait(after(LONG));
+    let err = text(&job.stderr());
+    assert_eq!(st.code(), Some(7), "{err}");
+    assert_same_output(&job.stdout(), &want.stdout, "counter under periodic checkpoints, moved away");
+    assert!(err.contains("process coming home") && err.contains("checkpoint written"), "no recall and checkpoint in mosrun's log:\n{err}");
+    assert!(inspect(&dir.path().join("p.1")).status.success(), "p.1 is not an intact checkpoint");
 }
