@@ -84,6 +84,7 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
             reply(&mut c, &Reply::Registered { node: node.number })?;
             let r = mosrun_loop(&mut c, node, pid);
             node.registry.remove_home(pid);
+            node.registry.supervisor_gone(pid);
             tracing::info!(pid, "supervisor gone");
             r
         }

@@ -58,7 +58,8 @@ struct Inner {
     guests: HashMap<u32, GuestRow>,
     waiters: HashMap<u64, Sender<Result<Stats, String>>>,
     next_id: u64,
-    checkpoint_waiters: HashMap<u64, Sender<Result<Checkpointed, String>>>,
+    /// Checkpoint commands waiting for their mosrun's answer: id → (home pid, waiter).
+    checkpoint_waiters: HashMap<u64, (u32, Sender<Result<Checkpointed, String>>)>,
 }
 
 #[derive(Debug, Default)]
@@ -198,7 +199,7 @@ impl Registry {
         i.next_id += 1;
         let id = i.next_id;
         let (tx, rx) = mpsc::channel();
-        i.checkpoint_waiters.insert(id, tx);
+        i.checkpoint_waiters.insert(id, (pid, tx));
         drop(i);
         let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = mos_proto::frame::write_msg(&mut *c, mos_proto::Kind::Control, &Command::Checkpoint { id, file, then }) {
@@ -209,8 +210,19 @@ impl Registry {
     }
 
     pub fn checkpoint_done(&self, id: u64, result: Result<Checkpointed, String>) {
-        if let Some(tx) = self.lock().checkpoint_waiters.remove(&id) {
+        if let Some((_, tx)) = self.lock().checkpoint_waiters.remove(&id) {
             let _ = tx.send(result);
+        }
+    }
+
+    /// The mosrun of `pid` is gone: its unanswered checkpoint commands fail now.
+    pub fn supervisor_gone(&self, pid: u32) {
+        let mut i = self.lock();
+        let ids: Vec<u64> = i.checkpoint_waiters.iter().filter(|(_, (p, _))| *p == pid).map(|(id, _)| *id).collect();
+        for id in ids {
+            if let Some((_, tx)) = i.checkpoint_waiters.remove(&id) {
+                let _ = tx.send(Err(format!("the supervisor of {pid} ended before the checkpoint was done")));
+            }
         }
     }
 }
