@@ -481,13 +481,13 @@ fn a_recovered_process_migrates_and_is_checkpointed_again() {
 #[test]
 fn a_periodic_checkpoint_brings_an_away_process_home() {
     hermetic();
-    let want = reference(wl::COUNTER_STATIC, &["50", "60"], LONG);
+    let want = reference(wl::COUNTER_STATIC, &["80", "60"], LONG);
     let c = Cluster::start(2);
     let dir = tempfile::Builder::new().prefix("mos-ckpt-periodic-away-").tempdir().expect("temp dir");
     let base = dir.path().join("p");
     let prog = std::fs::canonicalize(wl::COUNTER_STATIC).unwrap();
-    // 0.025 minute = 1.5 s; the run takes about 3 s.
-    let mut job = mosrun(&c, &["-L", "-C", s(&base), "-A", "0.025", "--", s(&prog), "50", "60"], &[("MOS_LOG", "info")], dir.path());
+    // 0.04 minute = 2.4 s; the run takes about 5 s.
+    let mut job = mosrun(&c, &["-L", "-C", s(&base), "-A", "0.04", "--", s(&prog), "80", "60"], &[("MOS_LOG", "info")], dir.path());
     let mosrun_pid = job.id();
     let pid =
         mos_tests::wait_until(after(Duration::from_secs(10)), "the program", || mos_tests::children_of(mosrun_pid).into_iter().next());
