@@ -267,11 +267,24 @@ fn finish(
     b.extend_from_slice(&(ctx.auxv.len() as u32).to_le_bytes());
     b.extend_from_slice(&(if exe_fd >= 0 { exe_fd as u32 } else { u32::MAX }).to_le_bytes());
     rb.put(S_MM, &b)?;
-    rb.sys(
-        "prctl(PR_SET_MM_MAP)",
-        libc::SYS_prctl,
-        [libc::PR_SET_MM as u64, libc::PR_SET_MM_MAP as u64, scratch + S_MM, b.len() as u64, 0, 0],
-    )?;
+    let set_mm_map = |rb: &mut Rebuild| {
+        rb.sys(
+            "prctl(PR_SET_MM_MAP)",
+            libc::SYS_prctl,
+            [libc::PR_SET_MM as u64, libc::PR_SET_MM_MAP as u64, scratch + S_MM, b.len() as u64, 0, 0],
+        )
+    };
+    match set_mm_map(&mut rb) {
+        // Replacing /proc/PID/exe needs CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN): without it the
+        // link keeps naming the stub's binary, and everything else is restored.
+        Err(Error::Injected { errno: nix::errno::Errno::EPERM, .. }) if exe_fd >= 0 => {
+            rb.put(S_MM + 100, &u32::MAX.to_le_bytes())?;
+            set_mm_map(&mut rb)?;
+        }
+        r => {
+            r?;
+        }
+    }
     if exe_fd >= 0 {
         rb.sys("close(exe)", libc::SYS_close, [exe_fd as u64, 0, 0, 0, 0, 0])?;
     }

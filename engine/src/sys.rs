@@ -261,6 +261,45 @@ pub fn fork_stub(id: StubIdentity) -> Result<Pid, Errno> {
     }
 }
 
+/// Whether descriptor `fd1` of `pid1` and `fd2` of `pid2` are the same open file description
+/// (kcmp KCMP_FILE). `Err` when the kernel cannot tell (no kcmp, no ptrace access).
+pub fn same_open_file(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result<bool, Errno> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp takes integers only.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1.as_raw(), pid2.as_raw(), KCMP_FILE, fd1 as libc::c_long, fd2 as libc::c_long) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(r == 0)
+}
+
+/// Forks a stub for recovering a checkpoint at home, as the caller's child: it keeps the caller's
+/// descriptors 0-2 (the recovered process's stdio may be bound to them) and closes every other,
+/// keeps the caller's identity and session, asks to be traced and stops itself. Returns its pid;
+/// the caller waits for its SIGSTOP.
+///
+/// Only raw system calls run in the child: the caller may be multi-threaded.
+pub fn fork_home_stub() -> Result<Pid, Errno> {
+    // SAFETY: the child branch below only issues raw system calls and `_exit`, which are
+    // async-signal-safe, so forking a multi-threaded process is sound; the parent branch returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Errno::last());
+    }
+    if pid > 0 {
+        return Ok(Pid::from_raw(pid));
+    }
+    // SAFETY: raw syscalls with integer arguments only; on failure the child exits at once.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        if libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
+            libc::_exit(123);
+        }
+        libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), libc::SIGSTOP);
+        libc::_exit(124);
+    }
+}
+
 /// A `MAP_SHARED` mapping of a memory file in this process, shared with another process (the
 /// deputy maps the same file). The other process may write any byte at any time, so the memory is
 /// only ever accessed through atomics and raw copies, never through references to plain data;

@@ -68,6 +68,22 @@ pub fn whole_frame(data: &[u8]) {
             postcard_body::<Reply>(f.kind, &f.body);
             postcard_body::<Command>(f.kind, &f.body);
         }
+        Kind::CheckpointHeader => postcard_body::<mos_proto::checkpoint::Header>(f.kind, &f.body),
+        Kind::FileTable => postcard_body::<mos_proto::checkpoint::FileTable>(f.kind, &f.body),
+        Kind::CheckpointEnd => {
+            let _ = mos_proto::checkpoint::decode_end(&f.body);
+        }
+    }
+}
+
+/// Checks `data` as a whole checkpoint file (must never panic), and decodes it as the bodies of
+/// the checkpoint-only frames.
+pub fn checkpoint_file(data: &[u8]) {
+    let _ = mos_proto::checkpoint::verify(&mut &data[..], data.len() as u64);
+    postcard_body::<mos_proto::checkpoint::Header>(Kind::CheckpointHeader, data);
+    postcard_body::<mos_proto::checkpoint::FileTable>(Kind::FileTable, data);
+    if let Ok((n, digest)) = mos_proto::checkpoint::decode_end(data) {
+        assert_eq!([&n.to_le_bytes()[..], &digest[..]].concat(), data, "end frame body re-encodes");
     }
 }
 

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod checkpoint;
 mod client;
 mod migrate;
 mod mon;
@@ -26,10 +27,22 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Move a process: PID is its pid at its home node; NODE is a node number, an address, or `home`.
+    /// NODE `checkpoint`, `chkstop` or `chkexit` checkpoints it instead (MOSIX), and lets it
+    /// continue, stops it or ends it.
     Migrate {
         pid: u32,
         node: String,
         /// Print the migration statistics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checkpoint a process (owner or root): write it to FILE (default: the next file of its
+    /// `mosrun -C` series, `ckpt.PID.N` without -C) and let it continue. `mosctl migrate PID
+    /// chkstop|chkexit` also stops or ends it. Recover with `mosrun -R FILE`.
+    Checkpoint {
+        pid: u32,
+        file: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -79,6 +92,12 @@ enum Cmd {
 fn main() {
     let args = Args::parse();
     let r = match args.cmd {
+        Cmd::Migrate { pid, ref node, json, .. } if checkpoint::action(node).is_some() => {
+            checkpoint::run(&args.control, pid, None, checkpoint::action(node).expect("checked"), json)
+        }
+        Cmd::Checkpoint { pid, file, json } => {
+            checkpoint::run(&args.control, pid, file.as_deref(), mos_proto::control::AfterCheckpoint::Continue, json)
+        }
         Cmd::Migrate { pid, node, json } => migrate::run(&args.control, pid, &node, json),
         Cmd::Ps { json } => views::ps(&args.control, json),
         Cmd::Status { node, json } => views::status(&args.control, node.as_deref(), json),

@@ -2,7 +2,7 @@
 //! reply; mosrun registers its process and keeps the connection for commands.
 use crate::registry::HomeProc;
 use crate::Node;
-use mos_proto::control::{AdminOp, Reply, Request, Target};
+use mos_proto::control::{AdminOp, AfterCheckpoint, Reply, Request, Target};
 use mos_proto::frame::{self, FrameError, Kind};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -84,6 +84,7 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
             reply(&mut c, &Reply::Registered { node: node.number })?;
             let r = mosrun_loop(&mut c, node, pid);
             node.registry.remove_home(pid);
+            node.registry.supervisor_gone(pid);
             tracing::info!(pid, "supervisor gone");
             r
         }
@@ -117,7 +118,11 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
             }
             Ok(())
         }
-        Request::CommandDone { .. } | Request::Moved { .. } => {
+        Request::Checkpoint { pid, file, then } => {
+            let r = checkpoint(node, pid, file, then, uid);
+            reply(&mut c, &r)
+        }
+        Request::CommandDone { .. } | Request::Moved { .. } | Request::CheckpointDone { .. } => {
             reply(&mut c, &Reply::Error { message: "this request is only valid from a registered mosrun".into() })
         }
     }
@@ -128,6 +133,7 @@ fn mosrun_loop(c: &mut UnixStream, node: &Node, pid: u32) -> Result<(), FrameErr
         let req: Request = frame::read_frame(c)?.expect(Kind::Control)?;
         match req {
             Request::CommandDone { id, result } => node.registry.command_done(pid, id, result),
+            Request::CheckpointDone { id, result } => node.registry.checkpoint_done(id, result),
             Request::Moved { node: to } => {
                 let to = if to == 0 { node.number } else { to };
                 tracing::info!(pid, node = to, "process moved");
@@ -164,6 +170,21 @@ fn migrate(node: &Node, pid: u32, target: &str, uid: u32) -> Reply {
     };
     match rx.recv_timeout(MIGRATE_WAIT) {
         Ok(Ok(stats)) => Reply::Migrated { stats },
+        Ok(Err(message)) => Reply::Error { message },
+        Err(_) => Reply::Error { message: format!("no answer from the supervisor of {pid}") },
+    }
+}
+
+fn checkpoint(node: &Node, pid: u32, file: Option<String>, then: AfterCheckpoint, uid: u32) -> Reply {
+    if file.as_deref().is_some_and(|f| !f.starts_with('/')) {
+        return Reply::Error { message: "the checkpoint file must be an absolute path".into() };
+    }
+    let rx = match node.registry.command_checkpoint(pid, file, then, uid) {
+        Ok(rx) => rx,
+        Err(message) => return Reply::Error { message },
+    };
+    match rx.recv_timeout(MIGRATE_WAIT) {
+        Ok(Ok(done)) => Reply::Checkpointed(done),
         Ok(Err(message)) => Reply::Error { message },
         Err(_) => Reply::Error { message: format!("no answer from the supervisor of {pid}") },
     }

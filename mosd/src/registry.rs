@@ -1,6 +1,6 @@
 //! The processes this node knows: its own (home here, supervised by a mosrun) and its guests.
 use mos_engine::guest::Orders;
-use mos_proto::control::{Command, ProcRow, Target};
+use mos_proto::control::{AfterCheckpoint, Checkpointed, Command, ProcRow, Target};
 use mos_proto::migration::Stats;
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -58,6 +58,8 @@ struct Inner {
     guests: HashMap<u32, GuestRow>,
     waiters: HashMap<u64, Sender<Result<Stats, String>>>,
     next_id: u64,
+    /// Checkpoint commands waiting for their mosrun's answer: id → (home pid, waiter).
+    checkpoint_waiters: HashMap<u64, (u32, Sender<Result<Checkpointed, String>>)>,
 }
 
 #[derive(Debug, Default)]
@@ -159,11 +161,7 @@ impl Registry {
     /// `requester_uid` must own the process (or be root).
     pub fn command_migrate(&self, pid: u32, target: Target, requester_uid: u32) -> Result<Receiver<Result<Stats, String>>, String> {
         let mut i = self.lock();
-        let p = i.home.get(&pid).ok_or_else(|| format!("no MOS process with home pid {pid} on this node"))?;
-        if requester_uid != 0 && requester_uid != p.uid {
-            return Err(format!("permission denied: process {pid} belongs to uid {}", p.uid));
-        }
-        let conn = p.mosrun.clone();
+        let conn = owned_supervisor(&i, pid, requester_uid)?;
         i.next_id += 1;
         let id = i.next_id;
         let (tx, rx) = mpsc::channel();
@@ -186,4 +184,54 @@ impl Registry {
             let _ = tx.send(result);
         }
     }
+
+    /// Sends a checkpoint command to the process's mosrun (same permission rule as
+    /// [`command_migrate`](Self::command_migrate)). Returns the receiver of the result.
+    pub fn command_checkpoint(
+        &self,
+        pid: u32,
+        file: Option<String>,
+        then: AfterCheckpoint,
+        requester_uid: u32,
+    ) -> Result<Receiver<Result<Checkpointed, String>>, String> {
+        let mut i = self.lock();
+        let conn = owned_supervisor(&i, pid, requester_uid)?;
+        i.next_id += 1;
+        let id = i.next_id;
+        let (tx, rx) = mpsc::channel();
+        i.checkpoint_waiters.insert(id, (pid, tx));
+        drop(i);
+        let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = mos_proto::frame::write_msg(&mut *c, mos_proto::Kind::Control, &Command::Checkpoint { id, file, then }) {
+            self.lock().checkpoint_waiters.remove(&id);
+            return Err(format!("the supervisor of {pid} is gone: {e}"));
+        }
+        Ok(rx)
+    }
+
+    pub fn checkpoint_done(&self, id: u64, result: Result<Checkpointed, String>) {
+        if let Some((_, tx)) = self.lock().checkpoint_waiters.remove(&id) {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// The mosrun of `pid` is gone: its unanswered checkpoint commands fail now.
+    pub fn supervisor_gone(&self, pid: u32) {
+        let mut i = self.lock();
+        let ids: Vec<u64> = i.checkpoint_waiters.iter().filter(|(_, (p, _))| *p == pid).map(|(id, _)| *id).collect();
+        for id in ids {
+            if let Some((_, tx)) = i.checkpoint_waiters.remove(&id) {
+                let _ = tx.send(Err(format!("the supervisor of {pid} ended before the checkpoint was done")));
+            }
+        }
+    }
+}
+
+/// The connection to the mosrun of own process `pid`, if `requester_uid` owns it or is root.
+fn owned_supervisor(i: &Inner, pid: u32, requester_uid: u32) -> Result<Arc<Mutex<UnixStream>>, String> {
+    let p = i.home.get(&pid).ok_or_else(|| format!("no MOS process with home pid {pid} on this node"))?;
+    if requester_uid != 0 && requester_uid != p.uid {
+        return Err(format!("permission denied: process {pid} belongs to uid {}", p.uid));
+    }
+    Ok(p.mosrun.clone())
 }

@@ -1,10 +1,12 @@
 //! The home supervisor's event loop. At home the program runs natively and untraced; away, its
 //! original task is the deputy (stopped, memory released) and this loop executes the calls the
 //! remote component forwards, relays signals, and ends the deputy the way the remote process ended.
+use crate::checkpoints::{Checkpoints, Periodic};
+use mos_engine::checkpoint;
 use mos_engine::deputy::{Deputy, SpinPolicy};
 use mos_engine::migrate::{self, Away};
 use mos_engine::Error as EngineError;
-use mos_proto::control::{Command, Reply, Request, Target};
+use mos_proto::control::{AfterCheckpoint, Command, Reply, Request, Target};
 use mos_proto::deputy::DeputyMsg;
 use mos_proto::frame::{self, FrameReader, Kind};
 use mos_proto::migration::{Offer, Stats};
@@ -47,6 +49,11 @@ struct Supervisor {
     rx: FrameReader,
     /// Busy-polling for the next request after a reply.
     next_spin: SpinPolicy,
+    /// Checkpoint files and the periodic schedule (`-C`, `-A`, `-N`).
+    ckpt: Checkpoints,
+    /// A checkpoint waiting for the process to come home first: (command id or None for a periodic
+    /// one, file, what then).
+    pending_ckpt: Option<(Option<u64>, Option<String>, AfterCheckpoint)>,
 }
 
 /// Where the program starts.
@@ -69,6 +76,17 @@ pub struct Options {
     pub auto: bool,
     /// Memory it declared (`-m`), MiB.
     pub mem_mb: u32,
+    /// Checkpoint files and period (`-C`, `-A`, `-N`).
+    pub checkpoint: Periodic,
+}
+
+/// What mosrun supervises.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// A program it starts.
+    Spawn(Vec<String>),
+    /// A process it recovers from a checkpoint (`-R FILE -O fd=PATH,...`).
+    Recover { file: std::path::PathBuf, overrides: Vec<(u32, std::path::PathBuf)> },
 }
 
 /// Asks mosd (on a connection of its own) which node `start` means: `None` for home.
@@ -88,31 +106,43 @@ fn placement(control_path: &Path, start: &Start) -> Result<Option<u32>, BoxError
     }
 }
 
-pub fn run(control_path: &Path, program: &[String], opts: Options) -> Result<i32, BoxError> {
+pub fn run(control_path: &Path, launch: Launch, opts: Options) -> Result<i32, BoxError> {
     let mut control = UnixStream::connect(control_path)
         .map_err(|e| format!("cannot reach mosd at {} ({e}); is mosd running? (set --control or MOS_SOCKET)", control_path.display()))?;
     let target = placement(control_path, &opts.start)?;
     // Spawn before blocking the relayed signals: a child inherits the blocked mask.
-    let mut cmd = std::process::Command::new(&program[0]);
-    cmd.args(&program[1..]);
-    // Started elsewhere: the move waits until the dynamic loader is done (the program at its entry
-    // point), or the loader's next mmap of a library descriptor, which lives at home, would bring
-    // the program straight back.
-    let elsewhere = target.is_some();
-    if elsewhere {
-        mos_engine::sys::trace_on_exec(&mut cmd);
-    }
-    let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", program[0]))?;
-    if elsewhere {
-        match mos_engine::ptrace::run_to_entry(Pid::from_raw(child.id() as i32)) {
-            Ok(()) => {}
-            Err(mos_engine::Error::TraceeGone { code: Some(code), .. }) => return Ok(code),
-            Err(e) => {
-                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-                return Err(format!("cannot start {}: {e}", program[0]).into());
+    let (pid, program) = match launch {
+        Launch::Spawn(program) => {
+            let mut cmd = std::process::Command::new(&program[0]);
+            cmd.args(&program[1..]);
+            // Started elsewhere: the move waits until the dynamic loader is done (the program at
+            // its entry point), or the loader's next mmap of a library descriptor, which lives at
+            // home, would bring the program straight back.
+            let elsewhere = target.is_some();
+            if elsewhere {
+                mos_engine::sys::trace_on_exec(&mut cmd);
             }
+            let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", program[0]))?;
+            let pid = Pid::from_raw(child.id() as i32);
+            if elsewhere {
+                match mos_engine::ptrace::run_to_entry(pid) {
+                    Ok(()) => {}
+                    Err(mos_engine::Error::TraceeGone { code: Some(code), .. }) => return Ok(code),
+                    Err(e) => {
+                        let _ = kill(pid, Signal::SIGKILL);
+                        let _ = waitpid(pid, None);
+                        return Err(format!("cannot start {}: {e}", program[0]).into());
+                    }
+                }
+            }
+            (pid, program)
         }
-    }
+        Launch::Recover { file, overrides } => {
+            let r = checkpoint::recover(&file, &overrides)?;
+            tracing::info!(file = %file.display(), old_pid = r.loaded.header.pid, pid = r.pid.as_raw(), us = r.restore_us, "recovered");
+            (r.pid, r.loaded.header.command)
+        }
+    };
     let mut mask = SigSet::empty();
     for s in RELAYED {
         mask.add(s);
@@ -122,9 +152,9 @@ pub fn run(control_path: &Path, program: &[String], opts: Options) -> Result<i32
     mask.add(Signal::SIGCHLD);
     mask.thread_block()?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)?;
-    let pid = Pid::from_raw(child.id() as i32);
     let pidfd = mos_engine::sys::pidfd_open(pid)?;
     let command = program.join(" ");
+    let ckpt = Checkpoints::new(opts.checkpoint, program, pid.as_raw() as u32);
     frame::write_msg(
         &mut control,
         Kind::Control,
@@ -150,6 +180,8 @@ pub fn run(control_path: &Path, program: &[String], opts: Options) -> Result<i32
         pending: None,
         rx: FrameReader::new(),
         next_spin: SpinPolicy::new(NEXT_SPIN),
+        ckpt,
+        pending_ckpt: None,
     };
     if let Some(n) = target.filter(|n| *n != home_node) {
         s.ask_move(n)?;
@@ -217,6 +249,7 @@ impl Supervisor {
                 } else {
                     PollTimeout::NONE
                 };
+                let timeout = self.ckpt.cap(timeout);
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => {
@@ -282,10 +315,14 @@ impl Supervisor {
                 }
                 return code;
             }
+            if self.ckpt.due() {
+                place = self.on_checkpoint(place, None, None, AfterCheckpoint::Continue);
+            }
             if ctl {
                 let cmd = self.control.as_mut().map(|c| frame::read_frame(c).and_then(|f| f.expect::<Command>(Kind::Control)));
                 match cmd {
                     Some(Ok(Command::Migrate { id, target })) => place = self.on_migrate(place, id, target),
+                    Some(Ok(Command::Checkpoint { id, file, then })) => place = self.on_checkpoint(place, Some(id), file, then),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "lost the connection to mosd; the program keeps running");
                         self.control = None;
@@ -338,7 +375,7 @@ impl Supervisor {
                 Where::Away { node, away }
             }
             (Where::Away { node, mut away }, target) => {
-                if self.pending.is_some() {
+                if self.pending.is_some() || self.pending_ckpt.is_some() {
                     self.done(id, Err("another migration of this process is in progress".into()));
                 } else if frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Recall).is_err() {
                     self.done(id, Err("the node running the process is unreachable".into()));
@@ -426,6 +463,9 @@ impl Supervisor {
         match migrate::receive_home(&mut away.stream, away.deputy, offer) {
             Ok((stats, _)) => {
                 self.tell(&Request::Moved { node: 0 });
+                if let Some((id, file, then)) = self.pending_ckpt.take() {
+                    self.checkpoint_now(id, file, then);
+                }
                 match self.pending.take() {
                     Some((id, Target::Node { node: to, addr })) => self.go(id, to, &addr),
                     Some((id, Target::Home)) => {
@@ -450,8 +490,70 @@ impl Supervisor {
                 if let Some((id, _)) = self.pending.take() {
                     self.done(id, Err(format!("could not bring the process home: {e}")));
                 }
+                if let Some((id, _, _)) = self.pending_ckpt.take() {
+                    self.checkpoint_done(id, Err(format!("could not bring the process home to checkpoint it: {e}")));
+                }
                 Where::Away { node, away: Box::new(away) }
             }
+        }
+    }
+
+    fn checkpoint_done(&mut self, id: Option<u64>, result: Result<mos_proto::control::Checkpointed, String>) {
+        match id {
+            Some(id) => self.tell(&Request::CheckpointDone { id, result }),
+            None => {
+                if let Err(e) = result {
+                    eprintln!("mosrun: periodic checkpoint: {e}");
+                }
+            }
+        }
+    }
+
+    /// A checkpoint asked by mosd (`id`) or due by the period (`None`). A process that runs
+    /// elsewhere is brought home first (checkpoints are taken at home).
+    fn on_checkpoint(&mut self, place: Where, id: Option<u64>, file: Option<String>, then: AfterCheckpoint) -> Where {
+        match place {
+            Where::Home => {
+                self.checkpoint_now(id, file, then);
+                Where::Home
+            }
+            Where::Away { node, mut away } => {
+                if self.pending.is_some() || self.pending_ckpt.is_some() {
+                    self.checkpoint_done(id, Err("a migration or checkpoint of this process is in progress; try again".into()));
+                } else if frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Recall).is_err() {
+                    self.checkpoint_done(id, Err("the node running the process is unreachable".into()));
+                } else {
+                    self.pending_ckpt = Some((id, file, then));
+                }
+                Where::Away { node, away }
+            }
+        }
+    }
+
+    /// Checkpoints the process, which runs at home. After `chkexit`, mosrun exits (status 0).
+    fn checkpoint_now(&mut self, id: Option<u64>, file: Option<String>, then: AfterCheckpoint) {
+        let series = file.is_none();
+        let path = file.map(std::path::PathBuf::from).unwrap_or_else(|| self.ckpt.next_path());
+        let meta = checkpoint::Meta { node: self.home_node, command: self.ckpt.command().to_vec() };
+        let result = checkpoint::checkpoint(self.pid, &path, &meta, then);
+        if series && result.is_ok() {
+            self.ckpt.taken();
+        }
+        let result = result.map(|d| mos_proto::control::Checkpointed {
+            path: d.path.to_string_lossy().into_owned(),
+            bytes: d.bytes,
+            frozen_us: d.frozen_us,
+            total_us: d.total_us,
+        });
+        let exited = then == AfterCheckpoint::Exit && result.is_ok();
+        if let Ok(d) = &result {
+            tracing::info!(path = %d.path, bytes = d.bytes, frozen_us = d.frozen_us, "checkpoint written");
+        }
+        let path_msg = result.as_ref().map(|d| d.path.clone()).unwrap_or_default();
+        self.checkpoint_done(id, result.map_err(|e| e.to_string()));
+        if exited {
+            eprintln!("mosrun: process {} checkpointed to {path_msg} and ended (recover it with mosrun -R {path_msg})", self.pid);
+            std::process::exit(0);
         }
     }
 

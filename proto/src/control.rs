@@ -34,6 +34,34 @@ pub enum Request {
     BestNode { mem_mb: u32 },
     /// From mosctl (root only): a node administration command, MOSIX style.
     Admin { op: AdminOp },
+    /// From mosctl: checkpoint home pid `pid` to `file` (absolute; `None`: the next file of its
+    /// mosrun's series, `mosrun -C`), then continue, stop or end it. Owner or root only.
+    Checkpoint { pid: u32, file: Option<String>, then: AfterCheckpoint },
+    /// From mosrun: the answer to `Command::Checkpoint{id}`.
+    CheckpointDone { id: u64, result: Result<Checkpointed, String> },
+}
+
+/// What happens to a process once its checkpoint is safely written (MOSIX `migrate PID
+/// checkpoint|chkstop|chkexit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AfterCheckpoint {
+    /// It continues.
+    Continue,
+    /// It is stopped (SIGSTOP); `kill -CONT` resumes it.
+    Stop,
+    /// It ends; its mosrun exits with status 0.
+    Exit,
+}
+
+/// A checkpoint written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpointed {
+    pub path: String,
+    pub bytes: u64,
+    /// How long the process was frozen.
+    pub frozen_us: u64,
+    /// From the request to the file being durable (fsync and rename done).
+    pub total_us: u64,
 }
 
 /// `mosctl stay|nostay|lstay|nolstay|block|noblock|expel|bring|shutdown`.
@@ -103,10 +131,12 @@ pub enum Reply {
     Migrated { stats: Stats },
     Error { message: String },
     Whois { node: u32, address: String },
+    Checkpointed(Checkpointed),
 }
 
 /// From mosd to a registered mosrun.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     Migrate { id: u64, target: Target },
+    Checkpoint { id: u64, file: Option<String>, then: AfterCheckpoint },
 }

@@ -39,6 +39,12 @@ pub enum Kind {
     Failed = 8,
     Deputy = 9,
     Control = 10,
+    /// Checkpoint file: the first frame ([`crate::checkpoint::Header`]).
+    CheckpointHeader = 20,
+    /// Checkpoint file: the open descriptors ([`crate::checkpoint::FileTable`]).
+    FileTable = 21,
+    /// Checkpoint file: the last frame, length and SHA-256 of everything before it (raw, 40 bytes).
+    CheckpointEnd = 22,
 }
 
 impl Kind {
@@ -55,6 +61,9 @@ impl Kind {
             8 => Kind::Failed,
             9 => Kind::Deputy,
             10 => Kind::Control,
+            20 => Kind::CheckpointHeader,
+            21 => Kind::FileTable,
+            22 => Kind::CheckpointEnd,
             _ => return None,
         })
     }

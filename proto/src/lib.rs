@@ -10,11 +10,14 @@
 //! * [`control`]: the local control socket spoken by `mosrun`, `mosctl` and `mosd`.
 //! * [`nodemap`]: the MOSIX node map format.
 //! * [`auth`]: the cluster key and the authenticated envelope of gossip datagrams.
+//! * [`checkpoint`]: the checkpoint file (the migration stream plus a header, a file table and a
+//!   SHA-256 trailer).
 //!
 //! Pure code: no I/O besides generic `Read`/`Write` helpers, no clock, no unsafe.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod checkpoint;
 pub mod control;
 pub mod deputy;
 pub mod frame;

@@ -105,6 +105,9 @@ fn kind_numbers_are_pinned() {
         (Kind::Failed, 8),
         (Kind::Deputy, 9),
         (Kind::Control, 10),
+        (Kind::CheckpointHeader, 20),
+        (Kind::FileTable, 21),
+        (Kind::CheckpointEnd, 22),
     ];
     assert_eq!(Kind::Invalid as u16, 0);
     assert_eq!(Kind::from_u16(0), None);
@@ -477,4 +480,82 @@ fn write_fuzz_seeds() {
     let mut p = Vec::new();
     frame::write_raw(&mut p, Kind::Pages, &[&pages::encode_runs(&one), &page_data(&one)]).unwrap();
     put("frame", "pages_one", &p);
+}
+
+// ---------------------------------------------------------------- checkpoint files and commands
+
+fn checkpoint_header() -> mos_proto::checkpoint::Header {
+    mos_proto::checkpoint::Header {
+        format: 1,
+        created_unix: 1_800_000_000,
+        node: 1,
+        pid: 4242,
+        uid: 1000,
+        gid: 1000,
+        command: vec!["./job".into(), "7".into()],
+        cwd: "/home/u".into(),
+        umask: 0o22,
+    }
+}
+
+fn file_table() -> mos_proto::checkpoint::FileTable {
+    use mos_proto::checkpoint::{FdEntry, FdTarget, FileTable};
+    FileTable {
+        fds: vec![
+            FdEntry { fd: 1, flags: 0o1, offset: 0, target: FdTarget::Stdio { of: 1, what: "pipe:[9]".into() } },
+            FdEntry { fd: 3, flags: 0o2102001, offset: 42, target: FdTarget::File { path: "/tmp/log".into(), size: 42 } },
+            FdEntry { fd: 4, flags: 0, offset: 0, target: FdTarget::Device { path: "/dev/null".into() } },
+            FdEntry { fd: 5, flags: 0o200000, offset: 3, target: FdTarget::Dir { path: "/".into() } },
+            FdEntry { fd: 6, flags: 0o2, offset: 0, target: FdTarget::Tty { path: "/dev/pts/1".into() } },
+        ],
+    }
+}
+
+golden!(
+    checkpoint_header_golden,
+    Kind::CheckpointHeader,
+    mos_proto::checkpoint::Header,
+    checkpoint_header(),
+    "4d4f5300 0100 1400 1f000000 00000000  0180a4a7da06019221e807e80702052e2f6a6f620137072f686f6d652f7512"
+);
+golden!(file_table_golden, Kind::FileTable, mos_proto::checkpoint::FileTable, file_table(), "4d4f5300 0100 1500 44000000 00000000  05010100030108706970653a5b395d038188222a00082f746d702f6c6f672a04000002092f6465762f6e756c6c058080040301012f060200040a2f6465762f7074732f31");
+golden!(
+    request_checkpoint_golden,
+    Kind::Control,
+    Request,
+    Request::Checkpoint { pid: 4242, file: Some("/tmp/ck".into()), then: mos_proto::control::AfterCheckpoint::Stop },
+    "4d4f5300 0100 0a00 0d000000 00000000  09922101072f746d702f636b01"
+);
+golden!(
+    request_checkpoint_done_golden,
+    Kind::Control,
+    Request,
+    Request::CheckpointDone { id: 3, result: Err("disk full".into()) },
+    "4d4f5300 0100 0a00 0d000000 00000000  0a0301096469736b2066756c6c"
+);
+golden!(
+    command_checkpoint_golden,
+    Kind::Control,
+    Command,
+    Command::Checkpoint { id: 3, file: None, then: mos_proto::control::AfterCheckpoint::Exit },
+    "4d4f5300 0100 0a00 04000000 00000000  01030002"
+);
+golden!(
+    reply_checkpointed_golden,
+    Kind::Control,
+    Reply,
+    Reply::Checkpointed(mos_proto::control::Checkpointed { path: "/tmp/ck.1".into(), bytes: 1 << 20, frozen_us: 25_000, total_us: 90_000 }),
+    "4d4f5300 0100 0a00 14000000 00000000  07092f746d702f636b2e31808040a8c30190bf05"
+);
+
+#[test]
+fn checkpoint_end_frame_is_pinned() {
+    let mut c = Cursor::new(frame::encode(Kind::CheckpointHeader, &checkpoint_header()).unwrap());
+    let n = mos_proto::checkpoint::seal(&mut c).unwrap();
+    let bytes = c.into_inner();
+    assert_eq!(n as usize, bytes.len());
+    let end = &bytes[bytes.len() - mos_proto::checkpoint::END_LEN..];
+    let want = "4d4f5300 0100 1600 28000000 00000000  2f000000000000005e428c5b31e0ad76e58a21f7ef8533ac86181e77951d0b97b6bfe781251776cb";
+    assert!(hex(end) == want.split_whitespace().collect::<String>(), "GOLDEN end: {}", grouped(end));
+    mos_proto::checkpoint::verify(&mut &bytes[..], n).expect("a sealed file verifies");
 }
