@@ -55,7 +55,7 @@ fn nft(c: &Cluster, i: u32, args: &str) {
 }
 
 /// Drops `percent` % of node `i`'s packets in both directions (100 = partition).
-fn impair(c: &Cluster, i: u32, percent: u64) {
+pub fn impair(c: &Cluster, i: u32, percent: u64) {
     nft(c, i, "add table inet mosfault");
     for hook in ["input", "output"] {
         nft(c, i, &format!("add chain inet mosfault {hook} {{ type filter hook {hook} priority 0 ; }}"));
