@@ -20,7 +20,7 @@
 use crate::ptrace::{Running, Stopped, Tracee};
 use crate::sys::{self, SharedMem};
 use crate::{mem, procfs, Error};
-use mos_proto::deputy::{Buf, ExitStatus, MAX_BUF};
+use mos_proto::deputy::{Buf, ExitStatus, MAX_BUF, NO_ARG};
 use mos_proto::frame::FrameReader;
 use mos_proto::migration::Rseq;
 use nix::sys::signal::Signal;
@@ -301,21 +301,27 @@ impl Deputy {
         // Each buffer at its offset in the area; In and InOut data copied there now.
         let mut off = 0u64;
         let mut outs = Vec::new();
+        // Offset and length of each entry of `bufs` (a fixup has none).
+        let mut at: Vec<Option<(u64, u64)>> = Vec::with_capacity(bufs.len());
         for b in bufs {
             let (arg, len) = match b {
                 Buf::In { arg, data } | Buf::InOut { arg, data } => (*arg, data.len() as u64),
                 Buf::Out { arg, len, .. } => (*arg, u64::from(*len)),
+                Buf::Fixup { .. } => {
+                    at.push(None);
+                    continue;
+                }
             };
-            if arg > 5 || off + len > AREA {
+            if (arg > 5 && arg != NO_ARG) || off + len > AREA {
                 return Ok((-(libc::EINVAL as i64), Vec::new()));
             }
-            args[arg as usize] = base + off;
+            if arg != NO_ARG {
+                args[arg as usize] = base + off;
+            }
+            at.push(Some((off, len)));
             if let Buf::In { data, .. } | Buf::InOut { data, .. } = b {
                 if !data.is_empty() {
-                    match &self.shared {
-                        Some(sh) => sh.mem.write(BUFS + off as usize, data),
-                        None => mem::writev(pid, &[(base + off, data.len())], data)?,
-                    }
+                    self.put(base, off, data)?;
                 }
             }
             if !matches!(b, Buf::In { .. }) {
@@ -323,10 +329,22 @@ impl Deputy {
             }
             off = (off + len + 15) & !15;
         }
+        // Pointers inside buffers, now that every buffer has its place.
+        for f in bufs {
+            let Buf::Fixup { buf, at: pos, target } = *f else { continue };
+            let place = |i: u16| at.get(i as usize).copied().flatten();
+            let into_readable = matches!(bufs.get(buf as usize), Some(Buf::In { .. } | Buf::InOut { .. }));
+            match (place(buf), place(target)) {
+                (Some((o, len)), Some((t, _))) if into_readable && u64::from(pos) + 8 <= len => {
+                    self.put(base, o + u64::from(pos), &(base + t).to_le_bytes())?;
+                }
+                _ => return Ok((-(libc::EINVAL as i64), Vec::new())),
+            }
+        }
         let ret = if self.shared.is_some() { self.run_served(nr, args)? } else { self.run_trapped(nr, args)? };
         // Out and InOut buffers come back in request order.
         let mut out_data = Vec::new();
-        for (b, (o, len)) in bufs.iter().filter(|b| !matches!(b, Buf::In { .. })).zip(outs) {
+        for (b, (o, len)) in bufs.iter().filter(|b| matches!(b, Buf::Out { .. } | Buf::InOut { .. })).zip(outs) {
             let by_ret = matches!(b, Buf::Out { by_ret: true, .. });
             let n = if ret < 0 {
                 0
@@ -347,6 +365,17 @@ impl Deputy {
             out_data.push(v);
         }
         Ok((ret, out_data))
+    }
+
+    /// Copies `data` to offset `off` of the buffer area (at `base` in the deputy).
+    fn put(&self, base: u64, off: u64, data: &[u8]) -> Result<(), Error> {
+        match &self.shared {
+            Some(sh) => sh.mem.write(BUFS + off as usize, data),
+            None => {
+                mem::writev(self.pid, &[(base + off, data.len())], data)?;
+            }
+        }
+        Ok(())
     }
 
     /// Trap mode: one injection through the `syscall; int3` page.

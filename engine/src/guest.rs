@@ -6,7 +6,7 @@ use crate::deputy::SpinPolicy;
 use crate::policy::{self, Answer, Arg, Disposition};
 use crate::ptrace::{Running, Tracee};
 use crate::{mem, sys, syscall_names, Error};
-use mos_proto::deputy::{Buf, DeputyMsg, ExitStatus, MAX_BUF};
+use mos_proto::deputy::{Buf, DeputyMsg, ExitStatus, OnUnsupported, MAX_BUF, NO_ARG};
 use mos_proto::frame::{self, FrameError, FrameReader, Kind};
 use mos_proto::migration::Reason;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -98,6 +98,24 @@ enum Keep {
     All,
     /// `ret` elements of this size.
     RetTimes(usize),
+    /// Only these (offset, length) fields (the rest holds the deputy's pointers).
+    Fields(&'static [(usize, usize)]),
+}
+
+/// `struct msghdr` on x86-64: name (8), namelen (4, padded), iov (8), iovlen (8), control (8),
+/// controllen (8), flags (4, padded).
+const MSGHDR: usize = 56;
+const MSG_NAME: usize = 0;
+const MSG_NAMELEN: usize = 8;
+const MSG_IOV: usize = 16;
+const MSG_IOVLEN: usize = 24;
+const MSG_CONTROL: usize = 32;
+const MSG_CONTROLLEN: usize = 40;
+/// What recvmsg changes in the caller's msghdr: namelen, controllen and flags.
+const MSG_RESULT_FIELDS: &[(usize, usize)] = &[(MSG_NAMELEN, 4), (MSG_CONTROLLEN, 8), (48, 4)];
+
+fn field_u64(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
 
 /// Where the `Out`/`InOut` buffers of a forwarded call land in the remote task, in request order.
@@ -207,6 +225,101 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usi
                 let l = room(size as usize)?;
                 bufs.push(Buf::Out { arg: buf, len: l as u32, by_ret: false });
                 dests.push((vec![(args[buf as usize], l)], Keep::All));
+            }
+            Arg::InOutSized { buf, lenp } => {
+                if a[lenp as usize] == 0 {
+                    continue;
+                }
+                let raw = read(a[lenp as usize], 4)?;
+                let want = u32::from_le_bytes(raw[..4].try_into().expect("4 bytes")) as usize;
+                if a[buf as usize] == 0 {
+                    // No buffer: the length is passed on as it is (accept ignores it).
+                    bufs.push(Buf::InOut { arg: lenp, data: raw });
+                    dests.push((vec![(args[lenp as usize], 4)], Keep::All));
+                    continue;
+                }
+                // Room for the length first; the buffer may be cut to what is left.
+                room(4)?;
+                let l = room(want)?;
+                bufs.push(Buf::InOut { arg: lenp, data: (l as u32).to_le_bytes().to_vec() });
+                dests.push((vec![(args[lenp as usize], 4)], Keep::All));
+                bufs.push(Buf::InOut { arg: buf, data: read(a[buf as usize], l)? });
+                dests.push((vec![(args[buf as usize], l)], Keep::All));
+            }
+            Arg::InElems { buf, cnt, size } => {
+                if a[buf as usize] == 0 {
+                    continue;
+                }
+                let want = (a[cnt as usize] as usize).saturating_mul(size as usize);
+                if room(want)? < want {
+                    return Err(libc::EINVAL);
+                }
+                bufs.push(Buf::In { arg: buf, data: read(a[buf as usize], want)? });
+            }
+            Arg::MsgHdr { msg, send } => {
+                let mut hdr = read(a[msg as usize], MSGHDR)?;
+                room(MSGHDR + 16)?;
+                let name = field_u64(&hdr, MSG_NAME);
+                let namelen = u32::from_le_bytes(hdr[MSG_NAMELEN..MSG_NAMELEN + 4].try_into().expect("4 bytes")) as usize;
+                let control = field_u64(&hdr, MSG_CONTROL);
+                let controllen = field_u64(&hdr, MSG_CONTROLLEN) as usize;
+                // Name and control buffer first: they cannot be cut.
+                let name_room = if name != 0 { room(namelen)? } else { 0 };
+                let control_room = if control != 0 { room(controllen)? } else { 0 };
+                if (name != 0 && name_room < namelen) || (control != 0 && control_room < controllen) {
+                    return Err(libc::ENOBUFS);
+                }
+                // The data: the iovecs gathered into one buffer, described by one iovec at home.
+                let mut vecs = Vec::new();
+                let mut sum = 0usize;
+                for (base, len) in read_iov(pid, field_u64(&hdr, MSG_IOV), field_u64(&hdr, MSG_IOVLEN))? {
+                    let len = room(len)?;
+                    if len > 0 {
+                        vecs.push((base, len));
+                        sum += len;
+                    }
+                }
+                // Pointers are set at home (fixups); lengths stay as they are.
+                hdr[MSG_NAME..MSG_NAME + 8].fill(0);
+                hdr[MSG_IOV..MSG_IOV + 8].fill(0);
+                hdr[MSG_IOVLEN..MSG_IOVLEN + 8].copy_from_slice(&1u64.to_le_bytes());
+                hdr[MSG_CONTROL..MSG_CONTROL + 8].fill(0);
+                let first = bufs.len() as u16;
+                let mut iov = vec![0u8; 16];
+                iov[8..16].copy_from_slice(&(sum as u64).to_le_bytes());
+                if send {
+                    bufs.push(Buf::In { arg: msg, data: hdr });
+                } else {
+                    bufs.push(Buf::InOut { arg: msg, data: hdr });
+                    dests.push((vec![(args[msg as usize], MSGHDR)], Keep::Fields(MSG_RESULT_FIELDS)));
+                }
+                bufs.push(Buf::In { arg: NO_ARG, data: iov });
+                bufs.push(Buf::Fixup { buf: first, at: MSG_IOV as u32, target: first + 1 });
+                if send {
+                    let mut data = vec![0u8; sum];
+                    if sum > 0 {
+                        mem::readv(pid, &vecs, &mut data).map_err(|_| libc::EFAULT)?;
+                    }
+                    bufs.push(Buf::In { arg: NO_ARG, data });
+                } else {
+                    bufs.push(Buf::Out { arg: NO_ARG, len: sum as u32, by_ret: true });
+                    dests.push((vecs, Keep::All));
+                }
+                bufs.push(Buf::Fixup { buf: first + 1, at: 0, target: bufs.len() as u16 - 1 });
+                for (ptr, len, at) in [(name, name_room, MSG_NAME), (control, control_room, MSG_CONTROL)] {
+                    if len == 0 {
+                        continue;
+                    }
+                    // Received into: copied in first, so bytes the call does not write stay.
+                    let data = read(ptr, len)?;
+                    if send {
+                        bufs.push(Buf::In { arg: NO_ARG, data });
+                    } else {
+                        bufs.push(Buf::InOut { arg: NO_ARG, data });
+                        dests.push((vec![(ptr, len)], Keep::All));
+                    }
+                    bufs.push(Buf::Fixup { buf: first, at: at as u32, target: bufs.len() as u16 - 1 });
+                }
             }
             Arg::InIov { iov, cnt } | Arg::OutIov { iov, cnt } => {
                 // The first `iov_skip` bytes were moved by earlier requests of the same call.
@@ -338,6 +451,17 @@ fn write_outs(pid: Pid, ret: i64, dests: Dests, outs: &[Vec<u8>]) -> Result<(), 
         let valid = match keep {
             Keep::All => data.len(),
             Keep::RetTimes(size) => (ret.max(0) as usize).saturating_mul(size).min(data.len()),
+            Keep::Fields(fields) => {
+                let base = vecs.first().map_or(0, |v| v.0);
+                for &(off, len) in fields {
+                    if let Some(f) = data.get(off..off + len) {
+                        if mem::writev(pid, &[(base + off as u64, len)], f).is_err() {
+                            return Err(libc::EFAULT);
+                        }
+                    }
+                }
+                continue;
+            }
         };
         let data = &data[..valid];
         let mut left = data.len();
@@ -373,6 +497,10 @@ struct Host<'a, S> {
     held: Vec<i32>,
     recall: bool,
     home_refused: bool,
+    /// What home asked for calls only it can run (`DeputyMsg::Policy`).
+    on_unsupported: OnUnsupported,
+    /// Calls home was told about ([`DeputyMsg::Unsupported`]).
+    told: Vec<u32>,
 }
 
 impl<S: Read + Write + AsFd> Host<'_, S> {
@@ -391,6 +519,7 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                 }
             }
             DeputyMsg::Recall => self.recall = true,
+            DeputyMsg::Policy { on_unsupported } => self.on_unsupported = on_unsupported,
             DeputyMsg::Kill => {
                 kill_and_reap(self.g.pid);
                 return Some(End::Killed("home asked to end the process".into()));
@@ -440,7 +569,15 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                 let _ = sys::notif_send(listener, n.id, Ok(0), true);
             }
             Disposition::Answer(Answer::HomePid) => answer(Ok(i64::from(self.g.home_pid))),
-            Disposition::Home if self.home_refused => answer(Err(libc::ENOSYS)),
+            Disposition::Home if self.home_refused || self.on_unsupported != OnUnsupported::GoHome => {
+                answer(Err(libc::ENOSYS));
+                // Home is told once per call (a process may retry a call in a loop).
+                if self.on_unsupported == OnUnsupported::FailAndTell && !self.told.contains(&nr) {
+                    self.told.push(nr);
+                    tracing::info!(pid = pid.as_raw(), call = %syscall_names::name(nr), "call only home runs failed with ENOSYS (mosrun -w)");
+                    self.send(&DeputyMsg::Unsupported { nr })?;
+                }
+            }
             Disposition::Home => {
                 let name = syscall_names::name(nr).into_owned();
                 tracing::info!(pid = pid.as_raw(), call = %name, "call must run at home: sending the process home");
@@ -585,7 +722,7 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                 Ok(Some(End::WentHome(sent.stats)))
             }
             Err(e @ (Error::Refused(_) | Error::PeerFailed(_))) => {
-                tracing::error!(error = %e, "home did not take the process back; it keeps running here");
+                tracing::warn!(error = %e, "home did not take the process back; it keeps running here (calls only home runs fail with ENOSYS)");
                 self.home_refused = true;
                 thaw(t, img.home_regs)?;
                 Ok(None)
@@ -611,6 +748,8 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
         held: Vec::new(),
         recall: false,
         home_refused: false,
+        on_unsupported: OnUnsupported::GoHome,
+        told: Vec::new(),
     };
     // The task and this thread hand over each call like a synchronous call, on one CPU.
     sys::notif_sync_wake_up(g.listener.as_raw_fd());

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 /// The program starts at home (this node) with your stdin, stdout, stderr, working directory and
 /// environment. The cluster may move it to other nodes while it runs (`mosctl migrate PID NODE`);
 /// its files, pid and parent stay at home. mosrun exits with the program's exit status (128+N if
-/// it was killed by signal N).
+/// it was killed by signal N). A system call the remote node cannot run brings the program home
+/// first, unless -e or -w is given.
 #[derive(Parser, Debug)]
 #[command(version, trailing_var_arg = true, disable_help_flag = true)]
 struct Args {
@@ -41,6 +42,13 @@ struct Args {
     /// Never move the program automatically (manual `mosctl migrate` still works).
     #[arg(short = 'L', group = "automatic")]
     no_auto: bool,
+    /// A system call the remote node cannot run fails there with ENOSYS instead of bringing the
+    /// program home (MOSIX `mosrun -e`).
+    #[arg(short = 'e', group = "unsupported")]
+    fail_unsupported: bool,
+    /// As -e, and print a warning on stderr naming each such call (MOSIX `mosrun -w`).
+    #[arg(short = 'w', group = "unsupported")]
+    warn_unsupported: bool,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -65,7 +73,14 @@ fn main() {
         supervisor::Start::Home
     };
     let _ = args.auto;
-    let opts = supervisor::Options { start, auto: !args.no_auto, mem_mb: args.mem_mb };
+    let on_unsupported = if args.warn_unsupported {
+        mos_proto::deputy::OnUnsupported::FailAndTell
+    } else if args.fail_unsupported {
+        mos_proto::deputy::OnUnsupported::Fail
+    } else {
+        mos_proto::deputy::OnUnsupported::GoHome
+    };
+    let opts = supervisor::Options { start, auto: !args.no_auto, mem_mb: args.mem_mb, on_unsupported };
     let code = match supervisor::run(&args.control, &args.program, opts) {
         Ok(code) => code,
         Err(e) => {

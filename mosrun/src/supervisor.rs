@@ -5,9 +5,9 @@ use mos_engine::deputy::{Deputy, SpinPolicy};
 use mos_engine::migrate::{self, Away};
 use mos_engine::Error as EngineError;
 use mos_proto::control::{Command, Reply, Request, Target};
-use mos_proto::deputy::DeputyMsg;
+use mos_proto::deputy::{DeputyMsg, OnUnsupported};
 use mos_proto::frame::{self, FrameReader, Kind};
-use mos_proto::migration::{Offer, Stats};
+use mos_proto::migration::{Offer, Reason, Refuse, Stats};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -47,6 +47,9 @@ struct Supervisor {
     rx: FrameReader,
     /// Busy-polling for the next request after a reply.
     next_spin: SpinPolicy,
+    on_unsupported: OnUnsupported,
+    /// (call, node) pairs already warned about (-w).
+    warned: Vec<(u32, u32)>,
 }
 
 /// Where the program starts.
@@ -69,6 +72,9 @@ pub struct Options {
     pub auto: bool,
     /// Memory it declared (`-m`), MiB.
     pub mem_mb: u32,
+    /// Calls only home runs: bring the program home (default), fail them (`-e`), or fail them
+    /// with a warning (`-w`).
+    pub on_unsupported: OnUnsupported,
 }
 
 /// Asks mosd (on a connection of its own) which node `start` means: `None` for home.
@@ -132,6 +138,8 @@ pub fn run(control_path: &Path, program: &[String], opts: Options) -> Result<i32
         pending: None,
         rx: FrameReader::new(),
         next_spin: SpinPolicy::new(NEXT_SPIN),
+        on_unsupported: opts.on_unsupported,
+        warned: Vec::new(),
     };
     if let Some(n) = target.filter(|n| *n != home_node) {
         s.ask_move(n)?;
@@ -291,9 +299,10 @@ impl Supervisor {
             }
         };
         match migrate::migrate_out(self.pid, self.home_node, sa) {
-            Ok(away) => {
+            Ok(mut away) => {
                 // A new connection: nothing of the old one is held.
                 self.rx = FrameReader::new();
+                self.send_policy(&mut away);
                 let stats = away.stats.clone();
                 self.tell(&Request::Moved { node });
                 self.done(id, Ok(stats));
@@ -305,6 +314,29 @@ impl Supervisor {
                 self.done(id, Err(msg));
                 Where::Home
             }
+        }
+    }
+
+    /// Tells the remote side what to do with calls only home runs (-e, -w); nothing by default.
+    /// A call it meets before this arrives brings the process home, and is refused there
+    /// ([`come_home`](Self::come_home)).
+    fn send_policy(&self, away: &mut Away) {
+        if self.on_unsupported != OnUnsupported::GoHome {
+            let m = DeputyMsg::Policy { on_unsupported: self.on_unsupported };
+            if let Err(e) = frame::write_msg(&mut away.stream, Kind::Deputy, &m) {
+                tracing::warn!(error = %e, "could not send the -e/-w policy to the remote node");
+            }
+        }
+    }
+
+    /// mosrun -w: a call the remote node did not run (one warning per call and node).
+    fn warn_unsupported(&mut self, nr: u32, node: u32) {
+        if self.on_unsupported == OnUnsupported::FailAndTell && !self.warned.contains(&(nr, node)) {
+            self.warned.push((nr, node));
+            eprintln!(
+                "mosrun: warning: system call {} is not supported on node {node}: it failed with ENOSYS",
+                mos_engine::syscall_names::name(nr)
+            );
         }
     }
 
@@ -371,6 +403,7 @@ impl Supervisor {
                 let code = self.reap();
                 return Err(code);
             }
+            DeputyMsg::Unsupported { nr } => self.warn_unsupported(nr, node),
             DeputyMsg::Reroute { node: to } => {
                 tracing::info!(from = node, to, "the remote node's balancer moves the process on");
                 if let Err(e) = self.ask_move(to) {
@@ -391,6 +424,21 @@ impl Supervisor {
             eprintln!("mosrun: node {node} sent data after its offer; the process is lost");
             let _ = kill(self.pid, Signal::SIGKILL);
             std::process::exit(self.reap());
+        }
+        // -e/-w: a call only home runs, met before the remote side had our policy, does not bring
+        // the process home: the return is refused and the call fails there with ENOSYS. (Unless a
+        // migration is pending: its Recall may be in flight, and the process comes home for it.)
+        if let (Reason::Syscall { nr, name }, None) = (&offer.reason, &self.pending) {
+            if self.on_unsupported != OnUnsupported::GoHome {
+                let reason = format!("mosrun -e: system call {name} fails with ENOSYS on node {node}");
+                // (A broken connection shows at the next read, which ends the process as lost.)
+                if let Err(e) = frame::write_msg(&mut away.stream, Kind::Refuse, &Refuse { reason }) {
+                    tracing::warn!(error = %e, "could not refuse the return home");
+                }
+                self.warn_unsupported(*nr, node);
+                self.send_policy(&mut away);
+                return Where::Away { node, away: Box::new(away) };
+            }
         }
         // The deputy leaves its loop and waits in a ptrace stop to be rebuilt.
         if let Err(e) = away.deputy.park() {
