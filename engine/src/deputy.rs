@@ -580,6 +580,20 @@ mod tests {
         assert_eq!(w.0, data.len() as i64);
         let (n, outs) = d.execute(libc::SYS_read as u32, [rd, 0, 100, 0, 0, 0], &[Buf::Out { arg: 1, len: 100, by_ret: true }]).unwrap();
         assert_eq!((n, &outs[0]), (data.len() as i64, &data));
+        // A pointer inside a buffer (Fixup): writev through an iovec array that is not an argument
+        // itself, pointing at a data buffer that is not one either.
+        let iov = [0u8; 8].into_iter().chain(5u64.to_le_bytes()).collect::<Vec<u8>>();
+        let bufs = [
+            Buf::In { arg: 1, data: iov.clone() },
+            Buf::In { arg: NO_ARG, data: b"fixup".to_vec() },
+            Buf::Fixup { buf: 0, at: 0, target: 1 },
+        ];
+        assert_eq!(d.execute(libc::SYS_writev as u32, [wr, 0, 1, 0, 0, 0], &bufs).unwrap().0, 5);
+        let (n, outs) = d.execute(libc::SYS_read as u32, [rd, 0, 100, 0, 0, 0], &[Buf::Out { arg: 1, len: 100, by_ret: true }]).unwrap();
+        assert_eq!((n, &outs[0][..]), (5, &b"fixup"[..]));
+        // A fixup that does not fit its buffer fails the call.
+        let bad = [Buf::In { arg: 1, data: iov }, Buf::Fixup { buf: 0, at: 12, target: 0 }];
+        assert_eq!(d.execute(libc::SYS_writev as u32, [wr, 0, 1, 0, 0, 0], &bad).unwrap().0, -(libc::EINVAL as i64));
         // A failing call returns its errno and no data.
         let (e, outs) = d.execute(libc::SYS_read as u32, [999, 0, 8, 0, 0, 0], &[Buf::Out { arg: 1, len: 8, by_ret: true }]).unwrap();
         assert_eq!((e, outs[0].len()), (-(libc::EBADF as i64), 0));

@@ -435,4 +435,24 @@ cases! {
     #[ignore = "/proc/self is opened by the deputy at home, whose user memory is released: cmdline, environ and maps \
                 are empty while away; opens of such /proc/self files should bring the process home (engine/src/guest.rs)"]
     proc_self_mem: AWAY;
+
+    // Forwarded families added with mosrun -e/-w
+    /// getsockopt/setsockopt (short option buffer, unknown option), getsockname/getpeername of TCP
+    /// and of Unix sockets bound in the scratch directory, SO_PEERCRED is the home pid.
+    sockopt: AWAY;
+    /// sendmsg/recvmsg: iovecs scattered and gathered, MSG_TRUNC, named datagram sockets (the
+    /// sender's name comes back), a home file's descriptor passed with SCM_RIGHTS and read through.
+    msg: AWAY;
+    /// accept/accept4 with the peer address (also into a too short buffer), sendto/recvfrom with
+    /// addresses over UDP.
+    peer_addr: AWAY;
+    /// getresuid/getresgid, setgroups, setresuid/setresgid to nobody and back, setfsuid, capget:
+    /// the home task's identity changes, so a home file closed to nobody cannot be opened.
+    creds: AWAY;
+    /// fcntl record locks (F_SETLK/F_GETLK/F_SETLKW) seen by a home child with the home pid, open
+    /// file description locks, F_SETOWN/F_GETOWN.
+    flock: AWAY;
+    /// ioctl FIONREAD (pipe, socket, file), FIONBIO, FIOCLEX/FIONCLEX, FIGETBSZ, TIOCGWINSZ and TCGETS
+    /// on a pipe (ENOTTY), fcntl F_SETPIPE_SZ/F_GETPIPE_SZ.
+    ioctls: AWAY;
 }
