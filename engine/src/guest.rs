@@ -562,7 +562,18 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
         let answer = |r: Result<i64, i32>| {
             let _ = sys::notif_send(listener, n.id, r, false);
         };
-        let disp = if n.data.arch == 0xc000_003e { policy::classify(nr, &args) } else { Disposition::Home };
+        let mut disp = if n.data.arch == 0xc000_003e { policy::classify(nr, &args) } else { Disposition::Home };
+        // Files of /proc/self that show the process's memory are read at home, in the process.
+        let path_arg = match nr as libc::c_long {
+            libc::SYS_open => Some(0),
+            libc::SYS_openat => Some(1),
+            _ => None,
+        };
+        if let (Some(i), Disposition::Forward(_)) = (path_arg, disp) {
+            if read_cstr(pid, args[i]).is_ok_and(|p| policy::proc_file_needs_home(&p, self.g.home_pid)) {
+                disp = Disposition::Home;
+            }
+        }
         let own_sig = own_signal(nr, &args, self.g.home_pid);
         match disp {
             Disposition::Local(_) => {

@@ -408,6 +408,28 @@ pub fn classify(nr: u32, args: &[u64; 6]) -> Disposition {
     }
 }
 
+/// Files of `/proc/self` (or `/proc/thread-self`, `/proc/PID` of the home pid) that show the
+/// process's memory. Opened by the deputy at home, whose user memory is released while the process
+/// is away, they would read empty or wrong: opening one brings the process home. (Paths are
+/// matched as written: a relative path from a descriptor or a cwd inside /proc is not.)
+pub fn proc_file_needs_home(path: &[u8], home_pid: u32) -> bool {
+    let path = path.strip_suffix(b"\0").unwrap_or(path);
+    let Some(rest) = path.strip_prefix(b"/proc/") else { return false };
+    let pid = home_pid.to_string();
+    let rest = match rest.iter().position(|c| *c == b'/') {
+        Some(i) if [&b"self"[..], b"thread-self", pid.as_bytes()].contains(&&rest[..i]) => &rest[i + 1..],
+        _ => return false,
+    };
+    // /proc/self/task/TID/FILE is the same file for the single thread.
+    let file = match rest.strip_prefix(b"task/") {
+        Some(t) => t.splitn(2, |c| *c == b'/').nth(1).unwrap_or(b""),
+        None => rest,
+    };
+    const MEMORY_FILES: &[&[u8]] =
+        &[b"cmdline", b"environ", b"maps", b"smaps", b"smaps_rollup", b"numa_maps", b"auxv", b"mem", b"pagemap", b"stat", b"statm"];
+    MEMORY_FILES.contains(&file)
+}
+
 /// mmap is local only for anonymous private memory.
 pub fn mmap_is_anonymous(args: &[u64; 6]) -> bool {
     let flags = args[3] as i32;
@@ -427,6 +449,25 @@ pub fn home_reason(nr: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_files_of_the_process_memory_go_home() {
+        for p in ["/proc/self/maps", "/proc/self/cmdline\0", "/proc/thread-self/environ", "/proc/42/stat", "/proc/self/task/42/statm"] {
+            assert!(proc_file_needs_home(p.as_bytes(), 42), "{p}");
+        }
+        for p in [
+            "/proc/self/status",
+            "/proc/self/fd/3",
+            "/proc/43/maps",
+            "/proc/self",
+            "/proc/selfish/maps",
+            "/etc/maps",
+            "maps",
+            "/proc/self/exe",
+        ] {
+            assert!(!proc_file_needs_home(p.as_bytes(), 42), "{p}");
+        }
+    }
 
     #[test]
     fn rows_are_unique_and_named() {

@@ -429,12 +429,12 @@ cases! {
     cpu_clock: AWAY;
     /// uname and gethostname answer the home host, not node 2's.
     uname: AWAY;
-    /// /proc/self (exe, fd, cwd, status, stat, limits) describes the process.
-    proc_self: AWAY;
-    /// /proc/self files that show the process's memory (cmdline, environ, maps, vsize in stat).
-    #[ignore = "/proc/self is opened by the deputy at home, whose user memory is released: cmdline, environ and maps \
-                are empty while away; opens of such /proc/self files should bring the process home (engine/src/guest.rs)"]
-    proc_self_mem: AWAY;
+    /// /proc/self (exe, fd, cwd, status, stat, limits) describes the process (stat, which shows the
+    /// memory size, brings it home).
+    proc_self: COMES_HOME;
+    /// /proc/self files that show the process's memory (cmdline, environ, maps, vsize in stat):
+    /// opening one brings the process home, where they are read in the process itself.
+    proc_self_mem: COMES_HOME;
 
     // Forwarded families added with mosrun -e/-w
     /// getsockopt/setsockopt (short option buffer, unknown option), getsockname/getpeername of TCP
