@@ -290,6 +290,33 @@ impl Deputy {
         }
     }
 
+    /// Are real-time signals pending on the deputy? (They stay blocked there, see [`RT_SIGNALS`]:
+    /// take them with [`take_rt_signals`](Self::take_rt_signals).)
+    pub fn rt_pending(&self) -> Result<bool, Error> {
+        let st = procfs::status(self.pid)?;
+        Ok((st.sig_pnd | st.shd_pnd) & RT_SIGNALS != 0)
+    }
+
+    /// Takes the real-time signals pending on the deputy, each as its `siginfo_t`, in the order
+    /// they would be delivered (rt_sigtimedwait with a zero timeout, run in the deputy).
+    pub fn take_rt_signals(&mut self) -> Result<Vec<Vec<u8>>, Error> {
+        let mut got = Vec::new();
+        // Bounded: the queue cannot grow past RLIMIT_SIGPENDING anyway.
+        while got.len() < 4096 {
+            let bufs = [
+                Buf::In { arg: 0, data: RT_SIGNALS.to_le_bytes().to_vec() },
+                Buf::Out { arg: 1, len: sys::SIGINFO_LEN as u32, by_ret: false },
+                Buf::In { arg: 2, data: vec![0; 16] },
+            ];
+            let (r, mut outs) = self.execute(libc::SYS_rt_sigtimedwait as u32, [0, 0, 0, 8, 0, 0], &bufs)?;
+            if r <= 0 {
+                break;
+            }
+            got.push(outs.pop().unwrap_or_default());
+        }
+        Ok(got)
+    }
+
     /// Executes a forwarded call. Returns the raw result and the `Out` buffers.
     /// A call interrupted by a signal (which the deputy holds back) is restarted.
     pub fn execute(&mut self, nr: u32, mut args: [u64; 6], bufs: &[Buf]) -> Result<(i64, Vec<Vec<u8>>), Error> {
@@ -606,6 +633,24 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(got, vec![Signal::SIGUSR1]);
+        // Real-time signals stay queued in the deputy until they are taken, with their siginfo.
+        let sig = libc::SIGRTMIN() + 2;
+        for v in [11i32, 22] {
+            // As sigqueue() makes it: si_signo, si_code SI_QUEUE, si_pid, si_uid, si_value.
+            let mut info = vec![0u8; sys::SIGINFO_LEN];
+            info[0..4].copy_from_slice(&sig.to_le_bytes());
+            info[8..12].copy_from_slice(&libc::SI_QUEUE.to_le_bytes());
+            info[16..20].copy_from_slice(&getpid().as_raw().to_le_bytes());
+            info[24..28].copy_from_slice(&v.to_le_bytes());
+            sys::queue_signal(pid, &info).unwrap();
+        }
+        assert!(d.rt_pending().unwrap());
+        let infos = d.take_rt_signals().unwrap();
+        let field = |i: &Vec<u8>, off: usize| i32::from_le_bytes(i[off..off + 4].try_into().unwrap());
+        // si_signo at 0, si_code at 8, si_pid at 16, si_value at 24.
+        let got: Vec<_> = infos.iter().map(|i| (field(i, 0), field(i, 8), field(i, 16), field(i, 24))).collect();
+        assert_eq!(got, vec![(sig, libc::SI_QUEUE, getpid().as_raw(), 11), (sig, libc::SI_QUEUE, getpid().as_raw(), 22)]);
+        assert!(!d.rt_pending().unwrap());
         assert_eq!(d.execute(libc::SYS_getppid as u32, [0; 6], &[]).unwrap().0, i64::from(getpid().as_raw()), "calls go on");
         d.park().unwrap();
         d.end(ExitStatus::Code(7)).unwrap();

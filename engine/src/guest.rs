@@ -495,6 +495,8 @@ struct Host<'a, S> {
     /// Signals from home held back while a forwarded call is in flight (delivering one would
     /// restart a call that already ran at home).
     held: Vec<i32>,
+    /// The same for signals sent with their siginfo (`DeputyMsg::Queued`).
+    held_info: Vec<Vec<u8>>,
     recall: bool,
     home_refused: bool,
     /// What home asked for calls only it can run (`DeputyMsg::Policy`).
@@ -516,6 +518,12 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
             DeputyMsg::Signal { sig } => {
                 if let Ok(s) = Signal::try_from(sig) {
                     let _ = kill(self.g.pid, s);
+                }
+            }
+            DeputyMsg::Queued { info } if in_call => self.held_info.push(info),
+            DeputyMsg::Queued { info } => {
+                if let Err(e) = sys::queue_signal(self.g.pid, &info) {
+                    tracing::warn!(error = %e, "could not queue a signal from home");
                 }
             }
             DeputyMsg::Recall => self.recall = true,
@@ -682,6 +690,9 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                 let _ = kill(pid, s);
             }
         }
+        for info in std::mem::take(&mut self.held_info) {
+            let _ = sys::queue_signal(pid, &info);
+        }
         Ok(None)
     }
 
@@ -726,6 +737,21 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                 return Ok(None);
             }
         };
+        // Signals pending on the task go home with it (they die with this copy): queued ones with
+        // their siginfo, and those that raced with the freeze (suppressed: they are re-delivered
+        // here if the process stays).
+        let mut pending: Vec<Vec<u8>> = sys::pending_siginfo(pid).unwrap_or_default().iter().map(|i| i.to_vec()).collect();
+        for s in &t.pending_signals {
+            let mut info = vec![0u8; sys::SIGINFO_LEN];
+            info[0..4].copy_from_slice(&(*s as i32).to_le_bytes());
+            pending.push(info);
+        }
+        for info in pending {
+            if let Err(e) = self.send(&DeputyMsg::Queued { info }) {
+                t.kill();
+                return Ok(Some(End::Killed(format!("lost the deputy channel while sending the process home: {e}"))));
+            }
+        }
         match capture::send(&mut self.rx.chain(self.s), &mut t, &img, frozen_at) {
             Ok(mut sent) => {
                 sent.stats.total_us = start.elapsed().as_micros() as u64;
@@ -757,6 +783,7 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
         g,
         seq: 0,
         held: Vec::new(),
+        held_info: Vec::new(),
         recall: false,
         home_refused: false,
         on_unsupported: OnUnsupported::GoHome,

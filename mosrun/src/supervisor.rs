@@ -50,6 +50,11 @@ struct Supervisor {
     on_unsupported: OnUnsupported,
     /// (call, node) pairs already warned about (-w).
     warned: Vec<(u32, u32)>,
+    /// Signals pending on the remote task as it comes home (`DeputyMsg::Queued` before its
+    /// `Offer`): queued at home once it is back.
+    returning: Vec<Vec<u8>>,
+    /// Away: when the deputy was last looked at for real-time signals.
+    rt_checked: std::time::Instant,
 }
 
 /// Where the program starts.
@@ -140,6 +145,8 @@ pub fn run(control_path: &Path, program: &[String], opts: Options) -> Result<i32
         next_spin: SpinPolicy::new(NEXT_SPIN),
         on_unsupported: opts.on_unsupported,
         warned: Vec::new(),
+        returning: Vec::new(),
+        rt_checked: std::time::Instant::now(),
     };
     if let Some(n) = target.filter(|n| *n != home_node) {
         s.ask_move(n)?;
@@ -200,9 +207,10 @@ impl Supervisor {
                 // A frame already read ahead is handled without waiting. Away, a deputy in trap mode
                 // is checked for signals every 100 ms (a served one reports them by SIGCHLD).
                 let trapped = matches!(&place, Where::Away { away, .. } if !away.deputy.served());
+                // Away, the deputy is also looked at for real-time signals every 100 ms.
                 let timeout = if held {
                     PollTimeout::ZERO
-                } else if trapped {
+                } else if trapped || matches!(place, Where::Away { .. }) {
                     PollTimeout::from(100u8)
                 } else {
                     PollTimeout::NONE
@@ -251,6 +259,11 @@ impl Supervisor {
                         return c;
                     }
                     Err(_) => {}
+                }
+            }
+            if let Where::Away { away, .. } = &mut place {
+                if self.rt_checked.elapsed() >= SIGNAL_PROBE {
+                    self.relay_rt_signals(away);
                 }
             }
             // Every source is served in the same round: back-to-back forwarded calls must not starve
@@ -303,6 +316,8 @@ impl Supervisor {
                 // A new connection: nothing of the old one is held.
                 self.rx = FrameReader::new();
                 self.send_policy(&mut away);
+                // Real-time signals pending at home now wait in the deputy: they go along.
+                self.relay_rt_signals(&mut away);
                 let stats = away.stats.clone();
                 self.tell(&Request::Moved { node });
                 self.done(id, Ok(stats));
@@ -326,6 +341,24 @@ impl Supervisor {
             if let Err(e) = frame::write_msg(&mut away.stream, Kind::Deputy, &m) {
                 tracing::warn!(error = %e, "could not send the -e/-w policy to the remote node");
             }
+        }
+    }
+
+    /// Sends the real-time signals pending on the deputy to the remote side, with their siginfo.
+    /// (The deputy keeps them blocked: a stop for one could not be taken, see
+    /// `engine::deputy::RT_SIGNALS`; whatever is not taken is delivered when the process is home.)
+    fn relay_rt_signals(&mut self, away: &mut Away) {
+        self.rt_checked = std::time::Instant::now();
+        if !away.deputy.rt_pending().unwrap_or(false) {
+            return;
+        }
+        match away.deputy.take_rt_signals() {
+            Ok(infos) => {
+                for info in infos {
+                    let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Queued { info });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not take real-time signals from the deputy"),
         }
     }
 
@@ -404,6 +437,7 @@ impl Supervisor {
                 return Err(code);
             }
             DeputyMsg::Unsupported { nr } => self.warn_unsupported(nr, node),
+            DeputyMsg::Queued { info } => self.returning.push(info),
             DeputyMsg::Reroute { node: to } => {
                 tracing::info!(from = node, to, "the remote node's balancer moves the process on");
                 if let Err(e) = self.ask_move(to) {
@@ -417,6 +451,8 @@ impl Supervisor {
 
     fn come_home(&mut self, mut away: Away, node: u32, offer: &Offer) -> Where {
         tracing::info!(reason = ?offer.reason, "process coming home");
+        // Signals pending on the remote task as it left: queued here once it is back.
+        let returning = std::mem::take(&mut self.returning);
         // The remote side waits for our answer after an Offer: it cannot have sent anything more,
         // and the migration stream is read from the socket itself.
         if !self.rx.is_empty() {
@@ -455,6 +491,11 @@ impl Supervisor {
         }
         match migrate::receive_home(&mut away.stream, away.deputy, offer) {
             Ok((stats, _)) => {
+                for info in returning {
+                    if let Err(e) = mos_engine::sys::queue_signal(self.pid, &info) {
+                        tracing::warn!(error = %e, "could not queue a signal that was pending on the process as it came home");
+                    }
+                }
                 self.tell(&Request::Moved { node: 0 });
                 match self.pending.take() {
                     Some((id, Target::Node { node: to, addr })) => self.go(id, to, &addr),

@@ -11,6 +11,8 @@
 //! remote ── Reroute{node} ─────────────▶ home   the remote balancer wants it on `node`: home recalls it
 //! remote ◀─ Policy{on_unsupported} ────── home   mosrun -e/-w: what to do with calls only home runs
 //! remote ── Unsupported{nr} ───────────▶ home   (mosrun -w) call `nr` failed remotely with ENOSYS
+//! remote ◀─ Queued{info} ──────────────── home   a signal with its siginfo (real-time ones, queued)
+//! remote ── Queued{info}… Offer ────────▶ home   signals pending remotely as the process leaves
 //! ```
 use serde::{Deserialize, Serialize};
 
@@ -94,4 +96,9 @@ pub enum DeputyMsg {
     /// From the remote side, under [`OnUnsupported::FailAndTell`]: call number `nr` failed with
     /// ENOSYS there.
     Unsupported { nr: u32 },
+    /// A signal as a `siginfo_t` (128 bytes). From home: queue it on the process now (used for
+    /// real-time signals, which queue and carry values). From the remote side, just before an
+    /// `Offer`: this signal is pending on the process as it leaves; home queues it once the
+    /// process is back and drops it if the return fails.
+    Queued { info: Vec<u8> },
 }

@@ -449,6 +449,7 @@ fn write_fuzz_seeds() {
         ("reroute", DeputyMsg::Reroute { node: 3 }),
         ("policy", DeputyMsg::Policy { on_unsupported: mos_proto::deputy::OnUnsupported::Fail }),
         ("unsupported", DeputyMsg::Unsupported { nr: 99 }),
+        ("queued", DeputyMsg::Queued { info: vec![34, 0, 0, 0] }),
     ] {
         put("deputy", name, &body(Kind::Deputy, &m));
     }

@@ -332,8 +332,10 @@ cases! {
         ..AWAY
     };
     /// si_code and si_pid of signals from the test, from kill to itself and from raise.
-    #[ignore = "signals reach the remote task as a plain kill() from its mosd: si_pid is mosd's and raise's SI_TKILL \
-                becomes SI_USER; the deputy channel's Signal message carries the number only (proto + mosrun + guest)"]
+    #[ignore = "signals reach the remote task from its mosd, another process: the kernel keeps a sender's siginfo \
+                only for negative si_codes (sigqueue: DeputyMsg::Queued keeps those), so kill's si_pid becomes mosd's \
+                and raise's SI_TKILL SI_USER; keeping them needs the task to queue the signal itself \
+                (rt_tgsigqueueinfo injected with ptrace into the running task, engine/src/guest.rs)"]
     siginfo: Case {
         steps: &[Gate(1), Kill("[1] waiting for SIGUSR1 1", Signal::SIGUSR1), Gate(2), Kill("[2] waiting for SIGUSR1 2", Signal::SIGUSR1)],
         ..AWAY
@@ -345,13 +347,9 @@ cases! {
     /// A signal pending (blocked) at home when the process leaves is pending on node 2.
     pending_away: AWAY;
     /// A signal made pending (blocked) on node 2 is still pending when the process comes home.
-    #[ignore = "signals pending on the remote task are not carried home: the migration context has no pending set \
-                (capture: PTRACE_PEEKSIGINFO; restore: rt_tgsigqueueinfo; proto Context field)"]
     pending_home: AWAY;
-    /// Real-time signals queue (three pending, three deliveries), before and after the move.
-    #[ignore = "real-time signals for a process that is away stay blocked in the deputy until it comes home: ptrace \
-                stops for them cannot be represented with nix's Signal (engine: raw signal numbers in ptrace.rs and \
-                Tracee::pending_signals, raw kill in sys.rs)"]
+    /// Real-time signals queue (three pending, three deliveries), before and after the move: the ones
+    /// pending at home when it leaves are taken from the deputy and sent along with their siginfo.
     rt_signals: AWAY;
     /// sigtimedwait for a signal sent by the test to the home pid, and for one sent to itself.
     sigwait: Case {
@@ -425,7 +423,9 @@ cases! {
     clock: AWAY;
     /// CPU-time clocks keep the time the process used before the move.
     #[ignore = "CLOCK_PROCESS_CPUTIME_ID/THREAD_CPUTIME_ID are local calls answered by the new task on node 2, \
-                whose CPU time starts at 0: the CPU time used before the move is not carried (engine: context + guest)"]
+                whose CPU time starts at 0, and the home task's CPU time does not include the time used away when \
+                the process comes back: a task's CPU time cannot be set from user space, so the clocks would have to \
+                be answered (with an offset carried in the context) on both sides, and at home nothing intercepts"]
     cpu_clock: AWAY;
     /// uname and gethostname answer the home host, not node 2's.
     uname: AWAY;
