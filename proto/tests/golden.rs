@@ -502,3 +502,11 @@ fn write_fuzz_seeds() {
     frame::write_raw(&mut p, Kind::Pages, &[&pages::encode_runs(&one), &page_data(&one)]).unwrap();
     put("frame", "pages_one", &p);
 }
+
+golden!(
+    deputy_queued_golden,
+    Kind::Deputy,
+    DeputyMsg,
+    DeputyMsg::Queued { info: vec![34, 0, 0, 0] },
+    "4d4f5300 0100 0900 06000000 00000000  090422000000"
+);
