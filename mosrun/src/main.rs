@@ -43,7 +43,7 @@ struct Args {
     #[arg(short = 'L', group = "automatic")]
     no_auto: bool,
     /// A system call the remote node cannot run fails there with ENOSYS instead of bringing the
-    /// program home (MOSIX `mosrun -e`).
+    /// program home (MOSIX `mosrun -e`). That includes mmap of a file (loading a library, say).
     #[arg(short = 'e', group = "unsupported")]
     fail_unsupported: bool,
     /// As -e, and print a warning on stderr naming each such call (MOSIX `mosrun -w`).

@@ -337,6 +337,10 @@ impl Supervisor {
     /// ([`come_home`](Self::come_home)).
     fn send_policy(&self, away: &mut Away) {
         if self.on_unsupported != OnUnsupported::GoHome {
+            // Tests make the remote side meet such a call before the policy arrives.
+            if let Some(ms) = std::env::var("MOS_TEST_POLICY_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
             let m = DeputyMsg::Policy { on_unsupported: self.on_unsupported };
             if let Err(e) = frame::write_msg(&mut away.stream, Kind::Deputy, &m) {
                 tracing::warn!(error = %e, "could not send the -e/-w policy to the remote node");
