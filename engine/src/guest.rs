@@ -228,6 +228,11 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usi
             }
             Arg::InOutSized { buf, lenp } => {
                 if a[lenp as usize] == 0 {
+                    // A buffer without its length: the kernel answers EFAULT (it cannot be passed
+                    // on: a pointer of this task means nothing at home).
+                    if a[buf as usize] != 0 {
+                        return Err(libc::EFAULT);
+                    }
                     continue;
                 }
                 let raw = read(a[lenp as usize], 4)?;
