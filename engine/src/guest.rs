@@ -121,6 +121,10 @@ fn field_u64(b: &[u8], off: usize) -> u64 {
 /// Where the `Out`/`InOut` buffers of a forwarded call land in the remote task, in request order.
 type Dests = Vec<(Vec<(u64, usize)>, Keep)>;
 
+/// A deputy request built from an intercepted call: call number and arguments to run at home, its
+/// buffers, where its out data goes, and the bytes of data it carries (read/write family, sendmsg).
+type Request = (u32, [u64; 6], Vec<Buf>, Dests, usize);
+
 /// Reads a NUL-terminated string (at most PATH_MAX bytes, NUL included) from the task.
 fn read_cstr(pid: Pid, addr: u64) -> Result<Vec<u8>, i32> {
     let mut out = Vec::new();
@@ -143,12 +147,15 @@ fn read_cstr(pid: Pid, addr: u64) -> Result<Vec<u8>, i32> {
 /// Turns an intercepted call into a deputy request: copies the `In` data out of the task and
 /// records where `Out` data goes. Returns (call number to run at home, args, buffers, out dests).
 /// `iov_skip`: bytes of a readv/writev already moved by earlier requests of the same call.
-fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usize) -> Result<(u32, [u64; 6], Vec<Buf>, Dests), i32> {
+/// The last element: bytes of data the request carries for the read/write family and sendmsg.
+fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usize) -> Result<Request, i32> {
     let mut a = args;
     let mut fnr = nr;
     let mut bufs = Vec::new();
     let mut dests = Vec::new();
     let mut total = 0usize;
+    // Set by iovec and msghdr arguments; else args[2] as the buffers left it (read/write).
+    let mut carried = None;
     let mut room = |n: usize| -> Result<usize, i32> {
         let n = n.min(MAX_BUF - total);
         total += n;
@@ -275,15 +282,28 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usi
                     return Err(libc::ENOBUFS);
                 }
                 // The data: the iovecs gathered into one buffer, described by one iovec at home.
+                // A long sendmsg goes in chunks: the first `iov_skip` bytes went with earlier
+                // requests of the call, and so did the name and the control data.
+                let mut skip = iov_skip;
                 let mut vecs = Vec::new();
                 let mut sum = 0usize;
                 for (base, len) in read_iov(pid, field_u64(&hdr, MSG_IOV), field_u64(&hdr, MSG_IOVLEN))? {
-                    let len = room(len)?;
+                    let drop = skip.min(len);
+                    skip -= drop;
+                    let len = room(len - drop)?;
                     if len > 0 {
-                        vecs.push((base, len));
+                        vecs.push((base + drop as u64, len));
                         sum += len;
                     }
                 }
+                carried = Some(sum);
+                let (name_room, control_room) = if iov_skip > 0 {
+                    hdr[MSG_NAMELEN..MSG_NAMELEN + 4].fill(0);
+                    hdr[MSG_CONTROLLEN..MSG_CONTROLLEN + 8].fill(0);
+                    (0, 0)
+                } else {
+                    (name_room, control_room)
+                };
                 // Pointers are set at home (fixups); lengths stay as they are.
                 hdr[MSG_NAME..MSG_NAME + 8].fill(0);
                 hdr[MSG_IOV..MSG_IOV + 8].fill(0);
@@ -342,6 +362,7 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usi
                 }
                 // readv/writev run at home as read/write of one gathered buffer.
                 a[2] = sum as u64;
+                carried = Some(sum);
                 if matches!(spec, Arg::InIov { .. }) {
                     fnr = libc::SYS_write as u32;
                     let mut data = vec![0u8; sum];
@@ -357,7 +378,8 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usi
             }
         }
     }
-    Ok((fnr, a, bufs, dests))
+    let carried = carried.unwrap_or(a[2] as usize);
+    Ok((fnr, a, bufs, dests, carried))
 }
 
 fn reap(pid: Pid) -> Option<ExitStatus> {
@@ -394,6 +416,8 @@ enum IoCall {
     Plain { read: bool, positioned: bool },
     /// readv/writev: iovec array in args[1], count in args[2].
     Vector { read: bool },
+    /// sendmsg: a `struct msghdr` in args[1]; continued only on stream sockets.
+    SendMsg,
 }
 
 impl IoCall {
@@ -405,6 +429,7 @@ impl IoCall {
             libc::SYS_pwrite64 => IoCall::Plain { read: false, positioned: true },
             libc::SYS_readv => IoCall::Vector { read: true },
             libc::SYS_writev => IoCall::Vector { read: false },
+            libc::SYS_sendmsg => IoCall::SendMsg,
             _ => return None,
         })
     }
@@ -428,6 +453,13 @@ fn read_iov(pid: Pid, addr: u64, cnt: u64) -> Result<Vec<(u64, usize)>, i32> {
             (base, u64::from_le_bytes(c[8..16].try_into().expect("8 bytes")) as usize)
         })
         .collect())
+}
+
+/// Bytes a sendmsg call asks to send (its msghdr at `msg`).
+fn msg_total(pid: Pid, msg: u64) -> Result<usize, i32> {
+    let mut hdr = vec![0u8; MSGHDR];
+    mem::readv(pid, &[(msg, MSGHDR)], &mut hdr).map_err(|_| libc::EFAULT)?;
+    Ok(read_iov(pid, field_u64(&hdr, MSG_IOV), field_u64(&hdr, MSG_IOVLEN))?.iter().fold(0usize, |s, (_, l)| s.saturating_add(*l)))
 }
 
 /// Bytes a readv/writev call asks to move.
@@ -637,6 +669,13 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                     return Ok(None);
                 }
             },
+            Some(IoCall::SendMsg) => match msg_total(pid, args[1]) {
+                Ok(t) => t,
+                Err(errno) => {
+                    answer(Err(errno));
+                    return Ok(None);
+                }
+            },
             None => 0,
         };
         let mut done = 0usize;
@@ -651,15 +690,13 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                         a[3] = a[3].wrapping_add(done as u64);
                     }
                 }
-                Some(IoCall::Vector { .. }) => iov_skip = done,
+                Some(IoCall::Vector { .. } | IoCall::SendMsg) => iov_skip = done,
                 None => {}
             }
-            let (fnr, a, bufs, dests) = match build_request(pid, nr, a, specs, iov_skip) {
+            let (fnr, a, bufs, dests, carried) = match build_request(pid, nr, a, specs, iov_skip) {
                 Ok(r) => r,
                 Err(errno) => break if done > 0 { Ok(done as i64) } else { Err(errno) },
             };
-            // For the read/write family, a[2] is now the length this request carries.
-            let carried = a[2] as usize;
             // Data read from the task is only trustworthy if the task still waits for this call.
             let read_memory = bufs.iter().any(|b| matches!(b, Buf::In { .. } | Buf::InOut { .. }));
             if read_memory && !sys::notif_id_valid(listener, id) {
@@ -688,6 +725,14 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                     Err(end) => return Ok(Some(end)),
                 }
             }
+            // A message is one datagram: only a stream is sent in chunks.
+            if matches!(io, IoCall::SendMsg) && done == carried {
+                match self.fd_is_stream(a[0])? {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(done as i64),
+                    Err(end) => return Ok(Some(end)),
+                }
+            }
         };
         answer(result);
         for sig in std::mem::take(&mut self.held) {
@@ -699,6 +744,17 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
             let _ = sys::queue_signal(pid, &info);
         }
         Ok(None)
+    }
+
+    /// Is descriptor `fd` at home a stream socket (asked with a forwarded getsockopt SO_TYPE)?
+    fn fd_is_stream(&mut self, fd: u64) -> Result<Result<bool, End>, Error> {
+        let bufs = vec![Buf::Out { arg: 3, len: 4, by_ret: false }, Buf::InOut { arg: 4, data: 4u32.to_le_bytes().to_vec() }];
+        let args = [fd, libc::SOL_SOCKET as u64, libc::SO_TYPE as u64, 0, 0, 0];
+        Ok(match self.forward(libc::SYS_getsockopt as u32, args, bufs)? {
+            Ok((0, outs)) => Ok(outs.first().and_then(|t| t.get(0..4)).is_some_and(|t| t == libc::SOCK_STREAM.to_le_bytes())),
+            Ok(_) => Ok(false),
+            Err(end) => Err(end),
+        })
     }
 
     /// Does a read of descriptor `fd` at home return the whole count it asks for (until the end)?

@@ -441,7 +441,8 @@ cases! {
     /// and of Unix sockets bound in the scratch directory, SO_PEERCRED is the home pid.
     sockopt: AWAY;
     /// sendmsg/recvmsg: iovecs scattered and gathered, MSG_TRUNC, named datagram sockets (the
-    /// sender's name comes back), a home file's descriptor passed with SCM_RIGHTS and read through.
+    /// sender's name comes back), a home file's descriptor passed with SCM_RIGHTS and read through,
+    /// one 3 MiB sendmsg on a stream to a home child (sent whole, in chunks of one deputy buffer).
     msg: AWAY;
     /// accept/accept4 with the peer address (also into a too short buffer), sendto/recvfrom with
     /// addresses over UDP.

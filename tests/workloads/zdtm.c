@@ -2157,10 +2157,33 @@ static void sockopt_phase(int n) {
     SHOW(unlink(a.sun_path));
 }
 
-static int mg_dgram[2], mg_stream[2];
+static int mg_dgram[2], mg_stream[2], mg_big[2];
+static pid_t mg_child;
+/* 3 MiB and a bit: a sendmsg far larger than one deputy buffer. */
+#define MG_BIG ((3 << 20) + 123)
+static unsigned char mg_buf[MG_BIG];
+/* A home child: reads MG_BIG bytes at a time and answers with their hash. */
+static int big_reader(long unused) {
+    (void)unused;
+    close(mg_big[0]);
+    for (;;) {
+        ssize_t n = read_full(mg_big[1], mg_buf, MG_BIG);
+        if (n <= 0) return 0;
+        dprintf(mg_big[1], "got %zd hash %016llx\n", n, (unsigned long long)fnv(mg_buf, (size_t)n));
+    }
+}
 static void msg_before(void) {
-    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, mg_dgram) || socketpair(AF_UNIX, SOCK_STREAM, 0, mg_stream)) die("socketpair");
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, mg_dgram) || socketpair(AF_UNIX, SOCK_STREAM, 0, mg_stream) ||
+        socketpair(AF_UNIX, SOCK_STREAM, 0, mg_big))
+        die("socketpair");
     put_file(wp("passed"), "a file opened at home, passed with SCM_RIGHTS\n");
+    mg_child = spawn(big_reader, 0);
+    close(mg_big[1]);
+}
+static int msg_finish(void) {
+    SHOW(shutdown(mg_big[0], SHUT_WR));
+    show_wait("big reader", mg_child, 0);
+    return 0;
 }
 /* Sends fd over mg_stream[0] with one data byte. */
 static void send_fd(int fd) {
@@ -2267,6 +2290,17 @@ static void msg_phase(int n) {
     SHOW(read(got, buf, sizeof buf - 1));
     say("through it: %s", buf);
     SHOW(close(got));
+    /* One sendmsg of 3 MiB over three iovecs on a stream: all of it is sent. */
+    for (size_t i = 0; i < MG_BIG; i++) mg_buf[i] = (unsigned char)(i * 7 + (size_t)n);
+    struct iovec big[3] = {{mg_buf, 1 << 20}, {mg_buf + (1 << 20), 1 << 20}, {mg_buf + (2 << 20), (1 << 20) + 123}};
+    struct msghdr bm = {0};
+    bm.msg_iov = big;
+    bm.msg_iovlen = 3;
+    SHOW(sendmsg(mg_big[0], &bm, 0));
+    char line[128], want[128];
+    snprintf(want, sizeof want, "got %d hash %016llx", MG_BIG, (unsigned long long)fnv(mg_buf, MG_BIG));
+    read_line(mg_big[0], line, sizeof line);
+    say("the home child got it all: %d\n", !strcmp(line, want));
 }
 
 static int pa_srv, pa_port;
@@ -2560,7 +2594,7 @@ static const struct zcase CASES[] = {
     {"proc_self", proc_self_before, proc_self_phase, NULL},
     {"proc_self_mem", proc_self_before, proc_self_mem_phase, NULL},
     {"sockopt", sockopt_before, sockopt_phase, NULL},
-    {"msg", msg_before, msg_phase, NULL},
+    {"msg", msg_before, msg_phase, msg_finish},
     {"peer_addr", peer_addr_before, peer_addr_phase, NULL},
     {"creds", creds_before, creds_phase, NULL},
     {"flock", flock_before, flock_phase, flock_finish},
