@@ -132,6 +132,9 @@ pub struct Deputy {
     area: u64,
     /// Served mode.
     shared: Option<Shared>,
+    /// Signals for the home pid taken with their siginfo (served mode), for
+    /// [`take_siginfos`](Self::take_siginfos).
+    siginfos: Vec<Vec<u8>>,
 }
 
 /// Maps the shared memory file into the deputy and here, and the loop code into the deputy.
@@ -198,7 +201,7 @@ impl Deputy {
                 r.orig_rax = u64::MAX;
                 t.set_regs(r)?;
                 let task = Task::Serving(t.resume()?);
-                Ok(Deputy { task, pid, area: 0, shared: Some(shared) })
+                Ok(Deputy { task, pid, area: 0, shared: Some(shared), siginfos: Vec::new() })
             }
             Err(e) => {
                 tracing::warn!(pid = pid.as_raw(), error = %e, "deputy without shared memory: one ptrace stop per forwarded call");
@@ -219,7 +222,7 @@ impl Deputy {
                 t.set_trap(Some(code));
                 // Its user memory is gone: the registers it was frozen with will never be resumed.
                 t.registers_disposable()?;
-                Ok(Deputy { task: Task::Parked(t), pid, area, shared: None })
+                Ok(Deputy { task: Task::Parked(t), pid, area, shared: None, siginfos: Vec::new() })
             }
         }
     }
@@ -272,7 +275,8 @@ impl Deputy {
         match &mut self.task {
             Task::Serving(t) => {
                 if probe {
-                    t.take_stops()?;
+                    let infos = t.take_stops_siginfo()?;
+                    self.siginfos.extend(infos.iter().map(|i| i.to_vec()));
                 }
                 Ok(std::mem::take(&mut t.pending_signals))
             }
@@ -288,6 +292,12 @@ impl Deputy {
             }
             Task::Gone => Err(Error::TraceeGone { pid: pid.as_raw(), how: "lost earlier".into(), code: None }),
         }
+    }
+
+    /// Signals for the home pid that [`take_signals`](Self::take_signals) took with their siginfo
+    /// (a served deputy's signal-delivery-stops), each a `siginfo_t`.
+    pub fn take_siginfos(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.siginfos)
     }
 
     /// Are real-time signals pending on the deputy? (They stay blocked there, see [`RT_SIGNALS`]:
@@ -630,6 +640,12 @@ mod tests {
         let mut got = Vec::new();
         while got.is_empty() && Instant::now() < deadline {
             got = d.take_signals(true).unwrap();
+            // A served deputy hands them over with their siginfo: the sender is this process.
+            for info in d.take_siginfos() {
+                let field = |off: usize| i32::from_le_bytes(info[off..off + 4].try_into().unwrap());
+                assert_eq!((field(8), field(16)), (libc::SI_USER, getpid().as_raw()), "si_code, si_pid");
+                got.push(Signal::try_from(field(0)).unwrap());
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(got, vec![Signal::SIGUSR1]);

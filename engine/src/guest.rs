@@ -482,6 +482,79 @@ fn own_signal(nr: u32, args: &[u64; 6], home_pid: u32) -> Option<i32> {
     target_is_me.then_some(sig)
 }
 
+/// A `siginfo_t` for a signal sent with kill/tgkill (`code` SI_USER or SI_TKILL) by `pid`/`uid`.
+fn siginfo(sig: i32, code: i32, pid: i32, uid: u32) -> Vec<u8> {
+    let mut info = vec![0u8; sys::SIGINFO_LEN];
+    info[0..4].copy_from_slice(&sig.to_le_bytes());
+    info[8..12].copy_from_slice(&code.to_le_bytes());
+    info[16..20].copy_from_slice(&pid.to_le_bytes());
+    info[20..24].copy_from_slice(&uid.to_le_bytes());
+    info
+}
+
+/// Does the task see the siginfo of signal `sig` (a handler catches it, or it is blocked and may be
+/// waited for)? Job-control signals and SIGKILL act without one.
+fn wants_siginfo(pid: Pid, sig: i32) -> bool {
+    if matches!(sig, libc::SIGKILL | libc::SIGSTOP | libc::SIGCONT | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+        || !(1..=64).contains(&sig)
+    {
+        return false;
+    }
+    crate::procfs::status(pid).is_ok_and(|s| (s.sig_cgt | s.sig_blk) & (1u64 << (sig - 1)) != 0)
+}
+
+/// Makes the task queue signal `info` on itself (rt_tgsigqueueinfo injected with ptrace: a process
+/// may give its own signals any siginfo, another process only a negative si_code). The task is
+/// interrupted wherever it is (`meanwhile` runs once the interrupt is requested: it releases a
+/// notification the task waits on), the siginfo is written below its stack pointer (and put back),
+/// and on release the kernel delivers the signal, restarting or failing an interrupted call as it
+/// would have for any signal.
+fn inject_signal(pid: Pid, info: &[u8], meanwhile: impl FnOnce()) -> Result<(), Error> {
+    let sig = i32::from_le_bytes(info.get(0..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]));
+    let mut t = Tracee::<Running>::seize(pid)?.interrupt_with(meanwhile)?;
+    let queued = (|| {
+        let regs = t.regs()?;
+        // Below the red zone and anything the task may use there.
+        let addr = regs.rsp.wrapping_sub(1024) & !63;
+        let saved = mem::read_mem(pid, addr, sys::SIGINFO_LEN)?;
+        let mut si = [0u8; sys::SIGINFO_LEN];
+        let n = info.len().min(si.len());
+        si[..n].copy_from_slice(&info[..n]);
+        mem::write_mem(pid, addr, &si)?;
+        let r = t.inject(libc::SYS_rt_tgsigqueueinfo, [pid.as_raw() as u64, pid.as_raw() as u64, sig as u64, addr, 0, 0]);
+        mem::write_mem(pid, addr, &saved)?;
+        match r? {
+            r if r < 0 => {
+                Err(Error::Injected { what: "rt_tgsigqueueinfo", pid: pid.as_raw(), errno: nix::errno::Errno::from_raw((-r) as i32) })
+            }
+            _ => Ok(()),
+        }
+    })();
+    let raced = std::mem::take(&mut t.pending_signals);
+    t.detach(None)?;
+    for s in raced {
+        let _ = kill(pid, s);
+    }
+    queued
+}
+
+/// Delivers a signal from home (`siginfo_t`): with its siginfo where the task can see it.
+fn deliver(pid: Pid, info: &[u8]) {
+    let field = |off: usize| info.get(off..off + 4).and_then(|b| b.try_into().ok()).map_or(0, i32::from_le_bytes);
+    let (sig, code) = (field(0), field(8));
+    // A negative si_code (sigqueue ...) other than SI_TKILL is queued as it is from here.
+    let kept_anyway = code < 0 && code != libc::SI_TKILL;
+    if !kept_anyway && wants_siginfo(pid, sig) {
+        match inject_signal(pid, info, || {}) {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(error = %e, sig, "could not have the task queue its signal; sent without its siginfo"),
+        }
+    }
+    if let Err(e) = sys::queue_signal(pid, info) {
+        tracing::warn!(error = %e, sig, "could not deliver a signal from home");
+    }
+}
+
 /// Copies the `Out`/`InOut` buffers of a reply into the task. Err(EFAULT) when it cannot.
 fn write_outs(pid: Pid, ret: i64, dests: Dests, outs: &[Vec<u8>]) -> Result<(), i32> {
     for ((vecs, keep), data) in dests.into_iter().zip(outs) {
@@ -558,11 +631,7 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                 }
             }
             DeputyMsg::Queued { info } if in_call => self.held_info.push(info),
-            DeputyMsg::Queued { info } => {
-                if let Err(e) = sys::queue_signal(self.g.pid, &info) {
-                    tracing::warn!(error = %e, "could not queue a signal from home");
-                }
-            }
+            DeputyMsg::Queued { info } => deliver(self.g.pid, &info),
             DeputyMsg::Recall => self.recall = true,
             DeputyMsg::Policy { on_unsupported } => self.on_unsupported = on_unsupported,
             DeputyMsg::Kill => {
@@ -642,8 +711,28 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
             Disposition::Forward(_) if own_sig.is_some() => {
                 // A signal the process sends itself pends before the call returns, as the kernel
                 // does: it is queued on the task here, before the answer (not sent home and back).
+                // One it catches or blocks is queued by the task itself, with the siginfo the
+                // kernel would give it (sender: its home pid; SI_USER for kill, SI_TKILL else).
                 let sig = own_sig.unwrap_or(0);
-                answer(if sig == 0 { Ok(0) } else { sys::tgkill(pid, pid, sig).map(|()| 0).map_err(|e| e as i32) });
+                if sig != 0 && wants_siginfo(pid, sig) {
+                    let code = if nr as libc::c_long == libc::SYS_kill { libc::SI_USER } else { libc::SI_TKILL };
+                    let uid = crate::procfs::status(pid).map_or(0, |s| s.uid);
+                    let info = siginfo(sig, code, self.g.home_pid as i32, uid);
+                    let answered = std::cell::Cell::new(false);
+                    let done = inject_signal(pid, &info, || {
+                        answered.set(true);
+                        answer(Ok(0));
+                    });
+                    match (done, answered.get()) {
+                        (Ok(()), _) => {}
+                        (Err(_), true) => {
+                            let _ = sys::tgkill(pid, pid, sig);
+                        }
+                        (Err(_), false) => answer(sys::tgkill(pid, pid, sig).map(|()| 0).map_err(|e| e as i32)),
+                    }
+                } else {
+                    answer(if sig == 0 { Ok(0) } else { sys::tgkill(pid, pid, sig).map(|()| 0).map_err(|e| e as i32) });
+                }
             }
             Disposition::Forward(specs) => return self.forward_call(listener, n.id, nr, args, specs),
         }
@@ -741,7 +830,7 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
             }
         }
         for info in std::mem::take(&mut self.held_info) {
-            let _ = sys::queue_signal(pid, &info);
+            deliver(pid, &info);
         }
         Ok(None)
     }

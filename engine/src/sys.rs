@@ -420,3 +420,13 @@ pub fn queue_signal(pid: Pid, info: &[u8]) -> Result<(), Errno> {
     let r = unsafe { libc::syscall(libc::SYS_kill, pid.as_raw(), signo) };
     check(r).map(drop)
 }
+
+/// The siginfo of the signal tracee `pid` is stopped for (PTRACE_GETSIGINFO, in a
+/// signal-delivery-stop).
+pub fn get_siginfo(pid: Pid) -> Result<[u8; SIGINFO_LEN], Errno> {
+    let mut buf = [0u8; SIGINFO_LEN];
+    // SAFETY: `buf` has room for one siginfo_t, which the kernel writes.
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, pid.as_raw(), 0usize, buf.as_mut_ptr()) };
+    check(r)?;
+    Ok(buf)
+}

@@ -253,6 +253,10 @@ impl Supervisor {
                         for s in sigs {
                             let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Signal { sig: s as i32 });
                         }
+                        // With their siginfo (sender, code) where the deputy could read it.
+                        for info in away.deputy.take_siginfos() {
+                            let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Queued { info });
+                        }
                     }
                     Err(EngineError::TraceeGone { code: Some(c), .. }) => {
                         let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Kill);

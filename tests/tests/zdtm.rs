@@ -331,11 +331,8 @@ cases! {
         steps: &[Gate(1), Kill("[1] waiting for SIGUSR1 1", Signal::SIGUSR1), Gate(2), Kill("[2] waiting for SIGUSR1 2", Signal::SIGUSR1)],
         ..AWAY
     };
-    /// si_code and si_pid of signals from the test, from kill to itself and from raise.
-    #[ignore = "signals reach the remote task from its mosd, another process: the kernel keeps a sender's siginfo \
-                only for negative si_codes (sigqueue: DeputyMsg::Queued keeps those), so kill's si_pid becomes mosd's \
-                and raise's SI_TKILL SI_USER; keeping them needs the task to queue the signal itself \
-                (rt_tgsigqueueinfo injected with ptrace into the running task, engine/src/guest.rs)"]
+    /// si_code and si_pid of signals from the test, from kill to itself and from raise (away, the
+    /// task queues them on itself with the siginfo home saw, injected by its host).
     siginfo: Case {
         steps: &[Gate(1), Kill("[1] waiting for SIGUSR1 1", Signal::SIGUSR1), Gate(2), Kill("[2] waiting for SIGUSR1 2", Signal::SIGUSR1)],
         ..AWAY
