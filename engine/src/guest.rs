@@ -493,14 +493,14 @@ fn siginfo(sig: i32, code: i32, pid: i32, uid: u32) -> Vec<u8> {
 }
 
 /// Does the task see the siginfo of signal `sig` (a handler catches it, or it is blocked and may be
-/// waited for)? Job-control signals and SIGKILL act without one.
-fn wants_siginfo(pid: Pid, sig: i32) -> bool {
+/// waited for), by its /proc status `st`? Job-control signals and SIGKILL act without one.
+fn wants_siginfo(st: &crate::procfs::Status, sig: i32) -> bool {
     if matches!(sig, libc::SIGKILL | libc::SIGSTOP | libc::SIGCONT | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
         || !(1..=64).contains(&sig)
     {
         return false;
     }
-    crate::procfs::status(pid).is_ok_and(|s| (s.sig_cgt | s.sig_blk) & (1u64 << (sig - 1)) != 0)
+    (st.sig_cgt | st.sig_blk) & (1u64 << (sig - 1)) != 0
 }
 
 /// Makes the task queue signal `info` on itself (rt_tgsigqueueinfo injected with ptrace: a process
@@ -544,7 +544,7 @@ fn deliver(pid: Pid, info: &[u8]) {
     let (sig, code) = (field(0), field(8));
     // A negative si_code (sigqueue ...) other than SI_TKILL is queued as it is from here.
     let kept_anyway = code < 0 && code != libc::SI_TKILL;
-    if !kept_anyway && wants_siginfo(pid, sig) {
+    if !kept_anyway && crate::procfs::status(pid).is_ok_and(|st| wants_siginfo(&st, sig)) {
         match inject_signal(pid, info, || {}) {
             Ok(()) => return,
             Err(e) => tracing::debug!(error = %e, sig, "could not have the task queue its signal; sent without its siginfo"),
@@ -714,10 +714,10 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                 // One it catches or blocks is queued by the task itself, with the siginfo the
                 // kernel would give it (sender: its home pid; SI_USER for kill, SI_TKILL else).
                 let sig = own_sig.unwrap_or(0);
-                if sig != 0 && wants_siginfo(pid, sig) {
+                let status = if sig != 0 { crate::procfs::status(pid).ok() } else { None };
+                if let Some(st) = status.filter(|st| wants_siginfo(st, sig)) {
                     let code = if nr as libc::c_long == libc::SYS_kill { libc::SI_USER } else { libc::SI_TKILL };
-                    let uid = crate::procfs::status(pid).map_or(0, |s| s.uid);
-                    let info = siginfo(sig, code, self.g.home_pid as i32, uid);
+                    let info = siginfo(sig, code, self.g.home_pid as i32, st.uid);
                     let answered = std::cell::Cell::new(false);
                     let done = inject_signal(pid, &info, || {
                         answered.set(true);
