@@ -511,8 +511,7 @@ fn wants_siginfo(st: &crate::procfs::Status, sig: i32) -> bool {
 /// would have for any signal.
 fn inject_signal(pid: Pid, info: &[u8], meanwhile: impl FnOnce()) -> Result<(), Error> {
     let sig = i32::from_le_bytes(info.get(0..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]));
-    let mut t = Tracee::<Running>::seize(pid)?.interrupt_with(meanwhile)?;
-    let queued = (|| {
+    in_task(pid, meanwhile, |t| {
         let regs = t.regs()?;
         // Below the red zone and anything the task may use there.
         let addr = regs.rsp.wrapping_sub(1024) & !63;
@@ -529,13 +528,43 @@ fn inject_signal(pid: Pid, info: &[u8], meanwhile: impl FnOnce()) -> Result<(), 
             }
             _ => Ok(()),
         }
-    })();
+    })
+}
+
+/// Runs `f` on the task held in a ptrace stop, then lets it go on: `meanwhile` runs once the
+/// interrupt is requested (it answers a notification the task waits on, which the interrupt cannot
+/// break); signals that raced with the interrupt are sent again.
+fn in_task(
+    pid: Pid,
+    meanwhile: impl FnOnce(),
+    f: impl FnOnce(&mut Tracee<crate::ptrace::Stopped>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut t = Tracee::<Running>::seize(pid)?.interrupt_with(meanwhile)?;
+    let done = f(&mut t);
     let raced = std::mem::take(&mut t.pending_signals);
     t.detach(None)?;
     for s in raced {
         let _ = kill(pid, s);
     }
-    queued
+    done
+}
+
+/// Calls that change credentials: run by the deputy (the identity lives at home) and, once they
+/// succeeded there, by the remote task too, so that its identity on the remote node follows.
+fn changes_credentials(nr: u32) -> bool {
+    matches!(
+        nr as libc::c_long,
+        libc::SYS_setuid
+            | libc::SYS_setgid
+            | libc::SYS_setreuid
+            | libc::SYS_setregid
+            | libc::SYS_setresuid
+            | libc::SYS_setresgid
+            | libc::SYS_setfsuid
+            | libc::SYS_setfsgid
+            | libc::SYS_setgroups
+            | libc::SYS_capset
+    )
 }
 
 /// Delivers a signal from home (`siginfo_t`): with its siginfo where the task can see it.
@@ -823,7 +852,33 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                 }
             }
         };
-        answer(result);
+        if result.is_ok() && changes_credentials(nr) {
+            // The same call in the remote task (its arguments point into its own memory), after
+            // the answer: the stub it runs in takes the identity the process now has at home.
+            let answered = std::cell::Cell::new(false);
+            let mirrored = in_task(
+                pid,
+                || {
+                    answered.set(true);
+                    answer(result);
+                },
+                |t| {
+                    let r = t.inject(nr as libc::c_long, args)?;
+                    if r < 0 {
+                        tracing::warn!(call = %syscall_names::name(nr), errno = -r, "credentials changed at home but not on this node");
+                    }
+                    Ok(())
+                },
+            );
+            if let Err(e) = mirrored {
+                tracing::warn!(error = %e, call = %syscall_names::name(nr), "could not change the credentials on this node");
+            }
+            if !answered.get() {
+                answer(result);
+            }
+        } else {
+            answer(result);
+        }
         for sig in std::mem::take(&mut self.held) {
             if let Ok(s) = Signal::try_from(sig) {
                 let _ = kill(pid, s);

@@ -46,6 +46,9 @@ enum Step {
     Stdin(&'static str, &'static str),
     /// Closes the process's stdin.
     CloseStdin,
+    /// Waits for the line; when the process runs on node 2, checks that the task running it there
+    /// has these `Uid:`, `Gid:` and `Groups:` lines in its /proc status; then sends SIGUSR1.
+    StubIds(&'static str, [&'static str; 3]),
 }
 use Step::*;
 
@@ -187,6 +190,18 @@ impl Run<'_> {
                 self.proc.write_stdin(text.as_bytes());
             }
             CloseStdin => self.proc.close_stdin(),
+            StubIds(line, want) => {
+                self.wait_line(line);
+                if self.mos.is_some_and(|c| self.node(c) == 2) {
+                    let task = self.running_task();
+                    let st = std::fs::read_to_string(format!("/proc/{task}/status")).expect("status of the remote task");
+                    for (key, want) in ["Uid:", "Gid:", "Groups:"].into_iter().zip(want) {
+                        let got = st.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "));
+                        assert_eq!(got.as_deref(), Some(want), "{key} of the task on node 2 (pid {task})");
+                    }
+                }
+                self.signal(Signal::SIGUSR1);
+            }
         }
     }
 }
@@ -447,6 +462,13 @@ cases! {
     /// getresuid/getresgid, setgroups, setresuid/setresgid to nobody and back, setfsuid, capget:
     /// the home task's identity changes, so a home file closed to nobody cannot be opened.
     creds: AWAY;
+    /// The task that runs the process on node 2 takes the identity set at home (setgroups,
+    /// setresgid, setresuid to nobody are repeated in it once they succeeded at home), and gives it
+    /// back.
+    creds_stub: Case {
+        steps: &[Gate(1), StubIds("[1] dropped 1", ["0 65534 0 65534", "0 65534 0 65534", "65534"]), Gate(2), StubIds("[2] dropped 2", ["", "", ""])],
+        ..AWAY
+    };
     /// fcntl record locks (F_SETLK/F_GETLK/F_SETLKW) seen by a home child with the home pid, open
     /// file description locks, F_SETOWN/F_GETOWN.
     flock: AWAY;

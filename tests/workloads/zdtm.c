@@ -2399,6 +2399,32 @@ static void creds_phase(int n) {
     SHOW(setgid(0));
 }
 
+/* The identity on the node where the process runs follows the one set at home: the test looks
+ * at the remote task's /proc status while it waits for SIGUSR1 with euid/egid nobody. */
+static void creds_stub_before(void) {
+    cr_ngroups = getgroups(64, cr_groups);
+    block_one(SIG_BLOCK, SIGUSR1);
+}
+static void creds_stub_phase(int n) {
+    gid_t nobody = 65534;
+    int sig = 0;
+    sigset_t w;
+    if (getuid() != 0) {
+        say("not root: nothing to do\n");
+        return;
+    }
+    SHOW(setgroups(1, &nobody));
+    SHOW(setresgid((gid_t)-1, 65534, (gid_t)-1));
+    SHOW(setresuid((uid_t)-1, 65534, (uid_t)-1));
+    say("dropped %d\n", n);
+    sigemptyset(&w);
+    sigaddset(&w, SIGUSR1);
+    SHOW(sigwait(&w, &sig));
+    SHOW(setresuid((uid_t)-1, 0, (uid_t)-1));
+    SHOW(setresgid((gid_t)-1, 0, (gid_t)-1));
+    SHOW(setgroups((size_t)cr_ngroups, cr_groups));
+}
+
 static int lk_fd, lk_to[2], lk_from[2];
 static pid_t lk_child;
 /* A home child: for each request byte, reports the conflicting lock it sees on the file. */
@@ -2597,6 +2623,7 @@ static const struct zcase CASES[] = {
     {"msg", msg_before, msg_phase, msg_finish},
     {"peer_addr", peer_addr_before, peer_addr_phase, NULL},
     {"creds", creds_before, creds_phase, NULL},
+    {"creds_stub", creds_stub_before, creds_stub_phase, NULL},
     {"flock", flock_before, flock_phase, flock_finish},
     {"ioctls", NULL, ioctls_phase, NULL},
 };
