@@ -20,7 +20,7 @@
 use crate::ptrace::{Running, Stopped, Tracee};
 use crate::sys::{self, SharedMem};
 use crate::{mem, procfs, Error};
-use mos_proto::deputy::{Buf, ExitStatus, MAX_BUF};
+use mos_proto::deputy::{Buf, ExitStatus, MAX_BUF, NO_ARG};
 use mos_proto::frame::FrameReader;
 use mos_proto::migration::Rseq;
 use nix::sys::signal::Signal;
@@ -132,6 +132,9 @@ pub struct Deputy {
     area: u64,
     /// Served mode.
     shared: Option<Shared>,
+    /// Signals for the home pid taken with their siginfo (served mode), for
+    /// [`take_siginfos`](Self::take_siginfos).
+    siginfos: Vec<Vec<u8>>,
 }
 
 /// Maps the shared memory file into the deputy and here, and the loop code into the deputy.
@@ -198,7 +201,7 @@ impl Deputy {
                 r.orig_rax = u64::MAX;
                 t.set_regs(r)?;
                 let task = Task::Serving(t.resume()?);
-                Ok(Deputy { task, pid, area: 0, shared: Some(shared) })
+                Ok(Deputy { task, pid, area: 0, shared: Some(shared), siginfos: Vec::new() })
             }
             Err(e) => {
                 tracing::warn!(pid = pid.as_raw(), error = %e, "deputy without shared memory: one ptrace stop per forwarded call");
@@ -219,7 +222,7 @@ impl Deputy {
                 t.set_trap(Some(code));
                 // Its user memory is gone: the registers it was frozen with will never be resumed.
                 t.registers_disposable()?;
-                Ok(Deputy { task: Task::Parked(t), pid, area, shared: None })
+                Ok(Deputy { task: Task::Parked(t), pid, area, shared: None, siginfos: Vec::new() })
             }
         }
     }
@@ -272,7 +275,8 @@ impl Deputy {
         match &mut self.task {
             Task::Serving(t) => {
                 if probe {
-                    t.take_stops()?;
+                    let infos = t.take_stops_siginfo()?;
+                    self.siginfos.extend(infos.iter().map(|i| i.to_vec()));
                 }
                 Ok(std::mem::take(&mut t.pending_signals))
             }
@@ -290,6 +294,39 @@ impl Deputy {
         }
     }
 
+    /// Signals for the home pid that [`take_signals`](Self::take_signals) took with their siginfo
+    /// (a served deputy's signal-delivery-stops), each a `siginfo_t`.
+    pub fn take_siginfos(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.siginfos)
+    }
+
+    /// Are real-time signals pending on the deputy? (They stay blocked there, see [`RT_SIGNALS`]:
+    /// take them with [`take_rt_signals`](Self::take_rt_signals).)
+    pub fn rt_pending(&self) -> Result<bool, Error> {
+        let st = procfs::status(self.pid)?;
+        Ok((st.sig_pnd | st.shd_pnd) & RT_SIGNALS != 0)
+    }
+
+    /// Takes the real-time signals pending on the deputy, each as its `siginfo_t`, in the order
+    /// they would be delivered (rt_sigtimedwait with a zero timeout, run in the deputy).
+    pub fn take_rt_signals(&mut self) -> Result<Vec<Vec<u8>>, Error> {
+        let mut got = Vec::new();
+        // Bounded: the queue cannot grow past RLIMIT_SIGPENDING anyway.
+        while got.len() < 4096 {
+            let bufs = [
+                Buf::In { arg: 0, data: RT_SIGNALS.to_le_bytes().to_vec() },
+                Buf::Out { arg: 1, len: sys::SIGINFO_LEN as u32, by_ret: false },
+                Buf::In { arg: 2, data: vec![0; 16] },
+            ];
+            let (r, mut outs) = self.execute(libc::SYS_rt_sigtimedwait as u32, [0, 0, 0, 8, 0, 0], &bufs)?;
+            if r <= 0 {
+                break;
+            }
+            got.push(outs.pop().unwrap_or_default());
+        }
+        Ok(got)
+    }
+
     /// Executes a forwarded call. Returns the raw result and the `Out` buffers.
     /// A call interrupted by a signal (which the deputy holds back) is restarted.
     pub fn execute(&mut self, nr: u32, mut args: [u64; 6], bufs: &[Buf]) -> Result<(i64, Vec<Vec<u8>>), Error> {
@@ -301,21 +338,27 @@ impl Deputy {
         // Each buffer at its offset in the area; In and InOut data copied there now.
         let mut off = 0u64;
         let mut outs = Vec::new();
+        // Offset and length of each entry of `bufs` (a fixup has none).
+        let mut at: Vec<Option<(u64, u64)>> = Vec::with_capacity(bufs.len());
         for b in bufs {
             let (arg, len) = match b {
                 Buf::In { arg, data } | Buf::InOut { arg, data } => (*arg, data.len() as u64),
                 Buf::Out { arg, len, .. } => (*arg, u64::from(*len)),
+                Buf::Fixup { .. } => {
+                    at.push(None);
+                    continue;
+                }
             };
-            if arg > 5 || off + len > AREA {
+            if (arg > 5 && arg != NO_ARG) || off + len > AREA {
                 return Ok((-(libc::EINVAL as i64), Vec::new()));
             }
-            args[arg as usize] = base + off;
+            if arg != NO_ARG {
+                args[arg as usize] = base + off;
+            }
+            at.push(Some((off, len)));
             if let Buf::In { data, .. } | Buf::InOut { data, .. } = b {
                 if !data.is_empty() {
-                    match &self.shared {
-                        Some(sh) => sh.mem.write(BUFS + off as usize, data),
-                        None => mem::writev(pid, &[(base + off, data.len())], data)?,
-                    }
+                    self.put(base, off, data)?;
                 }
             }
             if !matches!(b, Buf::In { .. }) {
@@ -323,10 +366,22 @@ impl Deputy {
             }
             off = (off + len + 15) & !15;
         }
+        // Pointers inside buffers, now that every buffer has its place.
+        for f in bufs {
+            let Buf::Fixup { buf, at: pos, target } = *f else { continue };
+            let place = |i: u16| at.get(i as usize).copied().flatten();
+            let into_readable = matches!(bufs.get(buf as usize), Some(Buf::In { .. } | Buf::InOut { .. }));
+            match (place(buf), place(target)) {
+                (Some((o, len)), Some((t, _))) if into_readable && u64::from(pos) + 8 <= len => {
+                    self.put(base, o + u64::from(pos), &(base + t).to_le_bytes())?;
+                }
+                _ => return Ok((-(libc::EINVAL as i64), Vec::new())),
+            }
+        }
         let ret = if self.shared.is_some() { self.run_served(nr, args)? } else { self.run_trapped(nr, args)? };
         // Out and InOut buffers come back in request order.
         let mut out_data = Vec::new();
-        for (b, (o, len)) in bufs.iter().filter(|b| !matches!(b, Buf::In { .. })).zip(outs) {
+        for (b, (o, len)) in bufs.iter().filter(|b| matches!(b, Buf::Out { .. } | Buf::InOut { .. })).zip(outs) {
             let by_ret = matches!(b, Buf::Out { by_ret: true, .. });
             let n = if ret < 0 {
                 0
@@ -347,6 +402,17 @@ impl Deputy {
             out_data.push(v);
         }
         Ok((ret, out_data))
+    }
+
+    /// Copies `data` to offset `off` of the buffer area (at `base` in the deputy).
+    fn put(&self, base: u64, off: u64, data: &[u8]) -> Result<(), Error> {
+        match &self.shared {
+            Some(sh) => sh.mem.write(BUFS + off as usize, data),
+            None => {
+                mem::writev(self.pid, &[(base + off, data.len())], data)?;
+            }
+        }
+        Ok(())
     }
 
     /// Trap mode: one injection through the `syscall; int3` page.
@@ -551,6 +617,20 @@ mod tests {
         assert_eq!(w.0, data.len() as i64);
         let (n, outs) = d.execute(libc::SYS_read as u32, [rd, 0, 100, 0, 0, 0], &[Buf::Out { arg: 1, len: 100, by_ret: true }]).unwrap();
         assert_eq!((n, &outs[0]), (data.len() as i64, &data));
+        // A pointer inside a buffer (Fixup): writev through an iovec array that is not an argument
+        // itself, pointing at a data buffer that is not one either.
+        let iov = [0u8; 8].into_iter().chain(5u64.to_le_bytes()).collect::<Vec<u8>>();
+        let bufs = [
+            Buf::In { arg: 1, data: iov.clone() },
+            Buf::In { arg: NO_ARG, data: b"fixup".to_vec() },
+            Buf::Fixup { buf: 0, at: 0, target: 1 },
+        ];
+        assert_eq!(d.execute(libc::SYS_writev as u32, [wr, 0, 1, 0, 0, 0], &bufs).unwrap().0, 5);
+        let (n, outs) = d.execute(libc::SYS_read as u32, [rd, 0, 100, 0, 0, 0], &[Buf::Out { arg: 1, len: 100, by_ret: true }]).unwrap();
+        assert_eq!((n, &outs[0][..]), (5, &b"fixup"[..]));
+        // A fixup that does not fit its buffer fails the call.
+        let bad = [Buf::In { arg: 1, data: iov }, Buf::Fixup { buf: 0, at: 12, target: 0 }];
+        assert_eq!(d.execute(libc::SYS_writev as u32, [wr, 0, 1, 0, 0, 0], &bad).unwrap().0, -(libc::EINVAL as i64));
         // A failing call returns its errno and no data.
         let (e, outs) = d.execute(libc::SYS_read as u32, [999, 0, 8, 0, 0, 0], &[Buf::Out { arg: 1, len: 8, by_ret: true }]).unwrap();
         assert_eq!((e, outs[0].len()), (-(libc::EBADF as i64), 0));
@@ -560,9 +640,33 @@ mod tests {
         let mut got = Vec::new();
         while got.is_empty() && Instant::now() < deadline {
             got = d.take_signals(true).unwrap();
+            // A served deputy hands them over with their siginfo: the sender is this process.
+            for info in d.take_siginfos() {
+                let field = |off: usize| i32::from_le_bytes(info[off..off + 4].try_into().unwrap());
+                assert_eq!((field(8), field(16)), (libc::SI_USER, getpid().as_raw()), "si_code, si_pid");
+                got.push(Signal::try_from(field(0)).unwrap());
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(got, vec![Signal::SIGUSR1]);
+        // Real-time signals stay queued in the deputy until they are taken, with their siginfo.
+        let sig = libc::SIGRTMIN() + 2;
+        for v in [11i32, 22] {
+            // As sigqueue() makes it: si_signo, si_code SI_QUEUE, si_pid, si_uid, si_value.
+            let mut info = vec![0u8; sys::SIGINFO_LEN];
+            info[0..4].copy_from_slice(&sig.to_le_bytes());
+            info[8..12].copy_from_slice(&libc::SI_QUEUE.to_le_bytes());
+            info[16..20].copy_from_slice(&getpid().as_raw().to_le_bytes());
+            info[24..28].copy_from_slice(&v.to_le_bytes());
+            sys::queue_signal(pid, &info).unwrap();
+        }
+        assert!(d.rt_pending().unwrap());
+        let infos = d.take_rt_signals().unwrap();
+        let field = |i: &Vec<u8>, off: usize| i32::from_le_bytes(i[off..off + 4].try_into().unwrap());
+        // si_signo at 0, si_code at 8, si_pid at 16, si_value at 24.
+        let got: Vec<_> = infos.iter().map(|i| (field(i, 0), field(i, 8), field(i, 16), field(i, 24))).collect();
+        assert_eq!(got, vec![(sig, libc::SI_QUEUE, getpid().as_raw(), 11), (sig, libc::SI_QUEUE, getpid().as_raw(), 22)]);
+        assert!(!d.rt_pending().unwrap());
         assert_eq!(d.execute(libc::SYS_getppid as u32, [0; 6], &[]).unwrap().0, i64::from(getpid().as_raw()), "calls go on");
         d.park().unwrap();
         d.end(ExitStatus::Code(7)).unwrap();

@@ -6,7 +6,7 @@ use crate::deputy::SpinPolicy;
 use crate::policy::{self, Answer, Arg, Disposition};
 use crate::ptrace::{Running, Tracee};
 use crate::{mem, sys, syscall_names, Error};
-use mos_proto::deputy::{Buf, DeputyMsg, ExitStatus, MAX_BUF};
+use mos_proto::deputy::{Buf, DeputyMsg, ExitStatus, OnUnsupported, MAX_BUF, NO_ARG};
 use mos_proto::frame::{self, FrameError, FrameReader, Kind};
 use mos_proto::migration::Reason;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -98,10 +98,32 @@ enum Keep {
     All,
     /// `ret` elements of this size.
     RetTimes(usize),
+    /// Only these (offset, length) fields (the rest holds the deputy's pointers).
+    Fields(&'static [(usize, usize)]),
+}
+
+/// `struct msghdr` on x86-64: name (8), namelen (4, padded), iov (8), iovlen (8), control (8),
+/// controllen (8), flags (4, padded).
+const MSGHDR: usize = 56;
+const MSG_NAME: usize = 0;
+const MSG_NAMELEN: usize = 8;
+const MSG_IOV: usize = 16;
+const MSG_IOVLEN: usize = 24;
+const MSG_CONTROL: usize = 32;
+const MSG_CONTROLLEN: usize = 40;
+/// What recvmsg changes in the caller's msghdr: namelen, controllen and flags.
+const MSG_RESULT_FIELDS: &[(usize, usize)] = &[(MSG_NAMELEN, 4), (MSG_CONTROLLEN, 8), (48, 4)];
+
+fn field_u64(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
 
 /// Where the `Out`/`InOut` buffers of a forwarded call land in the remote task, in request order.
 type Dests = Vec<(Vec<(u64, usize)>, Keep)>;
+
+/// A deputy request built from an intercepted call: call number and arguments to run at home, its
+/// buffers, where its out data goes, and the bytes of data it carries (read/write family, sendmsg).
+type Request = (u32, [u64; 6], Vec<Buf>, Dests, usize);
 
 /// Reads a NUL-terminated string (at most PATH_MAX bytes, NUL included) from the task.
 fn read_cstr(pid: Pid, addr: u64) -> Result<Vec<u8>, i32> {
@@ -125,12 +147,15 @@ fn read_cstr(pid: Pid, addr: u64) -> Result<Vec<u8>, i32> {
 /// Turns an intercepted call into a deputy request: copies the `In` data out of the task and
 /// records where `Out` data goes. Returns (call number to run at home, args, buffers, out dests).
 /// `iov_skip`: bytes of a readv/writev already moved by earlier requests of the same call.
-fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usize) -> Result<(u32, [u64; 6], Vec<Buf>, Dests), i32> {
+/// The last element: bytes of data the request carries for the read/write family and sendmsg.
+fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usize) -> Result<Request, i32> {
     let mut a = args;
     let mut fnr = nr;
     let mut bufs = Vec::new();
     let mut dests = Vec::new();
     let mut total = 0usize;
+    // Set by iovec and msghdr arguments; else args[2] as the buffers left it (read/write).
+    let mut carried = None;
     let mut room = |n: usize| -> Result<usize, i32> {
         let n = n.min(MAX_BUF - total);
         total += n;
@@ -208,6 +233,119 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usi
                 bufs.push(Buf::Out { arg: buf, len: l as u32, by_ret: false });
                 dests.push((vec![(args[buf as usize], l)], Keep::All));
             }
+            Arg::InOutSized { buf, lenp } => {
+                if a[lenp as usize] == 0 {
+                    // A buffer without its length: the kernel answers EFAULT (it cannot be passed
+                    // on: a pointer of this task means nothing at home).
+                    if a[buf as usize] != 0 {
+                        return Err(libc::EFAULT);
+                    }
+                    continue;
+                }
+                let raw = read(a[lenp as usize], 4)?;
+                let want = u32::from_le_bytes(raw[..4].try_into().expect("4 bytes")) as usize;
+                if a[buf as usize] == 0 {
+                    // No buffer: the length is passed on as it is (accept ignores it).
+                    bufs.push(Buf::InOut { arg: lenp, data: raw });
+                    dests.push((vec![(args[lenp as usize], 4)], Keep::All));
+                    continue;
+                }
+                // Room for the length first; the buffer may be cut to what is left.
+                room(4)?;
+                let l = room(want)?;
+                bufs.push(Buf::InOut { arg: lenp, data: (l as u32).to_le_bytes().to_vec() });
+                dests.push((vec![(args[lenp as usize], 4)], Keep::All));
+                bufs.push(Buf::InOut { arg: buf, data: read(a[buf as usize], l)? });
+                dests.push((vec![(args[buf as usize], l)], Keep::All));
+            }
+            Arg::InElems { buf, cnt, size } => {
+                if a[buf as usize] == 0 {
+                    continue;
+                }
+                let want = (a[cnt as usize] as usize).saturating_mul(size as usize);
+                if room(want)? < want {
+                    return Err(libc::EINVAL);
+                }
+                bufs.push(Buf::In { arg: buf, data: read(a[buf as usize], want)? });
+            }
+            Arg::MsgHdr { msg, send } => {
+                let mut hdr = read(a[msg as usize], MSGHDR)?;
+                room(MSGHDR + 16)?;
+                let name = field_u64(&hdr, MSG_NAME);
+                let namelen = u32::from_le_bytes(hdr[MSG_NAMELEN..MSG_NAMELEN + 4].try_into().expect("4 bytes")) as usize;
+                let control = field_u64(&hdr, MSG_CONTROL);
+                let controllen = field_u64(&hdr, MSG_CONTROLLEN) as usize;
+                // Name and control buffer first: they cannot be cut.
+                let name_room = if name != 0 { room(namelen)? } else { 0 };
+                let control_room = if control != 0 { room(controllen)? } else { 0 };
+                if (name != 0 && name_room < namelen) || (control != 0 && control_room < controllen) {
+                    return Err(libc::ENOBUFS);
+                }
+                // The data: the iovecs gathered into one buffer, described by one iovec at home.
+                // A long sendmsg goes in chunks: the first `iov_skip` bytes went with earlier
+                // requests of the call, and so did the name and the control data.
+                let mut skip = iov_skip;
+                let mut vecs = Vec::new();
+                let mut sum = 0usize;
+                for (base, len) in read_iov(pid, field_u64(&hdr, MSG_IOV), field_u64(&hdr, MSG_IOVLEN))? {
+                    let drop = skip.min(len);
+                    skip -= drop;
+                    let len = room(len - drop)?;
+                    if len > 0 {
+                        vecs.push((base + drop as u64, len));
+                        sum += len;
+                    }
+                }
+                carried = Some(sum);
+                let (name_room, control_room) = if iov_skip > 0 {
+                    hdr[MSG_NAMELEN..MSG_NAMELEN + 4].fill(0);
+                    hdr[MSG_CONTROLLEN..MSG_CONTROLLEN + 8].fill(0);
+                    (0, 0)
+                } else {
+                    (name_room, control_room)
+                };
+                // Pointers are set at home (fixups); lengths stay as they are.
+                hdr[MSG_NAME..MSG_NAME + 8].fill(0);
+                hdr[MSG_IOV..MSG_IOV + 8].fill(0);
+                hdr[MSG_IOVLEN..MSG_IOVLEN + 8].copy_from_slice(&1u64.to_le_bytes());
+                hdr[MSG_CONTROL..MSG_CONTROL + 8].fill(0);
+                let first = bufs.len() as u16;
+                let mut iov = vec![0u8; 16];
+                iov[8..16].copy_from_slice(&(sum as u64).to_le_bytes());
+                if send {
+                    bufs.push(Buf::In { arg: msg, data: hdr });
+                } else {
+                    bufs.push(Buf::InOut { arg: msg, data: hdr });
+                    dests.push((vec![(args[msg as usize], MSGHDR)], Keep::Fields(MSG_RESULT_FIELDS)));
+                }
+                bufs.push(Buf::In { arg: NO_ARG, data: iov });
+                bufs.push(Buf::Fixup { buf: first, at: MSG_IOV as u32, target: first + 1 });
+                if send {
+                    let mut data = vec![0u8; sum];
+                    if sum > 0 {
+                        mem::readv(pid, &vecs, &mut data).map_err(|_| libc::EFAULT)?;
+                    }
+                    bufs.push(Buf::In { arg: NO_ARG, data });
+                } else {
+                    bufs.push(Buf::Out { arg: NO_ARG, len: sum as u32, by_ret: true });
+                    dests.push((vecs, Keep::All));
+                }
+                bufs.push(Buf::Fixup { buf: first + 1, at: 0, target: bufs.len() as u16 - 1 });
+                for (ptr, len, at) in [(name, name_room, MSG_NAME), (control, control_room, MSG_CONTROL)] {
+                    if len == 0 {
+                        continue;
+                    }
+                    // Received into: copied in first, so bytes the call does not write stay.
+                    let data = read(ptr, len)?;
+                    if send {
+                        bufs.push(Buf::In { arg: NO_ARG, data });
+                    } else {
+                        bufs.push(Buf::InOut { arg: NO_ARG, data });
+                        dests.push((vec![(ptr, len)], Keep::All));
+                    }
+                    bufs.push(Buf::Fixup { buf: first, at: at as u32, target: bufs.len() as u16 - 1 });
+                }
+            }
             Arg::InIov { iov, cnt } | Arg::OutIov { iov, cnt } => {
                 // The first `iov_skip` bytes were moved by earlier requests of the same call.
                 let mut skip = iov_skip;
@@ -224,6 +362,7 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usi
                 }
                 // readv/writev run at home as read/write of one gathered buffer.
                 a[2] = sum as u64;
+                carried = Some(sum);
                 if matches!(spec, Arg::InIov { .. }) {
                     fnr = libc::SYS_write as u32;
                     let mut data = vec![0u8; sum];
@@ -239,7 +378,8 @@ fn build_request(pid: Pid, nr: u32, args: [u64; 6], specs: &[Arg], iov_skip: usi
             }
         }
     }
-    Ok((fnr, a, bufs, dests))
+    let carried = carried.unwrap_or(a[2] as usize);
+    Ok((fnr, a, bufs, dests, carried))
 }
 
 fn reap(pid: Pid) -> Option<ExitStatus> {
@@ -276,6 +416,8 @@ enum IoCall {
     Plain { read: bool, positioned: bool },
     /// readv/writev: iovec array in args[1], count in args[2].
     Vector { read: bool },
+    /// sendmsg: a `struct msghdr` in args[1]; continued only on stream sockets.
+    SendMsg,
 }
 
 impl IoCall {
@@ -287,6 +429,7 @@ impl IoCall {
             libc::SYS_pwrite64 => IoCall::Plain { read: false, positioned: true },
             libc::SYS_readv => IoCall::Vector { read: true },
             libc::SYS_writev => IoCall::Vector { read: false },
+            libc::SYS_sendmsg => IoCall::SendMsg,
             _ => return None,
         })
     }
@@ -312,6 +455,13 @@ fn read_iov(pid: Pid, addr: u64, cnt: u64) -> Result<Vec<(u64, usize)>, i32> {
         .collect())
 }
 
+/// Bytes a sendmsg call asks to send (its msghdr at `msg`).
+fn msg_total(pid: Pid, msg: u64) -> Result<usize, i32> {
+    let mut hdr = vec![0u8; MSGHDR];
+    mem::readv(pid, &[(msg, MSGHDR)], &mut hdr).map_err(|_| libc::EFAULT)?;
+    Ok(read_iov(pid, field_u64(&hdr, MSG_IOV), field_u64(&hdr, MSG_IOVLEN))?.iter().fold(0usize, |s, (_, l)| s.saturating_add(*l)))
+}
+
 /// Bytes a readv/writev call asks to move.
 fn iov_total(pid: Pid, args: &[u64; 6]) -> Result<usize, i32> {
     Ok(read_iov(pid, args[1], args[2])?.iter().fold(0usize, |s, (_, l)| s.saturating_add(*l)))
@@ -332,12 +482,125 @@ fn own_signal(nr: u32, args: &[u64; 6], home_pid: u32) -> Option<i32> {
     target_is_me.then_some(sig)
 }
 
+/// A `siginfo_t` for a signal sent with kill/tgkill (`code` SI_USER or SI_TKILL) by `pid`/`uid`.
+fn siginfo(sig: i32, code: i32, pid: i32, uid: u32) -> Vec<u8> {
+    let mut info = vec![0u8; sys::SIGINFO_LEN];
+    info[0..4].copy_from_slice(&sig.to_le_bytes());
+    info[8..12].copy_from_slice(&code.to_le_bytes());
+    info[16..20].copy_from_slice(&pid.to_le_bytes());
+    info[20..24].copy_from_slice(&uid.to_le_bytes());
+    info
+}
+
+/// Does the task see the siginfo of signal `sig` (a handler catches it, or it is blocked and may be
+/// waited for), by its /proc status `st`? Job-control signals and SIGKILL act without one.
+fn wants_siginfo(st: &crate::procfs::Status, sig: i32) -> bool {
+    if matches!(sig, libc::SIGKILL | libc::SIGSTOP | libc::SIGCONT | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+        || !(1..=64).contains(&sig)
+    {
+        return false;
+    }
+    (st.sig_cgt | st.sig_blk) & (1u64 << (sig - 1)) != 0
+}
+
+/// Makes the task queue signal `info` on itself (rt_tgsigqueueinfo injected with ptrace: a process
+/// may give its own signals any siginfo, another process only a negative si_code). The task is
+/// interrupted wherever it is (`meanwhile` runs once the interrupt is requested: it releases a
+/// notification the task waits on), the siginfo is written below its stack pointer (and put back),
+/// and on release the kernel delivers the signal, restarting or failing an interrupted call as it
+/// would have for any signal.
+fn inject_signal(pid: Pid, info: &[u8], meanwhile: impl FnOnce()) -> Result<(), Error> {
+    let sig = i32::from_le_bytes(info.get(0..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]));
+    in_task(pid, meanwhile, |t| {
+        let regs = t.regs()?;
+        // Below the red zone and anything the task may use there.
+        let addr = regs.rsp.wrapping_sub(1024) & !63;
+        let saved = mem::read_mem(pid, addr, sys::SIGINFO_LEN)?;
+        let mut si = [0u8; sys::SIGINFO_LEN];
+        let n = info.len().min(si.len());
+        si[..n].copy_from_slice(&info[..n]);
+        mem::write_mem(pid, addr, &si)?;
+        let r = t.inject(libc::SYS_rt_tgsigqueueinfo, [pid.as_raw() as u64, pid.as_raw() as u64, sig as u64, addr, 0, 0]);
+        mem::write_mem(pid, addr, &saved)?;
+        match r? {
+            r if r < 0 => {
+                Err(Error::Injected { what: "rt_tgsigqueueinfo", pid: pid.as_raw(), errno: nix::errno::Errno::from_raw((-r) as i32) })
+            }
+            _ => Ok(()),
+        }
+    })
+}
+
+/// Runs `f` on the task held in a ptrace stop, then lets it go on: `meanwhile` runs once the
+/// interrupt is requested (it answers a notification the task waits on, which the interrupt cannot
+/// break); signals that raced with the interrupt are sent again.
+fn in_task(
+    pid: Pid,
+    meanwhile: impl FnOnce(),
+    f: impl FnOnce(&mut Tracee<crate::ptrace::Stopped>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut t = Tracee::<Running>::seize(pid)?.interrupt_with(meanwhile)?;
+    let done = f(&mut t);
+    let raced = std::mem::take(&mut t.pending_signals);
+    t.detach(None)?;
+    for s in raced {
+        let _ = kill(pid, s);
+    }
+    done
+}
+
+/// Calls that change credentials: run by the deputy (the identity lives at home) and, once they
+/// succeeded there, by the remote task too, so that its identity on the remote node follows.
+fn changes_credentials(nr: u32) -> bool {
+    matches!(
+        nr as libc::c_long,
+        libc::SYS_setuid
+            | libc::SYS_setgid
+            | libc::SYS_setreuid
+            | libc::SYS_setregid
+            | libc::SYS_setresuid
+            | libc::SYS_setresgid
+            | libc::SYS_setfsuid
+            | libc::SYS_setfsgid
+            | libc::SYS_setgroups
+            | libc::SYS_capset
+    )
+}
+
+/// Delivers a signal from home (`siginfo_t`): with its siginfo where the task can see it.
+fn deliver(pid: Pid, info: &[u8]) {
+    let field = |off: usize| info.get(off..off + 4).and_then(|b| b.try_into().ok()).map_or(0, i32::from_le_bytes);
+    let (sig, code) = (field(0), field(8));
+    // A negative si_code (sigqueue ...) other than SI_TKILL is queued as it is from here.
+    let kept_anyway = code < 0 && code != libc::SI_TKILL;
+    if !kept_anyway && crate::procfs::status(pid).is_ok_and(|st| wants_siginfo(&st, sig)) {
+        match inject_signal(pid, info, || {}) {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(error = %e, sig, "could not have the task queue its signal; sent without its siginfo"),
+        }
+    }
+    if let Err(e) = sys::queue_signal(pid, info) {
+        tracing::warn!(error = %e, sig, "could not deliver a signal from home");
+    }
+}
+
 /// Copies the `Out`/`InOut` buffers of a reply into the task. Err(EFAULT) when it cannot.
 fn write_outs(pid: Pid, ret: i64, dests: Dests, outs: &[Vec<u8>]) -> Result<(), i32> {
     for ((vecs, keep), data) in dests.into_iter().zip(outs) {
         let valid = match keep {
             Keep::All => data.len(),
             Keep::RetTimes(size) => (ret.max(0) as usize).saturating_mul(size).min(data.len()),
+            Keep::Fields(fields) => {
+                let base = vecs.first().map_or(0, |v| v.0);
+                for &(off, len) in fields {
+                    if let Some(f) = data.get(off..off + len) {
+                        if mem::writev(pid, &[(base + off as u64, len)], f).is_err() {
+                            return Err(libc::EFAULT);
+                        }
+                    }
+                }
+                continue;
+            }
         };
         let data = &data[..valid];
         let mut left = data.len();
@@ -371,8 +634,14 @@ struct Host<'a, S> {
     /// Signals from home held back while a forwarded call is in flight (delivering one would
     /// restart a call that already ran at home).
     held: Vec<i32>,
+    /// The same for signals sent with their siginfo (`DeputyMsg::Queued`).
+    held_info: Vec<Vec<u8>>,
     recall: bool,
     home_refused: bool,
+    /// What home asked for calls only it can run (`DeputyMsg::Policy`).
+    on_unsupported: OnUnsupported,
+    /// Calls home was told about ([`DeputyMsg::Unsupported`]).
+    told: Vec<u32>,
 }
 
 impl<S: Read + Write + AsFd> Host<'_, S> {
@@ -390,7 +659,10 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                     let _ = kill(self.g.pid, s);
                 }
             }
+            DeputyMsg::Queued { info } if in_call => self.held_info.push(info),
+            DeputyMsg::Queued { info } => deliver(self.g.pid, &info),
             DeputyMsg::Recall => self.recall = true,
+            DeputyMsg::Policy { on_unsupported } => self.on_unsupported = on_unsupported,
             DeputyMsg::Kill => {
                 kill_and_reap(self.g.pid);
                 return Some(End::Killed("home asked to end the process".into()));
@@ -433,14 +705,33 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
         let answer = |r: Result<i64, i32>| {
             let _ = sys::notif_send(listener, n.id, r, false);
         };
-        let disp = if n.data.arch == 0xc000_003e { policy::classify(nr, &args) } else { Disposition::Home };
+        let mut disp = if n.data.arch == 0xc000_003e { policy::classify(nr, &args) } else { Disposition::Home };
+        // Files of /proc/self that show the process's memory are read at home, in the process.
+        let path_arg = match nr as libc::c_long {
+            libc::SYS_open => Some(0),
+            libc::SYS_openat => Some(1),
+            _ => None,
+        };
+        if let (Some(i), Disposition::Forward(_)) = (path_arg, disp) {
+            if read_cstr(pid, args[i]).is_ok_and(|p| policy::proc_file_needs_home(&p, self.g.home_pid)) {
+                disp = Disposition::Home;
+            }
+        }
         let own_sig = own_signal(nr, &args, self.g.home_pid);
         match disp {
             Disposition::Local(_) => {
                 let _ = sys::notif_send(listener, n.id, Ok(0), true);
             }
             Disposition::Answer(Answer::HomePid) => answer(Ok(i64::from(self.g.home_pid))),
-            Disposition::Home if self.home_refused => answer(Err(libc::ENOSYS)),
+            Disposition::Home if self.home_refused || self.on_unsupported != OnUnsupported::GoHome => {
+                answer(Err(libc::ENOSYS));
+                // Home is told once per call (a process may retry a call in a loop).
+                if self.on_unsupported == OnUnsupported::FailAndTell && !self.told.contains(&nr) {
+                    self.told.push(nr);
+                    tracing::info!(pid = pid.as_raw(), call = %syscall_names::name(nr), "call only home runs failed with ENOSYS (mosrun -w)");
+                    self.send(&DeputyMsg::Unsupported { nr })?;
+                }
+            }
             Disposition::Home => {
                 let name = syscall_names::name(nr).into_owned();
                 tracing::info!(pid = pid.as_raw(), call = %name, "call must run at home: sending the process home");
@@ -449,8 +740,28 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
             Disposition::Forward(_) if own_sig.is_some() => {
                 // A signal the process sends itself pends before the call returns, as the kernel
                 // does: it is queued on the task here, before the answer (not sent home and back).
+                // One it catches or blocks is queued by the task itself, with the siginfo the
+                // kernel would give it (sender: its home pid; SI_USER for kill, SI_TKILL else).
                 let sig = own_sig.unwrap_or(0);
-                answer(if sig == 0 { Ok(0) } else { sys::tgkill(pid, pid, sig).map(|()| 0).map_err(|e| e as i32) });
+                let status = if sig != 0 { crate::procfs::status(pid).ok() } else { None };
+                if let Some(st) = status.filter(|st| wants_siginfo(st, sig)) {
+                    let code = if nr as libc::c_long == libc::SYS_kill { libc::SI_USER } else { libc::SI_TKILL };
+                    let info = siginfo(sig, code, self.g.home_pid as i32, st.uid);
+                    let answered = std::cell::Cell::new(false);
+                    let done = inject_signal(pid, &info, || {
+                        answered.set(true);
+                        answer(Ok(0));
+                    });
+                    match (done, answered.get()) {
+                        (Ok(()), _) => {}
+                        (Err(_), true) => {
+                            let _ = sys::tgkill(pid, pid, sig);
+                        }
+                        (Err(_), false) => answer(sys::tgkill(pid, pid, sig).map(|()| 0).map_err(|e| e as i32)),
+                    }
+                } else {
+                    answer(if sig == 0 { Ok(0) } else { sys::tgkill(pid, pid, sig).map(|()| 0).map_err(|e| e as i32) });
+                }
             }
             Disposition::Forward(specs) => return self.forward_call(listener, n.id, nr, args, specs),
         }
@@ -476,6 +787,13 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                     return Ok(None);
                 }
             },
+            Some(IoCall::SendMsg) => match msg_total(pid, args[1]) {
+                Ok(t) => t,
+                Err(errno) => {
+                    answer(Err(errno));
+                    return Ok(None);
+                }
+            },
             None => 0,
         };
         let mut done = 0usize;
@@ -490,15 +808,13 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                         a[3] = a[3].wrapping_add(done as u64);
                     }
                 }
-                Some(IoCall::Vector { .. }) => iov_skip = done,
+                Some(IoCall::Vector { .. } | IoCall::SendMsg) => iov_skip = done,
                 None => {}
             }
-            let (fnr, a, bufs, dests) = match build_request(pid, nr, a, specs, iov_skip) {
+            let (fnr, a, bufs, dests, carried) = match build_request(pid, nr, a, specs, iov_skip) {
                 Ok(r) => r,
                 Err(errno) => break if done > 0 { Ok(done as i64) } else { Err(errno) },
             };
-            // For the read/write family, a[2] is now the length this request carries.
-            let carried = a[2] as usize;
             // Data read from the task is only trustworthy if the task still waits for this call.
             let read_memory = bufs.iter().any(|b| matches!(b, Buf::In { .. } | Buf::InOut { .. }));
             if read_memory && !sys::notif_id_valid(listener, id) {
@@ -527,14 +843,62 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                     Err(end) => return Ok(Some(end)),
                 }
             }
+            // A message is one datagram: only a stream is sent in chunks.
+            if matches!(io, IoCall::SendMsg) && done == carried {
+                match self.fd_is_stream(a[0])? {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(done as i64),
+                    Err(end) => return Ok(Some(end)),
+                }
+            }
         };
-        answer(result);
+        if result.is_ok() && changes_credentials(nr) {
+            // The same call in the remote task (its arguments point into its own memory), after
+            // the answer: the stub it runs in takes the identity the process now has at home.
+            let answered = std::cell::Cell::new(false);
+            let mirrored = in_task(
+                pid,
+                || {
+                    answered.set(true);
+                    answer(result);
+                },
+                |t| {
+                    let r = t.inject(nr as libc::c_long, args)?;
+                    if r < 0 {
+                        tracing::warn!(call = %syscall_names::name(nr), errno = -r, "credentials changed at home but not on this node");
+                    }
+                    Ok(())
+                },
+            );
+            if let Err(e) = mirrored {
+                tracing::warn!(error = %e, call = %syscall_names::name(nr), "could not change the credentials on this node");
+            }
+            if !answered.get() {
+                answer(result);
+            }
+        } else {
+            answer(result);
+        }
         for sig in std::mem::take(&mut self.held) {
             if let Ok(s) = Signal::try_from(sig) {
                 let _ = kill(pid, s);
             }
         }
+        for info in std::mem::take(&mut self.held_info) {
+            deliver(pid, &info);
+        }
         Ok(None)
+    }
+
+    /// Is descriptor `fd` at home a stream socket (asked with a forwarded getsockopt SO_TYPE)?
+    fn fd_is_stream(&mut self, fd: u64) -> Result<Result<bool, End>, Error> {
+        let bufs = vec![Buf::Out { arg: 3, len: 4, by_ret: false }, Buf::InOut { arg: 4, data: 4u32.to_le_bytes().to_vec() }];
+        let args = [fd, libc::SOL_SOCKET as u64, libc::SO_TYPE as u64, 0, 0, 0];
+        Ok(match self.forward(libc::SYS_getsockopt as u32, args, bufs)? {
+            Ok((0, outs)) => Ok(outs.first().and_then(|t| t.get(0..4)).is_some_and(|t| t == libc::SOCK_STREAM.to_le_bytes())),
+            Ok(_) => Ok(false),
+            Err(end) => Err(end),
+        })
     }
 
     /// Does a read of descriptor `fd` at home return the whole count it asks for (until the end)?
@@ -578,6 +942,21 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                 return Ok(None);
             }
         };
+        // Signals pending on the task go home with it (they die with this copy): queued ones with
+        // their siginfo, and those that raced with the freeze (suppressed: they are re-delivered
+        // here if the process stays).
+        let mut pending: Vec<Vec<u8>> = sys::pending_siginfo(pid).unwrap_or_default().iter().map(|i| i.to_vec()).collect();
+        for s in &t.pending_signals {
+            let mut info = vec![0u8; sys::SIGINFO_LEN];
+            info[0..4].copy_from_slice(&(*s as i32).to_le_bytes());
+            pending.push(info);
+        }
+        for info in pending {
+            if let Err(e) = self.send(&DeputyMsg::Queued { info }) {
+                t.kill();
+                return Ok(Some(End::Killed(format!("lost the deputy channel while sending the process home: {e}"))));
+            }
+        }
         match capture::send(&mut self.rx.chain(self.s), &mut t, &img, frozen_at) {
             Ok(mut sent) => {
                 sent.stats.total_us = start.elapsed().as_micros() as u64;
@@ -585,7 +964,7 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
                 Ok(Some(End::WentHome(sent.stats)))
             }
             Err(e @ (Error::Refused(_) | Error::PeerFailed(_))) => {
-                tracing::error!(error = %e, "home did not take the process back; it keeps running here");
+                tracing::warn!(error = %e, "home did not take the process back; it keeps running here (calls only home runs fail with ENOSYS)");
                 self.home_refused = true;
                 thaw(t, img.home_regs)?;
                 Ok(None)
@@ -609,8 +988,11 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
         g,
         seq: 0,
         held: Vec::new(),
+        held_info: Vec::new(),
         recall: false,
         home_refused: false,
+        on_unsupported: OnUnsupported::GoHome,
+        told: Vec::new(),
     };
     // The task and this thread hand over each call like a synchronous call, on one CPU.
     sys::notif_sync_wake_up(g.listener.as_raw_fd());

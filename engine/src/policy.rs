@@ -34,6 +34,15 @@ pub enum Arg {
     InIov { iov: u8, cnt: u8 },
     /// `args[iov]` is an iovec array of `args[cnt]` entries the call fills (readv: sent as read).
     OutIov { iov: u8, cnt: u8 },
+    /// `args[buf]` points to as many bytes as the `socklen_t` at `args[lenp]` says; the call reads
+    /// them (or not) and may fill them, and stores the length it wanted at `args[lenp]`
+    /// (getsockopt, getsockname, accept's peer address ...). A null `args[buf]` is passed on.
+    InOutSized { buf: u8, lenp: u8 },
+    /// `args[buf]` points to `args[cnt]` elements of `size` bytes the call reads (setgroups).
+    InElems { buf: u8, cnt: u8, size: u32 },
+    /// `args[msg]` is a `struct msghdr` (sendmsg with `send`, recvmsg without): its name, iovecs
+    /// and control buffer move with it (the iovecs gathered into one buffer).
+    MsgHdr { msg: u8, send: bool },
 }
 
 /// Answers the remote side gives itself.
@@ -89,6 +98,12 @@ const SIGINFO: u32 = 128;
 const TIMESPEC: u32 = 16;
 /// `struct epoll_event` (packed on x86-64).
 const EPOLL_EVENT: u32 = 12;
+/// `struct flock`.
+const FLOCK: u32 = 32;
+/// `struct __user_cap_header_struct`.
+const CAP_HEADER: u32 = 8;
+/// Two `struct __user_cap_data_struct` (capability version 3).
+const CAP_DATA: u32 = 24;
 
 /// The rows this build knows. Numbers absent from it bring the process home.
 pub const TABLE: &[Row] = &[
@@ -241,17 +256,113 @@ pub const TABLE: &[Row] = &[
     fwd(libc::SYS_shutdown, &[]),
     fwd(libc::SYS_setsockopt, &[In { buf: 3, len: 4 }]),
     fwd(libc::SYS_sendto, &[In { buf: 1, len: 2 }, In { buf: 4, len: 5 }]),
+    fwd(libc::SYS_getsockopt, &[InOutSized { buf: 3, lenp: 4 }]),
+    fwd(libc::SYS_getsockname, &[InOutSized { buf: 1, lenp: 2 }]),
+    fwd(libc::SYS_getpeername, &[InOutSized { buf: 1, lenp: 2 }]),
+    fwd(libc::SYS_accept, &[InOutSized { buf: 1, lenp: 2 }]),
+    fwd(libc::SYS_accept4, &[InOutSized { buf: 1, lenp: 2 }]),
+    fwd(libc::SYS_recvfrom, &[Out { buf: 1, len: 2 }, InOutSized { buf: 4, lenp: 5 }]),
+    // Descriptors passed with SCM_RIGHTS are home descriptors, which is what they are at home.
+    fwd(libc::SYS_sendmsg, &[MsgHdr { msg: 1, send: true }]),
+    fwd(libc::SYS_recvmsg, &[MsgHdr { msg: 1, send: false }]),
+    // Credentials live at home, in the deputy: the identity a migrated process has is the one its
+    // home task has (its files, signals to others and children are checked against it there).
+    fwd(libc::SYS_setuid, &[]),
+    fwd(libc::SYS_setgid, &[]),
+    fwd(libc::SYS_setreuid, &[]),
+    fwd(libc::SYS_setregid, &[]),
+    fwd(libc::SYS_setresuid, &[]),
+    fwd(libc::SYS_setresgid, &[]),
+    fwd(libc::SYS_setfsuid, &[]),
+    fwd(libc::SYS_setfsgid, &[]),
+    fwd(libc::SYS_getresuid, &[OutFixed { buf: 0, size: 4 }, OutFixed { buf: 1, size: 4 }, OutFixed { buf: 2, size: 4 }]),
+    fwd(libc::SYS_getresgid, &[OutFixed { buf: 0, size: 4 }, OutFixed { buf: 1, size: 4 }, OutFixed { buf: 2, size: 4 }]),
+    fwd(libc::SYS_getgroups, &[OutElems { buf: 1, cnt: 0, size: 4 }]),
+    fwd(libc::SYS_setgroups, &[InElems { buf: 1, cnt: 0, size: 4 }]),
+    fwd(libc::SYS_capget, &[InOutFixed { buf: 0, size: CAP_HEADER }, OutFixed { buf: 1, size: CAP_DATA }]),
+    fwd(libc::SYS_capset, &[InOutFixed { buf: 0, size: CAP_HEADER }, InFixed { buf: 1, size: CAP_DATA }]),
 ];
+
+/// fcntl commands the libc crate does not name.
+const F_SETSIG: i32 = 10;
+const F_GETSIG: i32 = 11;
+const F_SETOWN_EX: i32 = 15;
+const F_GETOWN_EX: i32 = 16;
 
 /// fcntl commands whose third argument is a plain integer.
 pub fn fcntl_is_plain(cmd: u64) -> bool {
-    matches!(cmd as i32, libc::F_DUPFD | libc::F_GETFD | libc::F_SETFD | libc::F_GETFL | libc::F_SETFL | libc::F_DUPFD_CLOEXEC)
+    matches!(
+        cmd as i32,
+        libc::F_DUPFD
+            | libc::F_GETFD
+            | libc::F_SETFD
+            | libc::F_GETFL
+            | libc::F_SETFL
+            | libc::F_DUPFD_CLOEXEC
+            | libc::F_SETOWN
+            | libc::F_GETOWN
+            | F_SETSIG
+            | F_GETSIG
+            | libc::F_SETLEASE
+            | libc::F_GETLEASE
+            | libc::F_NOTIFY
+            | libc::F_SETPIPE_SZ
+            | libc::F_GETPIPE_SZ
+            | libc::F_ADD_SEALS
+            | libc::F_GET_SEALS
+    )
+}
+
+/// `struct flock` in and out: POSIX record locks (owned by the home task) and open file
+/// description locks.
+const FCNTL_LOCK: &[Arg] = &[InOutFixed { buf: 2, size: FLOCK }];
+const FCNTL_OWNER_OUT: &[Arg] = &[OutFixed { buf: 2, size: 8 }];
+const FCNTL_OWNER_IN: &[Arg] = &[InFixed { buf: 2, size: 8 }];
+
+/// The shape of fcntl's third argument for command `cmd`, if it is known.
+fn fcntl_shape(cmd: u64) -> Option<&'static [Arg]> {
+    if fcntl_is_plain(cmd) {
+        return Some(&[]);
+    }
+    Some(match cmd as i32 {
+        libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => FCNTL_LOCK,
+        F_GETOWN_EX => FCNTL_OWNER_OUT,
+        F_SETOWN_EX => FCNTL_OWNER_IN,
+        _ => return None,
+    })
 }
 
 const IOCTL_TCGETS: &[Arg] = &[OutFixed { buf: 2, size: TERMIOS }];
+const IOCTL_TCSETS: &[Arg] = &[InFixed { buf: 2, size: TERMIOS }];
 const IOCTL_WINSZ: &[Arg] = &[OutFixed { buf: 2, size: WINSIZE }];
+const IOCTL_SET_WINSZ: &[Arg] = &[InFixed { buf: 2, size: WINSIZE }];
 const IOCTL_INT: &[Arg] = &[OutFixed { buf: 2, size: 4 }];
-const RECV: &[Arg] = &[Out { buf: 1, len: 2 }];
+const IOCTL_SET_INT: &[Arg] = &[InFixed { buf: 2, size: 4 }];
+const IOCTL_U64: &[Arg] = &[OutFixed { buf: 2, size: 8 }];
+
+/// The shape of ioctl's third argument for request `req`, for the requests whose argument is
+/// known (terminals, descriptors, sockets, block devices); others bring the process home.
+fn ioctl_shape(req: u64) -> Option<&'static [Arg]> {
+    Some(match req as u32 {
+        // TCGETS
+        0x5401 => IOCTL_TCGETS,
+        // TCSETS, TCSETSW, TCSETSF
+        0x5402..=0x5404 => IOCTL_TCSETS,
+        // TCSBRK, TCXONC, TCFLSH, TIOCSCTTY, TIOCNOTTY, FIONCLEX, FIOCLEX: integer or no argument
+        0x5409 | 0x540A | 0x540B | 0x540E | 0x5422 | 0x5450 | 0x5451 => &[],
+        // TIOCGPGRP, TIOCOUTQ (SIOCOUTQ), FIONREAD (SIOCINQ), TIOCGSID, TIOCGPTN, FIGETBSZ
+        0x540F | 0x5411 | 0x541B | 0x5429 | 0x8004_5430 | 0x2 => IOCTL_INT,
+        // TIOCSPGRP, FIONBIO, FIOASYNC, TIOCSPTLCK
+        0x5410 | 0x5421 | 0x5452 | 0x4004_5431 => IOCTL_SET_INT,
+        // TIOCGWINSZ, TIOCSWINSZ
+        0x5413 => IOCTL_WINSZ,
+        0x5414 => IOCTL_SET_WINSZ,
+        // BLKGETSIZE64
+        0x8008_1272 => IOCTL_U64,
+        _ => return None,
+    })
+}
+
 const PSELECT6: &[Arg] =
     &[InOutBits { buf: 1, nfds: 0 }, InOutBits { buf: 2, nfds: 0 }, InOutBits { buf: 3, nfds: 0 }, InOutFixed { buf: 4, size: TIMESPEC }];
 
@@ -274,22 +385,10 @@ pub fn rlimit_acts_where_it_runs(resource: u64) -> bool {
 pub fn classify(nr: u32, args: &[u64; 6]) -> Disposition {
     let nr = nr as libc::c_long;
     if nr == libc::SYS_ioctl {
-        return match args[1] {
-            0x5401 => Disposition::Forward(IOCTL_TCGETS),
-            0x5413 => Disposition::Forward(IOCTL_WINSZ),
-            0x541B => Disposition::Forward(IOCTL_INT),
-            _ => Disposition::Home,
-        };
-    }
-    // Calls that return an address of unknown size are forwarded only when it is not asked for.
-    if nr == libc::SYS_accept || nr == libc::SYS_accept4 {
-        return if args[1] == 0 { Disposition::Forward(&[]) } else { Disposition::Home };
-    }
-    if nr == libc::SYS_recvfrom {
-        return if args[4] == 0 { Disposition::Forward(RECV) } else { Disposition::Home };
+        return ioctl_shape(args[1]).map_or(Disposition::Home, Disposition::Forward);
     }
     if nr == libc::SYS_fcntl {
-        return if fcntl_is_plain(args[1]) { Disposition::Forward(&[]) } else { Disposition::Home };
+        return fcntl_shape(args[1]).map_or(Disposition::Home, Disposition::Forward);
     }
     // glibc's select() is pselect6 without a signal mask (args[5] == 0): forwarded like select.
     // A mask would have to apply to the remote task while the deputy waits: that goes home.
@@ -307,6 +406,28 @@ pub fn classify(nr: u32, args: &[u64; 6]) -> Disposition {
         Some(r) => r.disposition,
         None => Disposition::Home,
     }
+}
+
+/// Files of `/proc/self` (or `/proc/thread-self`, `/proc/PID` of the home pid) that show the
+/// process's memory. Opened by the deputy at home, whose user memory is released while the process
+/// is away, they would read empty or wrong: opening one brings the process home. (Paths are
+/// matched as written: a relative path from a descriptor or a cwd inside /proc is not.)
+pub fn proc_file_needs_home(path: &[u8], home_pid: u32) -> bool {
+    let path = path.strip_suffix(b"\0").unwrap_or(path);
+    let Some(rest) = path.strip_prefix(b"/proc/") else { return false };
+    let pid = home_pid.to_string();
+    let rest = match rest.iter().position(|c| *c == b'/') {
+        Some(i) if [&b"self"[..], b"thread-self", pid.as_bytes()].contains(&&rest[..i]) => &rest[i + 1..],
+        _ => return false,
+    };
+    // /proc/self/task/TID/FILE is the same file for the single thread.
+    let file = match rest.strip_prefix(b"task/") {
+        Some(t) => t.splitn(2, |c| *c == b'/').nth(1).unwrap_or(b""),
+        None => rest,
+    };
+    const MEMORY_FILES: &[&[u8]] =
+        &[b"cmdline", b"environ", b"maps", b"smaps", b"smaps_rollup", b"numa_maps", b"auxv", b"mem", b"pagemap", b"stat", b"statm"];
+    MEMORY_FILES.contains(&file)
 }
 
 /// mmap is local only for anonymous private memory.
@@ -330,6 +451,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn proc_files_of_the_process_memory_go_home() {
+        for p in ["/proc/self/maps", "/proc/self/cmdline\0", "/proc/thread-self/environ", "/proc/42/stat", "/proc/self/task/42/statm"] {
+            assert!(proc_file_needs_home(p.as_bytes(), 42), "{p}");
+        }
+        for p in [
+            "/proc/self/status",
+            "/proc/self/fd/3",
+            "/proc/43/maps",
+            "/proc/self",
+            "/proc/selfish/maps",
+            "/etc/maps",
+            "maps",
+            "/proc/self/exe",
+        ] {
+            assert!(!proc_file_needs_home(p.as_bytes(), 42), "{p}");
+        }
+    }
+
+    #[test]
     fn rows_are_unique_and_named() {
         for (i, a) in TABLE.iter().enumerate() {
             assert!(syscall_names::NAMES.get(a.nr as usize).copied().flatten().is_some(), "row {i} nr {} unnamed", a.nr);
@@ -349,16 +489,22 @@ mod tests {
         assert_eq!(classify(libc::SYS_mmap as u32, &shared), Disposition::Home);
         assert_eq!(classify(libc::SYS_fork as u32, &[0; 6]), Disposition::Home);
         assert_eq!(classify(libc::SYS_socket as u32, &[0; 6]), Disposition::Forward(&[]));
-        assert_eq!(classify(libc::SYS_accept4 as u32, &[3, 0, 0, 0, 0, 0]), Disposition::Forward(&[]));
-        assert_eq!(classify(libc::SYS_accept4 as u32, &[3, 0x1000, 0x2000, 0, 0, 0]), Disposition::Home);
-        assert_eq!(classify(libc::SYS_recvfrom as u32, &[3, 0x1000, 64, 0, 0, 0]), Disposition::Forward(RECV));
-        assert_eq!(classify(libc::SYS_recvfrom as u32, &[3, 0x1000, 64, 0, 0x2000, 0x3000]), Disposition::Home);
+        let peer = Disposition::Forward(&[InOutSized { buf: 1, lenp: 2 }]);
+        assert_eq!(classify(libc::SYS_accept4 as u32, &[3, 0, 0, 0, 0, 0]), peer);
+        assert_eq!(classify(libc::SYS_accept4 as u32, &[3, 0x1000, 0x2000, 0, 0, 0]), peer);
+        assert!(matches!(classify(libc::SYS_recvfrom as u32, &[3, 0x1000, 64, 0, 0x2000, 0x3000]), Disposition::Forward(_)));
+        assert!(matches!(classify(libc::SYS_recvmsg as u32, &[3, 0x1000, 0, 0, 0, 0]), Disposition::Forward(_)));
+        assert!(matches!(classify(libc::SYS_setresuid as u32, &[0; 6]), Disposition::Forward(_)));
         assert_eq!(classify(libc::SYS_openat as u32, &[0; 6]), Disposition::Forward(&[Path(1)]));
         assert_eq!(classify(libc::SYS_write as u32, &[0; 6]), Disposition::Forward(&[In { buf: 1, len: 2 }]));
         assert_eq!(classify(libc::SYS_ioctl as u32, &[1, 0x5401, 0, 0, 0, 0]), Disposition::Forward(IOCTL_TCGETS));
         assert_eq!(classify(libc::SYS_ioctl as u32, &[1, 0x1234, 0, 0, 0, 0]), Disposition::Home);
         assert_eq!(classify(libc::SYS_fcntl as u32, &[1, libc::F_GETFL as u64, 0, 0, 0, 0]), Disposition::Forward(&[]));
-        assert_eq!(classify(libc::SYS_fcntl as u32, &[1, libc::F_SETLK as u64, 0, 0, 0, 0]), Disposition::Home);
+        assert_eq!(classify(libc::SYS_fcntl as u32, &[1, libc::F_SETLK as u64, 0, 0, 0, 0]), Disposition::Forward(FCNTL_LOCK));
+        assert_eq!(classify(libc::SYS_fcntl as u32, &[1, libc::F_OFD_GETLK as u64, 0, 0, 0, 0]), Disposition::Forward(FCNTL_LOCK));
+        assert_eq!(classify(libc::SYS_fcntl as u32, &[1, 9999, 0, 0, 0, 0]), Disposition::Home);
+        assert_eq!(classify(libc::SYS_ioctl as u32, &[1, libc::FIONBIO, 0, 0, 0, 0]), Disposition::Forward(IOCTL_SET_INT));
+        assert_eq!(classify(libc::SYS_ioctl as u32, &[1, libc::FIOCLEX, 0, 0, 0, 0]), Disposition::Forward(&[]));
         assert_eq!(classify(9999, &[0; 6]), Disposition::Home);
         assert_eq!(classify(libc::SYS_pselect6 as u32, &[4, 0x1000, 0, 0, 0x2000, 0]), Disposition::Forward(PSELECT6));
         assert_eq!(classify(libc::SYS_pselect6 as u32, &[4, 0x1000, 0, 0, 0x2000, 0x3000]), Disposition::Home);

@@ -117,6 +117,8 @@ pub struct Status {
     pub gid: u32,
     pub sig_ign: u64,
     pub sig_cgt: u64,
+    /// Blocked signals.
+    pub sig_blk: u64,
     /// Signals pending for the thread and for the whole process.
     pub sig_pnd: u64,
     pub shd_pnd: u64,
@@ -135,6 +137,7 @@ pub fn parse_status(text: &str) -> Status {
             "Gid" => s.gid = first().parse().unwrap_or(0),
             "SigIgn" => s.sig_ign = u64::from_str_radix(v, 16).unwrap_or(0),
             "SigCgt" => s.sig_cgt = u64::from_str_radix(v, 16).unwrap_or(0),
+            "SigBlk" => s.sig_blk = u64::from_str_radix(v, 16).unwrap_or(0),
             "SigPnd" => s.sig_pnd = u64::from_str_radix(v, 16).unwrap_or(0),
             "ShdPnd" => s.shd_pnd = u64::from_str_radix(v, 16).unwrap_or(0),
             "State" => s.state = v.chars().next().unwrap_or('?'),

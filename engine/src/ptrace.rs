@@ -150,6 +150,33 @@ impl Tracee<Running> {
     }
 }
 
+impl Tracee<Running> {
+    /// Like [`take_stops`](Self::take_stops), but the signals of signal-delivery-stops are returned
+    /// as their `siginfo_t` (PTRACE_GETSIGINFO) instead of being recorded in `pending_signals`
+    /// (a signal whose siginfo cannot be read is recorded there as before).
+    pub fn take_stops_siginfo(&mut self) -> Result<Vec<[u8; sys::SIGINFO_LEN]>, Error> {
+        let pid = self.pid;
+        let mut infos = Vec::new();
+        loop {
+            let ws = match waitpid(pid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                Ok(ws) => ws,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Error::Sys { what: "waitpid", pid: pid.as_raw(), errno: e }),
+            };
+            match ws {
+                WaitStatus::StillAlive => return Ok(infos),
+                WaitStatus::Stopped(_, sig) => match sys::get_siginfo(pid) {
+                    Ok(info) => infos.push(info),
+                    Err(_) => self.pending_signals.push(sig),
+                },
+                WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_) => {}
+                other => return Err(gone(pid, other)),
+            }
+            ptrace::cont(pid, None).map_err(|e| Error::Sys { what: "PTRACE_CONT", pid: pid.as_raw(), errno: e })?;
+        }
+    }
+}
+
 fn wait_stop(pid: Pid) -> Result<WaitStatus, Error> {
     loop {
         match waitpid(pid, Some(WaitPidFlag::__WALL)) {

@@ -416,3 +416,73 @@ pub fn trace_on_exec(cmd: &mut std::process::Command) {
         });
     }
 }
+
+/// Size of `siginfo_t`.
+pub const SIGINFO_LEN: usize = 128;
+
+/// The signals queued on stopped tracee `pid` (PTRACE_PEEKSIGINFO, which leaves them queued): its
+/// own queue, then the process's shared one; one `siginfo_t` each.
+pub fn pending_siginfo(pid: Pid) -> Result<Vec<[u8; SIGINFO_LEN]>, Errno> {
+    #[repr(C)]
+    struct PeekArgs {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+    const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+    let mut out = Vec::new();
+    for flags in [0, PTRACE_PEEKSIGINFO_SHARED] {
+        let mut off = 0u64;
+        loop {
+            let mut buf = [[0u8; SIGINFO_LEN]; 32];
+            let args = PeekArgs { off, flags, nr: buf.len() as i32 };
+            // SAFETY: `args` is a valid ptrace_peeksiginfo_args read by the kernel; `buf` has room
+            // for `args.nr` siginfo_t, which the kernel writes.
+            let r = unsafe { libc::ptrace(PTRACE_PEEKSIGINFO, pid.as_raw(), &args as *const PeekArgs, buf.as_mut_ptr()) };
+            let n = (check(r)? as usize).min(buf.len());
+            off += n as u64;
+            out.extend_from_slice(&buf[..n]);
+            if n < buf.len() {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Queues the signal `info` (a `siginfo_t`) describes on process `pid`. The kernel takes a siginfo
+/// from another process only with a negative si_code other than SI_TKILL (sigqueue, timers, message
+/// queues, AIO): those keep their siginfo; any other signal is sent with kill(), so its si_pid and
+/// si_uid become the caller's and its si_code SI_USER.
+pub fn queue_signal(pid: Pid, info: &[u8]) -> Result<(), Errno> {
+    if info.len() < 12 {
+        return Err(Errno::EINVAL);
+    }
+    let signo = i32::from_le_bytes(info[0..4].try_into().expect("4 bytes"));
+    let code = i32::from_le_bytes(info[8..12].try_into().expect("4 bytes"));
+    if !(1..=64).contains(&signo) {
+        return Err(Errno::EINVAL);
+    }
+    if code < 0 && code != libc::SI_TKILL {
+        let mut si = [0u8; SIGINFO_LEN];
+        let n = info.len().min(SIGINFO_LEN);
+        si[..n].copy_from_slice(&info[..n]);
+        // SAFETY: `si` is a full, initialised siginfo_t the kernel reads for the call.
+        let r = unsafe { libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid.as_raw(), pid.as_raw(), signo, si.as_ptr()) };
+        return check(r).map(drop);
+    }
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_kill, pid.as_raw(), signo) };
+    check(r).map(drop)
+}
+
+/// The siginfo of the signal tracee `pid` is stopped for (PTRACE_GETSIGINFO, in a
+/// signal-delivery-stop).
+pub fn get_siginfo(pid: Pid) -> Result<[u8; SIGINFO_LEN], Errno> {
+    let mut buf = [0u8; SIGINFO_LEN];
+    // SAFETY: `buf` has room for one siginfo_t, which the kernel writes.
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, pid.as_raw(), 0usize, buf.as_mut_ptr()) };
+    check(r)?;
+    Ok(buf)
+}

@@ -21,6 +21,9 @@ use std::path::PathBuf;
 /// files (after FILE.MAX the numbering starts again at FILE.1). `mosctl checkpoint PID` takes one on
 /// demand. `mosrun -R FILE [-O fd=PATH,...]` recovers a process (with a new pid);
 /// `mosrun -I FILE` shows what a checkpoint holds.
+///
+/// A system call the remote node cannot run brings the program home first, unless -e or -w is
+/// given.
 #[derive(Parser, Debug)]
 #[command(version, trailing_var_arg = true, disable_help_flag = true)]
 struct Args {
@@ -64,6 +67,13 @@ struct Args {
     /// Show what checkpoint FILE holds (program, pid, time, memory, files) and check it is intact.
     #[arg(short = 'I', value_name = "FILE")]
     inspect: Option<PathBuf>,
+    /// A system call the remote node cannot run fails there with ENOSYS instead of bringing the
+    /// program home (MOSIX `mosrun -e`). That includes mmap of a file (loading a library, say).
+    #[arg(short = 'e', group = "unsupported")]
+    fail_unsupported: bool,
+    /// As -e, and print a warning on stderr naming each such call (MOSIX `mosrun -w`).
+    #[arg(short = 'w', group = "unsupported")]
+    warn_unsupported: bool,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -143,7 +153,14 @@ fn main() {
         supervisor::Start::Home
     };
     let _ = args.auto;
-    let opts = supervisor::Options { start, auto: !args.no_auto, mem_mb: args.mem_mb, checkpoint };
+    let on_unsupported = if args.warn_unsupported {
+        mos_proto::deputy::OnUnsupported::FailAndTell
+    } else if args.fail_unsupported {
+        mos_proto::deputy::OnUnsupported::Fail
+    } else {
+        mos_proto::deputy::OnUnsupported::GoHome
+    };
+    let opts = supervisor::Options { start, auto: !args.no_auto, mem_mb: args.mem_mb, checkpoint, on_unsupported };
     let code = match supervisor::run(&args.control, launch, opts) {
         Ok(code) => code,
         Err(e) => {

@@ -7,9 +7,9 @@ use mos_engine::deputy::{Deputy, SpinPolicy};
 use mos_engine::migrate::{self, Away};
 use mos_engine::Error as EngineError;
 use mos_proto::control::{AfterCheckpoint, Command, Reply, Request, Target};
-use mos_proto::deputy::DeputyMsg;
+use mos_proto::deputy::{DeputyMsg, OnUnsupported};
 use mos_proto::frame::{self, FrameReader, Kind};
-use mos_proto::migration::{Offer, Stats};
+use mos_proto::migration::{Offer, Reason, Refuse, Stats};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -54,6 +54,14 @@ struct Supervisor {
     /// A checkpoint waiting for the process to come home first: (command id or None for a periodic
     /// one, file, what then).
     pending_ckpt: Option<(Option<u64>, Option<String>, AfterCheckpoint)>,
+    on_unsupported: OnUnsupported,
+    /// (call, node) pairs already warned about (-w).
+    warned: Vec<(u32, u32)>,
+    /// Signals pending on the remote task as it comes home (`DeputyMsg::Queued` before its
+    /// `Offer`): queued at home once it is back.
+    returning: Vec<Vec<u8>>,
+    /// Away: when the deputy was last looked at for real-time signals.
+    rt_checked: std::time::Instant,
 }
 
 /// Where the program starts.
@@ -76,6 +84,9 @@ pub struct Options {
     pub auto: bool,
     /// Memory it declared (`-m`), MiB.
     pub mem_mb: u32,
+    /// Calls only home runs: bring the program home (default), fail them (`-e`), or fail them
+    /// with a warning (`-w`).
+    pub on_unsupported: OnUnsupported,
     /// Checkpoint files and period (`-C`, `-A`, `-N`).
     pub checkpoint: Periodic,
 }
@@ -182,6 +193,10 @@ pub fn run(control_path: &Path, launch: Launch, opts: Options) -> Result<i32, Bo
         next_spin: SpinPolicy::new(NEXT_SPIN),
         ckpt,
         pending_ckpt: None,
+        on_unsupported: opts.on_unsupported,
+        warned: Vec::new(),
+        returning: Vec::new(),
+        rt_checked: std::time::Instant::now(),
     };
     if let Some(n) = target.filter(|n| *n != home_node) {
         s.ask_move(n)?;
@@ -242,9 +257,10 @@ impl Supervisor {
                 // A frame already read ahead is handled without waiting. Away, a deputy in trap mode
                 // is checked for signals every 100 ms (a served one reports them by SIGCHLD).
                 let trapped = matches!(&place, Where::Away { away, .. } if !away.deputy.served());
+                // Away, the deputy is also looked at for real-time signals every 100 ms.
                 let timeout = if held {
                     PollTimeout::ZERO
-                } else if trapped {
+                } else if trapped || matches!(place, Where::Away { .. }) {
                     PollTimeout::from(100u8)
                 } else {
                     PollTimeout::NONE
@@ -288,12 +304,21 @@ impl Supervisor {
                         for s in sigs {
                             let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Signal { sig: s as i32 });
                         }
+                        // With their siginfo (sender, code) where the deputy could read it.
+                        for info in away.deputy.take_siginfos() {
+                            let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Queued { info });
+                        }
                     }
                     Err(EngineError::TraceeGone { code: Some(c), .. }) => {
                         let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Kill);
                         return c;
                     }
                     Err(_) => {}
+                }
+            }
+            if let Where::Away { away, .. } = &mut place {
+                if self.rt_checked.elapsed() >= SIGNAL_PROBE {
+                    self.relay_rt_signals(away);
                 }
             }
             // Every source is served in the same round: back-to-back forwarded calls must not starve
@@ -346,9 +371,12 @@ impl Supervisor {
             }
         };
         match migrate::migrate_out(self.pid, self.home_node, sa) {
-            Ok(away) => {
+            Ok(mut away) => {
                 // A new connection: nothing of the old one is held.
                 self.rx = FrameReader::new();
+                self.send_policy(&mut away);
+                // Real-time signals pending at home now wait in the deputy: they go along.
+                self.relay_rt_signals(&mut away);
                 let stats = away.stats.clone();
                 self.tell(&Request::Moved { node });
                 self.done(id, Ok(stats));
@@ -360,6 +388,51 @@ impl Supervisor {
                 self.done(id, Err(msg));
                 Where::Home
             }
+        }
+    }
+
+    /// Tells the remote side what to do with calls only home runs (-e, -w); nothing by default.
+    /// A call it meets before this arrives brings the process home, and is refused there
+    /// ([`come_home`](Self::come_home)).
+    fn send_policy(&self, away: &mut Away) {
+        if self.on_unsupported != OnUnsupported::GoHome {
+            // Tests make the remote side meet such a call before the policy arrives.
+            if let Some(ms) = std::env::var("MOS_TEST_POLICY_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+            let m = DeputyMsg::Policy { on_unsupported: self.on_unsupported };
+            if let Err(e) = frame::write_msg(&mut away.stream, Kind::Deputy, &m) {
+                tracing::warn!(error = %e, "could not send the -e/-w policy to the remote node");
+            }
+        }
+    }
+
+    /// Sends the real-time signals pending on the deputy to the remote side, with their siginfo.
+    /// (The deputy keeps them blocked: a stop for one could not be taken, see
+    /// `engine::deputy::RT_SIGNALS`; whatever is not taken is delivered when the process is home.)
+    fn relay_rt_signals(&mut self, away: &mut Away) {
+        self.rt_checked = std::time::Instant::now();
+        if !away.deputy.rt_pending().unwrap_or(false) {
+            return;
+        }
+        match away.deputy.take_rt_signals() {
+            Ok(infos) => {
+                for info in infos {
+                    let _ = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Queued { info });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not take real-time signals from the deputy"),
+        }
+    }
+
+    /// mosrun -w: a call the remote node did not run (one warning per call and node).
+    fn warn_unsupported(&mut self, nr: u32, node: u32) {
+        if self.on_unsupported == OnUnsupported::FailAndTell && !self.warned.contains(&(nr, node)) {
+            self.warned.push((nr, node));
+            eprintln!(
+                "mosrun: warning: system call {} is not supported on node {node}: it failed with ENOSYS",
+                mos_engine::syscall_names::name(nr)
+            );
         }
     }
 
@@ -426,6 +499,8 @@ impl Supervisor {
                 let code = self.reap();
                 return Err(code);
             }
+            DeputyMsg::Unsupported { nr } => self.warn_unsupported(nr, node),
+            DeputyMsg::Queued { info } => self.returning.push(info),
             DeputyMsg::Reroute { node: to } => {
                 tracing::info!(from = node, to, "the remote node's balancer moves the process on");
                 if let Err(e) = self.ask_move(to) {
@@ -439,6 +514,8 @@ impl Supervisor {
 
     fn come_home(&mut self, mut away: Away, node: u32, offer: &Offer) -> Where {
         tracing::info!(reason = ?offer.reason, "process coming home");
+        // Signals pending on the remote task as it left: queued here once it is back.
+        let returning = std::mem::take(&mut self.returning);
         // The remote side waits for our answer after an Offer: it cannot have sent anything more,
         // and the migration stream is read from the socket itself.
         if !self.rx.is_empty() {
@@ -446,6 +523,21 @@ impl Supervisor {
             eprintln!("mosrun: node {node} sent data after its offer; the process is lost");
             let _ = kill(self.pid, Signal::SIGKILL);
             std::process::exit(self.reap());
+        }
+        // -e/-w: a call only home runs, met before the remote side had our policy, does not bring
+        // the process home: the return is refused and the call fails there with ENOSYS. (Unless a
+        // migration is pending: its Recall may be in flight, and the process comes home for it.)
+        if let (Reason::Syscall { nr, name }, None) = (&offer.reason, &self.pending) {
+            if self.on_unsupported != OnUnsupported::GoHome {
+                let reason = format!("mosrun -e: system call {name} fails with ENOSYS on node {node}");
+                // (A broken connection shows at the next read, which ends the process as lost.)
+                if let Err(e) = frame::write_msg(&mut away.stream, Kind::Refuse, &Refuse { reason }) {
+                    tracing::warn!(error = %e, "could not refuse the return home");
+                }
+                self.warn_unsupported(*nr, node);
+                self.send_policy(&mut away);
+                return Where::Away { node, away: Box::new(away) };
+            }
         }
         // The deputy leaves its loop and waits in a ptrace stop to be rebuilt.
         if let Err(e) = away.deputy.park() {
@@ -462,6 +554,11 @@ impl Supervisor {
         }
         match migrate::receive_home(&mut away.stream, away.deputy, offer) {
             Ok((stats, _)) => {
+                for info in returning {
+                    if let Err(e) = mos_engine::sys::queue_signal(self.pid, &info) {
+                        tracing::warn!(error = %e, "could not queue a signal that was pending on the process as it came home");
+                    }
+                }
                 self.tell(&Request::Moved { node: 0 });
                 if let Some((id, file, then)) = self.pending_ckpt.take() {
                     self.checkpoint_now(id, file, then);

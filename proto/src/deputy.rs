@@ -9,11 +9,19 @@
 //! remote ── Offer… (migration stream) ─▶ home   also sent unasked when a call must run at home
 //! remote ── Exited{status} ────────────▶ home   the process ended; home ends the deputy the same way
 //! remote ── Reroute{node} ─────────────▶ home   the remote balancer wants it on `node`: home recalls it
+//! remote ◀─ Policy{on_unsupported} ────── home   mosrun -e/-w: what to do with calls only home runs
+//! remote ── Unsupported{nr} ───────────▶ home   (mosrun -w) call `nr` failed remotely with ENOSYS
+//! remote ◀─ Queued{info} ──────────────── home   a signal with its siginfo (real-time ones, queued)
+//! remote ── Queued{info}… Offer ────────▶ home   signals pending remotely as the process leaves
 //! ```
 use serde::{Deserialize, Serialize};
 
 /// Largest buffer moved with one forwarded call; bigger requests are split by the sender.
 pub const MAX_BUF: usize = 1 << 20;
+
+/// `arg` of a buffer that is not an argument of the call itself: it is reached through a pointer
+/// inside another buffer, which a [`Buf::Fixup`] sets (the buffers of `sendmsg`/`recvmsg`).
+pub const NO_ARG: u8 = u8::MAX;
 
 /// A buffer argument of a forwarded call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +34,22 @@ pub enum Buf {
     /// Argument `arg` points to these bytes, which the call reads and may change: copied in
     /// before the call and all of them copied back after it when it succeeds.
     InOut { arg: u8, data: Vec<u8> },
+    /// Not a buffer: once the buffers are laid out at home, the address of buffer number `target`
+    /// (an index in the request's `bufs`) is stored as a little-endian u64 at byte `at` of buffer
+    /// number `buf` (an `In` or `InOut` one). Pointers inside structures (`struct msghdr`) are
+    /// made this way.
+    Fixup { buf: u16, at: u32, target: u16 },
+}
+
+/// What the remote side does with a call that only home can run (MOSIX `mosrun -e` / `-w`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnUnsupported {
+    /// The process is brought home and the call runs there (the default; no `Policy` is sent).
+    GoHome,
+    /// The call fails with ENOSYS on the remote node; the process stays there (`mosrun -e`).
+    Fail,
+    /// As `Fail`, and home is told each time with [`DeputyMsg::Unsupported`] (`mosrun -w`).
+    FailAndTell,
 }
 
 /// How the process ended.
@@ -65,4 +89,16 @@ pub enum DeputyMsg {
     /// From the remote node's balancer: please move the process on to node `node` (home resolves
     /// the node, recalls the process and sends it there).
     Reroute { node: u32 },
+    /// From home: how to treat calls that only home can run, from now on. Sent after every move
+    /// out of home when mosrun was started with `-e` or `-w` (and again after home refused a return
+    /// for such a call, see docs/PROTOCOL.md).
+    Policy { on_unsupported: OnUnsupported },
+    /// From the remote side, under [`OnUnsupported::FailAndTell`]: call number `nr` failed with
+    /// ENOSYS there.
+    Unsupported { nr: u32 },
+    /// A signal as a `siginfo_t` (128 bytes). From home: queue it on the process now (used for
+    /// real-time signals, which queue and carry values). From the remote side, just before an
+    /// `Offer`: this signal is pending on the process as it leaves; home queues it once the
+    /// process is back and drops it if the return fails.
+    Queued { info: Vec<u8> },
 }

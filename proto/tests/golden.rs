@@ -240,6 +240,27 @@ golden!(
     DeputyMsg::Syscall { seq: 1, nr: 7, args: [0; 6], bufs: vec![mos_proto::deputy::Buf::InOut { arg: 0, data: vec![1, 2] }] },
     "4d4f5300 0100 0900 0f000000 00000000  000107000000000000010200020102"
 );
+golden!(
+    deputy_syscall_fixup_golden,
+    Kind::Deputy,
+    DeputyMsg,
+    DeputyMsg::Syscall { seq: 1, nr: 7, args: [0; 6], bufs: vec![mos_proto::deputy::Buf::Fixup { buf: 0, at: 16, target: 1 }] },
+    "4d4f5300 0100 0900 0e000000 00000000  0001070000000000000103001001"
+);
+golden!(
+    deputy_policy_golden,
+    Kind::Deputy,
+    DeputyMsg,
+    DeputyMsg::Policy { on_unsupported: mos_proto::deputy::OnUnsupported::FailAndTell },
+    "4d4f5300 0100 0900 02000000 00000000  0702"
+);
+golden!(
+    deputy_unsupported_golden,
+    Kind::Deputy,
+    DeputyMsg,
+    DeputyMsg::Unsupported { nr: 99 },
+    "4d4f5300 0100 0900 02000000 00000000  0863"
+);
 
 // ---------------------------------------------------------------- control socket
 
@@ -429,6 +450,9 @@ fn write_fuzz_seeds() {
         ("exited_signal", deputy_exit_signal()),
         ("kill", DeputyMsg::Kill),
         ("reroute", DeputyMsg::Reroute { node: 3 }),
+        ("policy", DeputyMsg::Policy { on_unsupported: mos_proto::deputy::OnUnsupported::Fail }),
+        ("unsupported", DeputyMsg::Unsupported { nr: 99 }),
+        ("queued", DeputyMsg::Queued { info: vec![34, 0, 0, 0] }),
     ] {
         put("deputy", name, &body(Kind::Deputy, &m));
     }
@@ -559,3 +583,10 @@ fn checkpoint_end_frame_is_pinned() {
     assert!(hex(end) == want.split_whitespace().collect::<String>(), "GOLDEN end: {}", grouped(end));
     mos_proto::checkpoint::verify(&mut &bytes[..], n).expect("a sealed file verifies");
 }
+golden!(
+    deputy_queued_golden,
+    Kind::Deputy,
+    DeputyMsg,
+    DeputyMsg::Queued { info: vec![34, 0, 0, 0] },
+    "4d4f5300 0100 0900 06000000 00000000  090422000000"
+);

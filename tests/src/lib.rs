@@ -855,6 +855,17 @@ impl Cluster {
         RunningJob { proc: Proc::spawn(cmd, what, true), home: i, program: program_path, pid: None }
     }
 
+    /// Like [`spawn_mosrun_with`](Self::spawn_mosrun_with), with extra environment for mosrun (and
+    /// so the program).
+    pub fn spawn_mosrun_with_env(&self, i: u32, opts: &[&str], program: &str, args: &[&str], env: &[(&str, &str)]) -> RunningJob {
+        let program_path = std::fs::canonicalize(program).unwrap_or_else(|e| panic!("workload {program}: {e}"));
+        let mut cmd = Command::new(bin("mosrun"));
+        cmd.arg("--control").arg(self.control(i)).args(opts).arg("--").arg(&program_path).args(args).env_remove("MOS_SOCKET");
+        cmd.envs(env.iter().copied());
+        let what = format!("mosrun {} {} (home node {i})", program_path.display(), args.join(" "));
+        RunningJob { proc: Proc::spawn(cmd, what, true), home: i, program: program_path, pid: None }
+    }
+
     /// Like [`spawn_mosrun`](Self::spawn_mosrun), with extra environment for mosrun (and so the
     /// program) and, with `piped_stdin`, a stdin pipe written with [`Proc::write_stdin`].
     pub fn spawn_mosrun_env(&self, i: u32, program: &str, args: &[&str], env: &[(&str, &str)], piped_stdin: bool) -> RunningJob {

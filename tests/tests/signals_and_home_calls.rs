@@ -92,6 +92,70 @@ fn home_files_through_the_deputy_and_unsupported_calls_bring_it_home() {
     assert!(log.contains("must run at home") && log.contains("sysinfo"), "node 2 did not send the process home for sysinfo: {log}");
 }
 
+/// `mosrun -e` / `mosrun -w` (MOSIX): a call the remote side cannot run (sysinfo) fails there with
+/// ENOSYS instead of bringing the process home; the process stays on node 2 to its end. With -w
+/// mosrun also prints a warning naming the call; with -e it does not.
+fn unsupported_call_fails_remotely(flag: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("home-only.txt");
+    std::fs::write(&path, "written at home").unwrap();
+    let p = path.to_str().unwrap();
+    let args = ["40", "100", p];
+    let c = Cluster::start_with_env(2, &[(2, "MOS_TEST_HIDE", dir.path().to_str().unwrap())]);
+    let mut job = c.spawn_mosrun_with(1, &[flag], wl::OPENER_DYNAMIC, &args);
+    let pid = job.pid();
+    c.wait_registered(1, pid);
+    job.wait_lines(2, LINE_TIMEOUT);
+    c.migrate(1, pid, "2");
+    let st = job.wait(END_TIMEOUT);
+    assert_eq!(st.code(), Some(3), "exit status");
+    let out = String::from_utf8_lossy(&job.stdout()).into_owned();
+    assert!(out.contains("file: written at home"), "the home file was not read through the deputy: {out}");
+    assert!(out.contains("sysinfo Function not implemented"), "sysinfo did not fail with ENOSYS under mosrun {flag}: {out}");
+    let log = log_with(&c, 2, "guest ended");
+    assert!(!log.contains("went home") && !log.contains("must run at home"), "mosrun {flag}: the process was brought home: {log}");
+    let err = String::from_utf8_lossy(&job.stderr()).into_owned();
+    let warned = err.contains("warning: system call sysinfo is not supported on node 2");
+    assert_eq!(warned, flag == "-w", "mosrun {flag} stderr: {err}");
+}
+
+#[test]
+fn mosrun_e_fails_unsupported_calls_remotely() {
+    unsupported_call_fails_remotely("-e");
+}
+
+#[test]
+fn mosrun_w_fails_unsupported_calls_remotely_and_warns() {
+    unsupported_call_fails_remotely("-w");
+}
+
+/// `mosrun -w` when the remote side meets a call only home runs before it has mosrun's policy
+/// (here forced by delaying the policy 2 s, while the process calls sysinfo all the time): home
+/// refuses the return the call asks for, the call fails with ENOSYS on node 2, the process stays
+/// there, and mosrun warns once.
+#[test]
+fn mosrun_w_refuses_a_return_that_comes_before_its_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("home-only.txt");
+    std::fs::write(&path, "written at home").unwrap();
+    let args = ["30", "50", path.to_str().unwrap(), "busy"];
+    let c = Cluster::start(2);
+    let mut job = c.spawn_mosrun_with_env(1, &["-w"], wl::OPENER_DYNAMIC, &args, &[("MOS_TEST_POLICY_DELAY_MS", "2000")]);
+    let pid = job.pid();
+    c.wait_registered(1, pid);
+    job.wait_lines(2, LINE_TIMEOUT);
+    c.migrate(1, pid, "2");
+    let st = job.wait(END_TIMEOUT);
+    assert_eq!(st.code(), Some(3), "exit status");
+    let out = String::from_utf8_lossy(&job.stdout()).into_owned();
+    assert!(out.contains("sysinfo-busy ok 1 failed 1"), "sysinfo did not fail after the move: {out}");
+    let log = log_with(&c, 2, "guest ended");
+    assert!(log.contains("the target refused: mosrun -e: system call sysinfo"), "home did not refuse the return: {log}");
+    assert!(!log.contains("guest went home"), "the process went home: {log}");
+    let err = String::from_utf8_lossy(&job.stderr()).into_owned();
+    assert_eq!(err.matches("warning: system call sysinfo is not supported on node 2").count(), 1, "mosrun -w stderr: {err}");
+}
+
 /// Files, directories, relative paths after chdir, getcwd, pipes, dup and lseek used while away:
 /// all run at home through the deputy, the process never comes home, the output is as without MOS.
 fn fileops_stays_away(program: &str) {

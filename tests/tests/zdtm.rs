@@ -46,6 +46,9 @@ enum Step {
     Stdin(&'static str, &'static str),
     /// Closes the process's stdin.
     CloseStdin,
+    /// Waits for the line; when the process runs on node 2, checks that the task running it there
+    /// has these `Uid:`, `Gid:` and `Groups:` lines in its /proc status; then sends SIGUSR1.
+    StubIds(&'static str, [&'static str; 3]),
 }
 use Step::*;
 
@@ -187,6 +190,18 @@ impl Run<'_> {
                 self.proc.write_stdin(text.as_bytes());
             }
             CloseStdin => self.proc.close_stdin(),
+            StubIds(line, want) => {
+                self.wait_line(line);
+                if self.mos.is_some_and(|c| self.node(c) == 2) {
+                    let task = self.running_task();
+                    let st = std::fs::read_to_string(format!("/proc/{task}/status")).expect("status of the remote task");
+                    for (key, want) in ["Uid:", "Gid:", "Groups:"].into_iter().zip(want) {
+                        let got = st.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "));
+                        assert_eq!(got.as_deref(), Some(want), "{key} of the task on node 2 (pid {task})");
+                    }
+                }
+                self.signal(Signal::SIGUSR1);
+            }
         }
     }
 }
@@ -331,9 +346,8 @@ cases! {
         steps: &[Gate(1), Kill("[1] waiting for SIGUSR1 1", Signal::SIGUSR1), Gate(2), Kill("[2] waiting for SIGUSR1 2", Signal::SIGUSR1)],
         ..AWAY
     };
-    /// si_code and si_pid of signals from the test, from kill to itself and from raise.
-    #[ignore = "signals reach the remote task as a plain kill() from its mosd: si_pid is mosd's and raise's SI_TKILL \
-                becomes SI_USER; the deputy channel's Signal message carries the number only (proto + mosrun + guest)"]
+    /// si_code and si_pid of signals from the test, from kill to itself and from raise (away, the
+    /// task queues them on itself with the siginfo home saw, injected by its host).
     siginfo: Case {
         steps: &[Gate(1), Kill("[1] waiting for SIGUSR1 1", Signal::SIGUSR1), Gate(2), Kill("[2] waiting for SIGUSR1 2", Signal::SIGUSR1)],
         ..AWAY
@@ -345,13 +359,9 @@ cases! {
     /// A signal pending (blocked) at home when the process leaves is pending on node 2.
     pending_away: AWAY;
     /// A signal made pending (blocked) on node 2 is still pending when the process comes home.
-    #[ignore = "signals pending on the remote task are not carried home: the migration context has no pending set \
-                (capture: PTRACE_PEEKSIGINFO; restore: rt_tgsigqueueinfo; proto Context field)"]
     pending_home: AWAY;
-    /// Real-time signals queue (three pending, three deliveries), before and after the move.
-    #[ignore = "real-time signals for a process that is away stay blocked in the deputy until it comes home: ptrace \
-                stops for them cannot be represented with nix's Signal (engine: raw signal numbers in ptrace.rs and \
-                Tracee::pending_signals, raw kill in sys.rs)"]
+    /// Real-time signals queue (three pending, three deliveries), before and after the move: the ones
+    /// pending at home when it leaves are taken from the deputy and sent along with their siginfo.
     rt_signals: AWAY;
     /// sigtimedwait for a signal sent by the test to the home pid, and for one sent to itself.
     sigwait: Case {
@@ -425,14 +435,44 @@ cases! {
     clock: AWAY;
     /// CPU-time clocks keep the time the process used before the move.
     #[ignore = "CLOCK_PROCESS_CPUTIME_ID/THREAD_CPUTIME_ID are local calls answered by the new task on node 2, \
-                whose CPU time starts at 0: the CPU time used before the move is not carried (engine: context + guest)"]
+                whose CPU time starts at 0, and the home task's CPU time does not include the time used away when \
+                the process comes back: a task's CPU time cannot be set from user space, so the clocks would have to \
+                be answered (with an offset carried in the context) on both sides, and at home nothing intercepts"]
     cpu_clock: AWAY;
     /// uname and gethostname answer the home host, not node 2's.
     uname: AWAY;
-    /// /proc/self (exe, fd, cwd, status, stat, limits) describes the process.
-    proc_self: AWAY;
-    /// /proc/self files that show the process's memory (cmdline, environ, maps, vsize in stat).
-    #[ignore = "/proc/self is opened by the deputy at home, whose user memory is released: cmdline, environ and maps \
-                are empty while away; opens of such /proc/self files should bring the process home (engine/src/guest.rs)"]
-    proc_self_mem: AWAY;
+    /// /proc/self (exe, fd, cwd, status, stat, limits) describes the process (stat, which shows the
+    /// memory size, brings it home).
+    proc_self: COMES_HOME;
+    /// /proc/self files that show the process's memory (cmdline, environ, maps, vsize in stat):
+    /// opening one brings the process home, where they are read in the process itself.
+    proc_self_mem: COMES_HOME;
+
+    // Forwarded families added with mosrun -e/-w
+    /// getsockopt/setsockopt (short option buffer, unknown option), getsockname/getpeername of TCP
+    /// and of Unix sockets bound in the scratch directory, SO_PEERCRED is the home pid.
+    sockopt: AWAY;
+    /// sendmsg/recvmsg: iovecs scattered and gathered, MSG_TRUNC, named datagram sockets (the
+    /// sender's name comes back), a home file's descriptor passed with SCM_RIGHTS and read through,
+    /// one 3 MiB sendmsg on a stream to a home child (sent whole, in chunks of one deputy buffer).
+    msg: AWAY;
+    /// accept/accept4 with the peer address (also into a too short buffer), sendto/recvfrom with
+    /// addresses over UDP.
+    peer_addr: AWAY;
+    /// getresuid/getresgid, setgroups, setresuid/setresgid to nobody and back, setfsuid, capget:
+    /// the home task's identity changes, so a home file closed to nobody cannot be opened.
+    creds: AWAY;
+    /// The task that runs the process on node 2 takes the identity set at home (setgroups,
+    /// setresgid, setresuid to nobody are repeated in it once they succeeded at home), and gives it
+    /// back.
+    creds_stub: Case {
+        steps: &[Gate(1), StubIds("[1] dropped 1", ["0 65534 0 65534", "0 65534 0 65534", "65534"]), Gate(2), StubIds("[2] dropped 2", ["", "", ""])],
+        ..AWAY
+    };
+    /// fcntl record locks (F_SETLK/F_GETLK/F_SETLKW) seen by a home child with the home pid, open
+    /// file description locks, F_SETOWN/F_GETOWN.
+    flock: AWAY;
+    /// ioctl FIONREAD (pipe, socket, file), FIONBIO, FIOCLEX/FIONCLEX, FIGETBSZ, TIOCGWINSZ and TCGETS
+    /// on a pipe (ENOTTY), fcntl F_SETPIPE_SZ/F_GETPIPE_SZ.
+    ioctls: AWAY;
 }

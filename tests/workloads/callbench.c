@@ -2,7 +2,8 @@
  *
  * Prints one line per round with the mean cost of: getppid (2000 calls), read of 4 KiB from
  * /dev/zero and write of 4 KiB to /dev/null (500 each, descriptors opened at start), and the time
- * of a fixed compute loop with clock_gettime and malloc/free. Used by the deputy benchmark, which
+ * of a fixed compute loop with clock_gettime and malloc/free, and raise() of a signal it catches
+ * (200 calls, handler counting). Used by the deputy benchmark, which
  * migrates it between rounds and compares rounds at home with rounds away. With GATE, after GATE
  * rounds it prints "gate" and waits for SIGUSR1 (sent once it has been moved).
  */
@@ -15,6 +16,12 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+static volatile sig_atomic_t caught;
+static void on_usr2(int s) {
+    (void)s;
+    caught++;
+}
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -33,6 +40,7 @@ int main(int argc, char **argv) {
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
     sigprocmask(SIG_BLOCK, &usr1, NULL);
+    signal(SIGUSR2, on_usr2);
     int fz = open("/dev/zero", O_RDONLY), fn = open("/dev/null", O_WRONLY);
     static char buf[4096];
     uint64_t x = 88172645463325252ull;
@@ -69,8 +77,11 @@ int main(int argc, char **argv) {
             free(p);
         }
         int64_t c = (now_ns() - t) / 1000;
-        printf("round %ld getppid_ns %lld read4k_ns %lld write4k_ns %lld compute_us %lld x %llu\n", r, (long long)g, (long long)rd,
-               (long long)wr, (long long)c, (unsigned long long)(x & 1));
+        t = now_ns();
+        for (int i = 0; i < 200; i++) raise(SIGUSR2);
+        int64_t rs = (now_ns() - t) / 200;
+        printf("round %ld getppid_ns %lld read4k_ns %lld write4k_ns %lld compute_us %lld raise_ns %lld x %llu\n", r, (long long)g,
+               (long long)rd, (long long)wr, (long long)c, (long long)rs, (unsigned long long)(x & 1));
         fflush(stdout);
     }
     return 0;

@@ -35,6 +35,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <grp.h>
+#include <sys/ioctl.h>
+#include <sys/fsuid.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/select.h>
@@ -46,8 +49,11 @@
 #include <sys/un.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/fs.h>
+#include <stddef.h>
 
 extern char **environ;
 
@@ -2074,6 +2080,478 @@ static void proc_self_mem_phase(int n) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Socket options and addresses, messages, peer addresses, credentials, locks, ioctls */
+
+static int so_srv, so_port;
+static void sockopt_before(void) { so_srv = tcp_listen(&so_port); }
+static void sockopt_phase(int n) {
+    int v = 0, one = 1;
+    socklen_t l = sizeof v;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    say("socket: %d\n", s >= 0);
+    SHOW(getsockopt(s, SOL_SOCKET, SO_TYPE, &v, &l));
+    say("SO_TYPE is SOCK_STREAM %d, optlen %d\n", v == SOCK_STREAM, (int)l);
+    SHOW(setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one));
+    v = 0;
+    l = sizeof v;
+    SHOW(getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &v, &l));
+    say("TCP_NODELAY %d\n", v != 0);
+    v = 65536;
+    SHOW(setsockopt(s, SOL_SOCKET, SO_RCVBUF, &v, sizeof v));
+    v = 0;
+    l = sizeof v;
+    SHOW(getsockopt(s, SOL_SOCKET, SO_RCVBUF, &v, &l));
+    say("SO_RCVBUF doubled by the kernel %d\n", v == 2 * 65536);
+    struct linger lg = {1, 7}, lg2 = {0, 0};
+    SHOW(setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+    l = sizeof lg2;
+    SHOW(getsockopt(s, SOL_SOCKET, SO_LINGER, &lg2, &l));
+    say("linger %d %d, optlen %d\n", lg2.l_onoff != 0, lg2.l_linger, (int)l);
+    /* A too small option buffer: the length comes back as what fits. */
+    char small = 0x55;
+    l = 1;
+    SHOW(getsockopt(s, SOL_SOCKET, SO_TYPE, &small, &l));
+    say("optlen %d\n", (int)l);
+    SHOW(getsockopt(s, SOL_SOCKET, 9999, &v, &l));
+    SHOW(connect(s, (struct sockaddr *)&(struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)so_port),
+                                                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)},
+                 sizeof(struct sockaddr_in)));
+    struct sockaddr_in me = {0}, peer = {0};
+    l = sizeof me;
+    SHOW(getsockname(s, (struct sockaddr *)&me, &l));
+    say("getsockname: inet %d loopback %d len %d\n", me.sin_family == AF_INET, me.sin_addr.s_addr == htonl(INADDR_LOOPBACK), (int)l);
+    l = sizeof peer;
+    SHOW(getpeername(s, (struct sockaddr *)&peer, &l));
+    say("getpeername: the listener's port %d len %d\n", ntohs(peer.sin_port) == so_port, (int)l);
+    int c = accept(so_srv, NULL, NULL);
+    struct sockaddr_in cpeer = {0};
+    l = sizeof cpeer;
+    SHOW(getpeername(c, (struct sockaddr *)&cpeer, &l));
+    say("accepted side sees our port %d\n", cpeer.sin_port == me.sin_port);
+    close(c);
+    close(s);
+    /* A Unix socket bound in the scratch directory (at home): its name and SO_PEERCRED. */
+    struct sockaddr_un a = {0}, got = {0};
+    a.sun_family = AF_UNIX;
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", wp(n == 1 ? "so1" : "so2"));
+    int ls = socket(AF_UNIX, SOCK_STREAM, 0);
+    SHOW(bind(ls, (struct sockaddr *)&a, sizeof a));
+    SHOW(listen(ls, 1));
+    l = sizeof got;
+    SHOW(getsockname(ls, (struct sockaddr *)&got, &l));
+    say("unix name %s, len is offsetof+strlen+1 %d\n", rel(got.sun_path), (size_t)l == offsetof(struct sockaddr_un, sun_path) + strlen(a.sun_path) + 1);
+    int cl = socket(AF_UNIX, SOCK_STREAM, 0);
+    SHOW(connect(cl, (struct sockaddr *)&a, sizeof a));
+    int sc = accept(ls, NULL, NULL);
+    struct ucred cr = {0};
+    l = sizeof cr;
+    SHOW(getsockopt(sc, SOL_SOCKET, SO_PEERCRED, &cr, &l));
+    say("peer credentials: pid is getpid %d, uid %d, gid %d\n", cr.pid == getpid(), cr.uid == getuid(), cr.gid == getgid());
+    memset(&got, 0, sizeof got);
+    l = sizeof got;
+    SHOW(getpeername(cl, (struct sockaddr *)&got, &l));
+    say("peer name %s\n", rel(got.sun_path));
+    close(sc);
+    close(cl);
+    close(ls);
+    SHOW(unlink(a.sun_path));
+}
+
+static int mg_dgram[2], mg_stream[2], mg_big[2];
+static pid_t mg_child;
+/* 3 MiB and a bit: a sendmsg far larger than one deputy buffer. */
+#define MG_BIG ((3 << 20) + 123)
+static unsigned char mg_buf[MG_BIG];
+/* A home child: reads MG_BIG bytes at a time and answers with their hash. */
+static int big_reader(long unused) {
+    (void)unused;
+    close(mg_big[0]);
+    for (;;) {
+        ssize_t n = read_full(mg_big[1], mg_buf, MG_BIG);
+        if (n <= 0) return 0;
+        dprintf(mg_big[1], "got %zd hash %016llx\n", n, (unsigned long long)fnv(mg_buf, (size_t)n));
+    }
+}
+static void msg_before(void) {
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, mg_dgram) || socketpair(AF_UNIX, SOCK_STREAM, 0, mg_stream) ||
+        socketpair(AF_UNIX, SOCK_STREAM, 0, mg_big))
+        die("socketpair");
+    put_file(wp("passed"), "a file opened at home, passed with SCM_RIGHTS\n");
+    mg_child = spawn(big_reader, 0);
+    close(mg_big[1]);
+}
+static int msg_finish(void) {
+    SHOW(shutdown(mg_big[0], SHUT_WR));
+    show_wait("big reader", mg_child, 0);
+    return 0;
+}
+/* Sends fd over mg_stream[0] with one data byte. */
+static void send_fd(int fd) {
+    char c = 'F';
+    struct iovec iov = {&c, 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr m = {0};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = u.buf;
+    m.msg_controllen = sizeof u.buf;
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &fd, sizeof fd);
+    SHOW(sendmsg(mg_stream[0], &m, 0));
+}
+static int recv_fd(void) {
+    char c = 0;
+    struct iovec iov = {&c, 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr m = {0};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = u.buf;
+    m.msg_controllen = sizeof u.buf;
+    SHOW(recvmsg(mg_stream[1], &m, 0));
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    int fd = -1;
+    say("byte %c, controllen %d, rights %d\n", c, (int)m.msg_controllen, h && h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS);
+    if (h) memcpy(&fd, CMSG_DATA(h), sizeof fd);
+    return fd;
+}
+static void msg_phase(int n) {
+    char a[] = "scattered ", b[] = "over three ", c[] = "iovecs";
+    struct iovec out[3] = {{a, strlen(a)}, {b, strlen(b)}, {c, strlen(c)}};
+    struct msghdr m = {0};
+    m.msg_iov = out;
+    m.msg_iovlen = 3;
+    SHOW(sendmsg(mg_dgram[0], &m, 0));
+    char x[8], y[64];
+    memset(x, 0, sizeof x);
+    memset(y, 0, sizeof y);
+    struct iovec in[2] = {{x, sizeof x - 1}, {y, sizeof y - 1}};
+    struct msghdr r = {0};
+    r.msg_iov = in;
+    r.msg_iovlen = 2;
+    SHOW(recvmsg(mg_dgram[1], &r, 0));
+    say("gathered into two: '%s' + '%s', flags %d\n", x, y, r.msg_flags);
+    /* A datagram longer than the buffer: MSG_TRUNC in msg_flags. */
+    SHOW(sendmsg(mg_dgram[0], &m, 0));
+    memset(x, 0, sizeof x);
+    struct iovec one = {x, 4};
+    r.msg_iov = &one;
+    r.msg_iovlen = 1;
+    SHOW(recvmsg(mg_dgram[1], &r, 0));
+    say("truncated: '%s', MSG_TRUNC %d\n", x, (r.msg_flags & MSG_TRUNC) != 0);
+    /* Named datagram sockets in the scratch directory: the sender's name comes back. */
+    struct sockaddr_un ra = {0}, sa = {0}, from;
+    ra.sun_family = sa.sun_family = AF_UNIX;
+    snprintf(ra.sun_path, sizeof ra.sun_path, "%s", wp(n == 1 ? "rcv1" : "rcv2"));
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", wp(n == 1 ? "snd1" : "snd2"));
+    int rs = socket(AF_UNIX, SOCK_DGRAM, 0), ss = socket(AF_UNIX, SOCK_DGRAM, 0);
+    SHOW(bind(rs, (struct sockaddr *)&ra, sizeof ra));
+    SHOW(bind(ss, (struct sockaddr *)&sa, sizeof sa));
+    struct msghdr named = {0};
+    named.msg_name = &ra;
+    named.msg_namelen = sizeof ra;
+    named.msg_iov = out;
+    named.msg_iovlen = 3;
+    SHOW(sendmsg(ss, &named, 0));
+    memset(&from, 0, sizeof from);
+    memset(y, 0, sizeof y);
+    struct iovec iy = {y, sizeof y - 1};
+    struct msghdr rn = {0};
+    rn.msg_name = &from;
+    rn.msg_namelen = sizeof from;
+    rn.msg_iov = &iy;
+    rn.msg_iovlen = 1;
+    SHOW(recvmsg(rs, &rn, 0));
+    say("from %s: '%s', namelen is offsetof+strlen+1 %d\n", rel(from.sun_path), y,
+        (size_t)rn.msg_namelen == offsetof(struct sockaddr_un, sun_path) + strlen(sa.sun_path) + 1);
+    close(rs);
+    close(ss);
+    unlink(ra.sun_path);
+    unlink(sa.sun_path);
+    /* A descriptor of a home file passed to ourselves with SCM_RIGHTS. */
+    int fd = open(wp("passed"), O_RDONLY);
+    say("opened: %d\n", fd >= 0);
+    send_fd(fd);
+    close(fd);
+    int got = recv_fd();
+    say("received a descriptor: %d\n", got >= 0);
+    char buf[128] = {0};
+    SHOW(read(got, buf, sizeof buf - 1));
+    say("through it: %s", buf);
+    SHOW(close(got));
+    /* One sendmsg of 3 MiB over three iovecs on a stream: all of it is sent. */
+    for (size_t i = 0; i < MG_BIG; i++) mg_buf[i] = (unsigned char)(i * 7 + (size_t)n);
+    struct iovec big[3] = {{mg_buf, 1 << 20}, {mg_buf + (1 << 20), 1 << 20}, {mg_buf + (2 << 20), (1 << 20) + 123}};
+    struct msghdr bm = {0};
+    bm.msg_iov = big;
+    bm.msg_iovlen = 3;
+    SHOW(sendmsg(mg_big[0], &bm, 0));
+    char line[128], want[128];
+    snprintf(want, sizeof want, "got %d hash %016llx", MG_BIG, (unsigned long long)fnv(mg_buf, MG_BIG));
+    read_line(mg_big[0], line, sizeof line);
+    say("the home child got it all: %d\n", !strcmp(line, want));
+}
+
+static int pa_srv, pa_port;
+static void peer_addr_before(void) { pa_srv = tcp_listen(&pa_port); }
+static void peer_addr_phase(int n) {
+    (void)n;
+    int s = tcp_connect(pa_port);
+    struct sockaddr_in me = {0}, peer = {0};
+    socklen_t l = sizeof me;
+    getsockname(s, (struct sockaddr *)&me, &l);
+    l = sizeof peer;
+    int c = accept(pa_srv, (struct sockaddr *)&peer, &l);
+    say("accept: ok %d, peer is the client %d, len %d\n", c >= 0, peer.sin_port == me.sin_port && peer.sin_addr.s_addr == me.sin_addr.s_addr,
+        (int)l);
+    close(c);
+    close(s);
+    s = tcp_connect(pa_port);
+    getsockname(s, (struct sockaddr *)&me, &l);
+    memset(&peer, 0, sizeof peer);
+    l = 4; /* too small: cut, and the full length comes back */
+    int c2 = accept4(pa_srv, (struct sockaddr *)&peer, &l, SOCK_CLOEXEC);
+    say("accept4: ok %d, len %d, port cut off %d, cloexec %d\n", c2 >= 0, (int)l, peer.sin_port == me.sin_port && peer.sin_addr.s_addr == 0,
+        fcntl(c2, F_GETFD) == FD_CLOEXEC);
+    close(c2);
+    close(s);
+    /* UDP: sendto an address, recvfrom with the sender's address. */
+    int u1 = socket(AF_INET, SOCK_DGRAM, 0), u2 = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a1 = {0}, a2 = {0}, from = {0};
+    a1.sin_family = a2.sin_family = AF_INET;
+    a1.sin_addr.s_addr = a2.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    SHOW(bind(u1, (struct sockaddr *)&a1, sizeof a1));
+    SHOW(bind(u2, (struct sockaddr *)&a2, sizeof a2));
+    l = sizeof a1;
+    getsockname(u1, (struct sockaddr *)&a1, &l);
+    l = sizeof a2;
+    getsockname(u2, (struct sockaddr *)&a2, &l);
+    SHOW(sendto(u1, "udp datagram", 12, 0, (struct sockaddr *)&a2, sizeof a2));
+    char buf[64] = {0};
+    l = sizeof from;
+    SHOW(recvfrom(u2, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &l));
+    say("got '%s' from u1 %d, len %d\n", buf, from.sin_port == a1.sin_port, (int)l);
+    SHOW(sendto(u2, "reply", 5, 0, (struct sockaddr *)&from, l));
+    memset(buf, 0, sizeof buf);
+    SHOW(recvfrom(u1, buf, sizeof buf - 1, MSG_WAITALL, NULL, NULL));
+    say("reply '%s'\n", buf);
+    close(u1);
+    close(u2);
+}
+
+static gid_t cr_groups[64];
+static int cr_ngroups;
+static void creds_before(void) {
+    cr_ngroups = getgroups(64, cr_groups);
+    put_file(wp("secret"), "for root only\n");
+    if (chmod(wp("secret"), 0600)) die("chmod");
+}
+static void show_ids(void) {
+    uid_t r, e, s;
+    gid_t gr, ge, gs;
+    SHOW(getresuid(&r, &e, &s));
+    SHOW(getresgid(&gr, &ge, &gs));
+    say("uids %d %d %d gids %d %d %d\n", (int)r, (int)e, (int)s, (int)gr, (int)ge, (int)gs);
+}
+static void creds_phase(int n) {
+    (void)n;
+    gid_t g[64];
+    say("groups as before %d\n", getgroups(64, g) == cr_ngroups && !memcmp(g, cr_groups, sizeof(gid_t) * (size_t)cr_ngroups));
+    show_ids();
+    if (getuid() != 0) {
+        say("not root: nothing more\n");
+        return;
+    }
+    gid_t nobody = 65534;
+    SHOW(setgroups(1, &nobody));
+    SHOW(getgroups(0, NULL));
+    SHOW(setresgid((gid_t)-1, 65534, (gid_t)-1));
+    SHOW(setresuid((uid_t)-1, 65534, (uid_t)-1));
+    show_ids();
+    SHOW(setfsuid((uid_t)-1));
+    struct __user_cap_header_struct { uint32_t version; int pid; } hdr = {0x20080522, 0};
+    struct { uint32_t effective, permitted, inheritable; } caps[2];
+    memset(caps, 0xff, sizeof caps);
+    SHOW(syscall(SYS_capget, &hdr, caps));
+    say("no effective capabilities %d, permitted kept %d\n", caps[0].effective == 0 && caps[1].effective == 0, caps[0].permitted != 0);
+    /* The home task's identity decides at home: the secret file is closed to nobody. */
+    SHOW(open(wp("secret"), O_RDONLY));
+    SHOW(setuid(0));
+    SHOW(setresuid((uid_t)-1, 0, (uid_t)-1));
+    SHOW(setresgid((gid_t)-1, 0, (gid_t)-1));
+    SHOW(setgroups((size_t)cr_ngroups, cr_groups));
+    show_ids();
+    int fd = SHOW(open(wp("secret"), O_RDONLY));
+    close(fd);
+    SHOW(setreuid((uid_t)-1, 0));
+    SHOW(setregid((gid_t)-1, 0));
+    SHOW(setgid(0));
+}
+
+/* The identity on the node where the process runs follows the one set at home: the test looks
+ * at the remote task's /proc status while it waits for SIGUSR1 with euid/egid nobody. */
+static void creds_stub_before(void) {
+    cr_ngroups = getgroups(64, cr_groups);
+    block_one(SIG_BLOCK, SIGUSR1);
+}
+static void creds_stub_phase(int n) {
+    gid_t nobody = 65534;
+    int sig = 0;
+    sigset_t w;
+    if (getuid() != 0) {
+        say("not root: nothing to do\n");
+        return;
+    }
+    SHOW(setgroups(1, &nobody));
+    SHOW(setresgid((gid_t)-1, 65534, (gid_t)-1));
+    SHOW(setresuid((uid_t)-1, 65534, (uid_t)-1));
+    say("dropped %d\n", n);
+    sigemptyset(&w);
+    sigaddset(&w, SIGUSR1);
+    SHOW(sigwait(&w, &sig));
+    SHOW(setresuid((uid_t)-1, 0, (uid_t)-1));
+    SHOW(setresgid((gid_t)-1, 0, (gid_t)-1));
+    SHOW(setgroups((size_t)cr_ngroups, cr_groups));
+}
+
+static int lk_fd, lk_to[2], lk_from[2];
+static pid_t lk_child;
+/* A home child: for each request byte, reports the conflicting lock it sees on the file. */
+static int lock_checker(long unused) {
+    (void)unused;
+    char c;
+    close(lk_to[1]);
+    close(lk_from[0]);
+    int fd = open(wp("locked"), O_RDWR);
+    while (read(lk_to[0], &c, 1) == 1) {
+        struct flock f = {0};
+        f.l_type = F_WRLCK;
+        f.l_whence = SEEK_SET;
+        f.l_start = c == 'o' ? 20 : 0;
+        f.l_len = 10;
+        int r = fcntl(fd, F_GETLK, &f);
+        dprintf(lk_from[1], "r %d type %s start %ld len %ld pid is parent %d\n", r,
+                f.l_type == F_WRLCK ? "W" : f.l_type == F_RDLCK ? "R" : "U", (long)f.l_start, (long)f.l_len,
+                f.l_pid == getppid() ? 1 : f.l_pid == -1 ? -1 : 0);
+        f.l_type = F_RDLCK;
+        dprintf(lk_from[1], "try read lock: %d\n", fcntl(fd, F_SETLK, &f) == 0 ? 0 : errno == EAGAIN || errno == EACCES ? 1 : 2);
+        f.l_type = F_UNLCK;
+        fcntl(fd, F_SETLK, &f);
+    }
+    return 0;
+}
+static void ask_checker(char what) {
+    char buf[256];
+    if (write(lk_to[1], &what, 1) != 1) die("write");
+    read_line(lk_from[0], buf, sizeof buf);
+    say("checker: %s\n", buf);
+    read_line(lk_from[0], buf, sizeof buf);
+    say("checker: %s\n", buf);
+}
+static void flock_before(void) {
+    put_file(wp("locked"), "0123456789abcdefghijklmnopqrstuvwxyz\n");
+    lk_fd = open(wp("locked"), O_RDWR);
+    if (lk_fd < 0 || pipe(lk_to) || pipe(lk_from)) die("flock setup");
+    lk_child = spawn(lock_checker, 0);
+    close(lk_to[0]);
+    close(lk_from[1]);
+}
+static void flock_phase(int n) {
+    (void)n;
+    struct flock f = {0};
+    f.l_type = F_WRLCK;
+    f.l_whence = SEEK_SET;
+    f.l_start = 0;
+    f.l_len = 10;
+    SHOW(fcntl(lk_fd, F_SETLK, &f));
+    struct flock q = f;
+    SHOW(fcntl(lk_fd, F_GETLK, &q));
+    say("own lock does not conflict: %d\n", q.l_type == F_UNLCK);
+    ask_checker('p');
+    /* An open file description lock on another descriptor of the file. */
+    int o = open(wp("locked"), O_RDWR);
+    struct flock d = {0};
+    d.l_type = F_WRLCK;
+    d.l_whence = SEEK_SET;
+    d.l_start = 20;
+    d.l_len = 10;
+    SHOW(fcntl(o, F_OFD_SETLK, &d));
+    struct flock dq = d;
+    SHOW(fcntl(lk_fd, F_OFD_GETLK, &dq));
+    say("OFD lock seen from the other descriptor: type %s pid %d\n", dq.l_type == F_WRLCK ? "W" : "U", dq.l_pid);
+    ask_checker('o');
+    d.l_type = F_UNLCK;
+    SHOW(fcntl(o, F_OFD_SETLKW, &d));
+    close(o);
+    f.l_type = F_UNLCK;
+    SHOW(fcntl(lk_fd, F_SETLKW, &f));
+    ask_checker('p');
+    SHOW(fcntl(lk_fd, F_SETOWN, getpid()));
+    say("F_GETOWN is getpid %d\n", fcntl(lk_fd, F_GETOWN) == getpid());
+}
+static int flock_finish(void) {
+    close(lk_to[1]);
+    show_wait("lock checker", lk_child, 0);
+    return 0;
+}
+
+static void ioctls_phase(int n) {
+    (void)n;
+    int p[2], v = 0;
+    SHOW(pipe(p));
+    SHOW(write(p[1], "hello", 5));
+    SHOW(ioctl(p[0], FIONREAD, &v));
+    say("FIONREAD %d\n", v);
+    v = 1;
+    SHOW(ioctl(p[0], FIONBIO, &v));
+    say("O_NONBLOCK set %d\n", (fcntl(p[0], F_GETFL) & O_NONBLOCK) != 0);
+    char buf[16];
+    SHOW(read(p[0], buf, sizeof buf));
+    SHOW(read(p[0], buf, sizeof buf));
+    v = 0;
+    SHOW(ioctl(p[0], FIONBIO, &v));
+    say("O_NONBLOCK cleared %d\n", (fcntl(p[0], F_GETFL) & O_NONBLOCK) == 0);
+    SHOW(ioctl(p[0], FIOCLEX));
+    SHOW(fcntl(p[0], F_GETFD));
+    SHOW(ioctl(p[0], FIONCLEX));
+    SHOW(fcntl(p[0], F_GETFD));
+    SHOW(fcntl(p[1], F_SETPIPE_SZ, 1 << 16));
+    SHOW(fcntl(p[1], F_GETPIPE_SZ));
+    struct winsize ws;
+    SHOW(ioctl(p[0], TIOCGWINSZ, &ws));
+    struct termios t;
+    SHOW(tcgetattr(p[0], &t));
+    int sv[2];
+    SHOW(socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+    SHOW(send(sv[0], "0123456789", 10, 0));
+    v = 0;
+    SHOW(ioctl(sv[1], FIONREAD, &v));
+    say("FIONREAD on a socket %d\n", v);
+    int fd = open(wp("blocks"), O_RDWR | O_CREAT, 0644);
+    v = 0;
+    SHOW(ioctl(fd, FIGETBSZ, &v));
+    say("block size > 0: %d\n", v > 0);
+    v = 0;
+    SHOW(ioctl(fd, FIONREAD, &v));
+    close(fd);
+    close(sv[0]);
+    close(sv[1]);
+    close(p[0]);
+    close(p[1]);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 struct zcase {
     const char *name;
@@ -2141,6 +2619,13 @@ static const struct zcase CASES[] = {
     {"uname", uname_before, uname_phase, NULL},
     {"proc_self", proc_self_before, proc_self_phase, NULL},
     {"proc_self_mem", proc_self_before, proc_self_mem_phase, NULL},
+    {"sockopt", sockopt_before, sockopt_phase, NULL},
+    {"msg", msg_before, msg_phase, msg_finish},
+    {"peer_addr", peer_addr_before, peer_addr_phase, NULL},
+    {"creds", creds_before, creds_phase, NULL},
+    {"creds_stub", creds_stub_before, creds_stub_phase, NULL},
+    {"flock", flock_before, flock_phase, flock_finish},
+    {"ioctls", NULL, ioctls_phase, NULL},
 };
 
 int main(int argc, char **argv) {

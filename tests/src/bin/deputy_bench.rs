@@ -40,11 +40,11 @@ fn median(mut v: Vec<u64>) -> u64 {
     v[v.len() / 2]
 }
 
-/// (getppid, read4k, write4k, compute_us) of one output line.
-fn parse(line: &str) -> Option<[u64; 4]> {
+/// (getppid, read4k, write4k, compute_us, raise_ns) of one output line.
+fn parse(line: &str) -> Option<[u64; 5]> {
     let f: Vec<&str> = line.split_whitespace().collect();
     let get = |k: &str| f.iter().position(|w| *w == k).and_then(|i| f.get(i + 1)).and_then(|v| v.parse().ok());
-    Some([get("getppid_ns")?, get("read4k_ns")?, get("write4k_ns")?, get("compute_us")?])
+    Some([get("getppid_ns")?, get("read4k_ns")?, get("write4k_ns")?, get("compute_us")?, get("raise_ns")?])
 }
 
 fn main() {
@@ -59,15 +59,15 @@ fn main() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGUSR1).expect("open the gate");
     job.wait(Duration::from_secs(300));
     let out = String::from_utf8_lossy(&job.stdout()).into_owned();
-    let rows: Vec<[u64; 4]> = out.lines().filter_map(parse).collect();
-    let home: Vec<[u64; 4]> = rows[..HOME_ROUNDS.min(rows.len())].to_vec();
-    let away: Vec<[u64; 4]> = rows.get(HOME_ROUNDS..).unwrap_or(&[]).to_vec();
+    let rows: Vec<[u64; 5]> = out.lines().filter_map(parse).collect();
+    let home: Vec<[u64; 5]> = rows[..HOME_ROUNDS.min(rows.len())].to_vec();
+    let away: Vec<[u64; 5]> = rows.get(HOME_ROUNDS..).unwrap_or(&[]).to_vec();
     assert!(home.len() >= 3 && away.len() >= 3, "too few rounds: {} home, {} away", home.len(), away.len());
-    let col = |v: &[[u64; 4]], i: usize| median(v.iter().map(|r| r[i]).collect());
+    let col = |v: &[[u64; 5]], i: usize| median(v.iter().map(|r| r[i]).collect());
     let rtt = tcp_rtt_ns(20000);
     println!("forwarded calls after migration (portable engine, loopback), medians of rounds; same run");
     println!("{:<26} {:>12} {:>12} {:>10}", "", "at home", "away", "away/home");
-    let names = ["getppid (ns)", "read 4 KiB (ns)", "write 4 KiB (ns)", "compute loop (us)"];
+    let names = ["getppid (ns)", "read 4 KiB (ns)", "write 4 KiB (ns)", "compute loop (us)", "raise, caught (ns)"];
     let mut json = Vec::new();
     for (i, n) in names.iter().enumerate() {
         let (h, a) = (col(&home, i), col(&away, i));
