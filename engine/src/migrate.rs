@@ -5,6 +5,7 @@ use crate::guest::Guest;
 use crate::ptrace::{Stopped, Tracee};
 use crate::restore::{self, Options};
 use crate::{sys, Error};
+use mos_proto::control::Mode;
 use mos_proto::deputy::DeputyMsg;
 use mos_proto::frame::{self, Kind};
 use mos_proto::migration::*;
@@ -52,9 +53,10 @@ pub fn tune(stream: &TcpStream) {
     let _ = setsockopt(stream, sockopt::TcpKeepCount, &3);
 }
 
-/// Moves process `pid` from home to the mosd at `target`. On failure the process continues at
-/// home as if nothing happened.
-pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away, Failure> {
+/// Moves process `pid` from home to the mosd at `target`, with pre-copy (pages stream while the
+/// process runs; [`crate::precopy`]) or stop-and-copy. On failure the process continues at home
+/// as if nothing happened.
+pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode) -> Result<Away, Failure> {
     let start = Instant::now();
     let fail = |e: Error| Failure { source: e, at_home: true };
     // Connect first: an unreachable node costs the process no freeze at all.
@@ -65,6 +67,40 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away,
     // A target that vanishes without a reset (powered off, partitioned) must not keep the process
     // frozen: sends time out too, and the process resumes at home.
     let _ = stream.set_write_timeout(Some(MIGRATION_TIMEOUT));
+    let (mut t, img, sent, uffd) = match mode {
+        Mode::StopCopy => {
+            let (t, img, sent) = stop_copy(&mut stream, pid, home_node)?;
+            (t, img, sent, None)
+        }
+        Mode::PreCopy => {
+            let done = crate::precopy::send(&mut stream, pid, home_node, crate::precopy::STOP_RULE)
+                .map_err(|(source, at_home)| Failure { source, at_home })?;
+            let (t, img, sent, uffd) = done.into_parts();
+            (t, img, sent, Some(uffd))
+        }
+    };
+    let pending = std::mem::take(&mut t.pending_signals);
+    let deputy = Deputy::release(t, img.context.rseq.as_ref()).map_err(|e| Failure { source: e, at_home: false });
+    // The memory is gone: closing the userfaultfd has nothing left to unprotect.
+    drop(uffd);
+    let deputy = deputy?;
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(None);
+    for s in pending {
+        let _ = frame::write_msg(&mut stream, Kind::Deputy, &DeputyMsg::Signal { sig: s as i32 });
+    }
+    let mut stats = sent.stats;
+    stats.total_us = start.elapsed().as_micros() as u64;
+    Ok(Away { deputy, stream, remote_pid: sent.remote_pid, stats })
+}
+
+/// Stop-and-copy: freeze, capture, send everything, wait for `Resumed`.
+fn stop_copy<S: std::io::Read + std::io::Write>(
+    stream: &mut S,
+    pid: Pid,
+    home_node: u32,
+) -> Result<(Tracee<Stopped>, capture::Image, capture::Sent), Failure> {
+    let fail = |e: Error| Failure { source: e, at_home: true };
     let mut t = capture::freeze(pid).map_err(fail)?;
     let frozen_at = Instant::now();
     let img = match capture::capture(&mut t, pid.as_raw() as u32, home_node, Reason::Manual) {
@@ -77,23 +113,14 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away,
             return Err(fail(e));
         }
     };
-    let sent = match capture::send(&mut stream, &mut t, &img, frozen_at) {
+    let sent = match capture::send(stream, &mut t, &img, frozen_at) {
         Ok(s) => s,
         Err(e) => {
             thaw(t, img.home_regs).map_err(|te| Failure { source: te, at_home: false })?;
             return Err(fail(e));
         }
     };
-    let pending = std::mem::take(&mut t.pending_signals);
-    let deputy = Deputy::release(t, img.context.rseq.as_ref()).map_err(|e| Failure { source: e, at_home: false })?;
-    let _ = stream.set_read_timeout(None);
-    let _ = stream.set_write_timeout(None);
-    for s in pending {
-        let _ = frame::write_msg(&mut stream, Kind::Deputy, &DeputyMsg::Signal { sig: s as i32 });
-    }
-    let mut stats = sent.stats;
-    stats.total_us = start.elapsed().as_micros() as u64;
-    Ok(Away { deputy, stream, remote_pid: sent.remote_pid, stats })
+    Ok((t, img, sent))
 }
 
 /// Receives a process coming home (its `Offer` already read from the deputy channel) into the

@@ -9,7 +9,7 @@ mod mon;
 mod views;
 
 use clap::{Parser, Subcommand};
-use mos_proto::control::AdminOp;
+use mos_proto::control::{AdminOp, Mode};
 use std::path::PathBuf;
 
 /// View and administer a MOS cluster through the local mosd.
@@ -32,6 +32,14 @@ enum Cmd {
         /// Print the migration statistics as JSON.
         #[arg(long)]
         json: bool,
+        /// Wait until the move is done and print its statistics. `migrate` always waits; the
+        /// flag says so explicitly (issue 6's `mosctl migrate --wait [--json] PID NODE`).
+        #[arg(long)]
+        wait: bool,
+        /// Move out of home with stop-and-copy (freeze, then copy everything) instead of the
+        /// default pre-copy (copy while the process runs, then a short freeze).
+        #[arg(long)]
+        stop_copy: bool,
     },
     /// List MOS processes whose home is this node, and guests running here for other nodes.
     Ps {
@@ -79,7 +87,10 @@ enum Cmd {
 fn main() {
     let args = Args::parse();
     let r = match args.cmd {
-        Cmd::Migrate { pid, node, json } => migrate::run(&args.control, pid, &node, json),
+        Cmd::Migrate { pid, node, json, wait: _, stop_copy } => {
+            let mode = if stop_copy { Mode::StopCopy } else { Mode::PreCopy };
+            migrate::run(&args.control, pid, &node, mode, json)
+        }
         Cmd::Ps { json } => views::ps(&args.control, json),
         Cmd::Status { node, json } => views::status(&args.control, node.as_deref(), json),
         Cmd::Whois { node } => views::whois(&args.control, &node),

@@ -4,7 +4,7 @@
 use mos_engine::deputy::{Deputy, SpinPolicy};
 use mos_engine::migrate::{self, Away};
 use mos_engine::Error as EngineError;
-use mos_proto::control::{Command, Reply, Request, Target};
+use mos_proto::control::{Command, Mode, Reply, Request, Target};
 use mos_proto::deputy::DeputyMsg;
 use mos_proto::frame::{self, FrameReader, Kind};
 use mos_proto::migration::{Offer, Stats};
@@ -43,6 +43,8 @@ struct Supervisor {
     pidfd: OwnedFd,
     /// A migration command waiting for the process to come home first: (id, final target).
     pending: Option<(u64, Target)>,
+    /// How the pending move leaves home once the process is back (`Mode::PreCopy` by default).
+    pending_mode: Mode,
     /// Frames from the remote side (away), read ahead so that a request costs one read.
     rx: FrameReader,
     /// Busy-polling for the next request after a reply.
@@ -130,6 +132,7 @@ pub fn run(control_path: &Path, program: &[String], opts: Options) -> Result<i32
         control_path: control_path.to_owned(),
         pidfd,
         pending: None,
+        pending_mode: Mode::PreCopy,
         rx: FrameReader::new(),
         next_spin: SpinPolicy::new(NEXT_SPIN),
     };
@@ -267,7 +270,8 @@ impl Supervisor {
             if ctl {
                 let cmd = self.control.as_mut().map(|c| frame::read_frame(c).and_then(|f| f.expect::<Command>(Kind::Control)));
                 match cmd {
-                    Some(Ok(Command::Migrate { id, target })) => place = self.on_migrate(place, id, target),
+                    Some(Ok(Command::Migrate { id, target })) => place = self.on_migrate(place, id, target, Mode::PreCopy),
+                    Some(Ok(Command::MigrateMode { id, target, mode })) => place = self.on_migrate(place, id, target, mode),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "lost the connection to mosd; the program keeps running");
                         self.control = None;
@@ -282,7 +286,7 @@ impl Supervisor {
         self.tell(&Request::CommandDone { id, result });
     }
 
-    fn go(&mut self, id: u64, node: u32, addr: &str) -> Where {
+    fn go(&mut self, id: u64, node: u32, addr: &str, mode: Mode) -> Where {
         let sa: SocketAddr = match addr.parse() {
             Ok(a) => a,
             Err(e) => {
@@ -290,7 +294,7 @@ impl Supervisor {
                 return Where::Home;
             }
         };
-        match migrate::migrate_out(self.pid, self.home_node, sa) {
+        match migrate::migrate_out(self.pid, self.home_node, sa, mode) {
             Ok(away) => {
                 // A new connection: nothing of the old one is held.
                 self.rx = FrameReader::new();
@@ -308,13 +312,15 @@ impl Supervisor {
         }
     }
 
-    fn on_migrate(&mut self, place: Where, id: u64, target: Target) -> Where {
+    /// `mode` says how the process moves out of home; moves from a remote node (onward or home)
+    /// are always stop-and-copy.
+    fn on_migrate(&mut self, place: Where, id: u64, target: Target, mode: Mode) -> Where {
         match (place, target) {
             (Where::Home, Target::Home) => {
                 self.done(id, Ok(Stats::default()));
                 Where::Home
             }
-            (Where::Home, Target::Node { node, addr }) => self.go(id, node, &addr),
+            (Where::Home, Target::Node { node, addr }) => self.go(id, node, &addr, mode),
             (Where::Away { node, away }, Target::Node { node: to, .. }) if node == to => {
                 self.done(id, Ok(Stats::default()));
                 Where::Away { node, away }
@@ -326,6 +332,7 @@ impl Supervisor {
                     self.done(id, Err("the node running the process is unreachable".into()));
                 } else {
                     self.pending = Some((id, target));
+                    self.pending_mode = mode;
                 }
                 Where::Away { node, away }
             }
@@ -409,7 +416,7 @@ impl Supervisor {
             Ok((stats, _)) => {
                 self.tell(&Request::Moved { node: 0 });
                 match self.pending.take() {
-                    Some((id, Target::Node { node: to, addr })) => self.go(id, to, &addr),
+                    Some((id, Target::Node { node: to, addr })) => self.go(id, to, &addr, self.pending_mode),
                     Some((id, Target::Home)) => {
                         self.done(id, Ok(stats));
                         Where::Home

@@ -34,6 +34,18 @@ pub enum Request {
     BestNode { mem_mb: u32 },
     /// From mosctl (root only): a node administration command, MOSIX style.
     Admin { op: AdminOp },
+    /// From mosctl: like `Migrate`, with the way the process moves out of home.
+    MigrateMode { pid: u32, target: String, mode: Mode },
+}
+
+/// How a process moves out of its home node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Pages stream while the process runs (dirty pages in rounds); then a short freeze (default).
+    #[default]
+    PreCopy,
+    /// Freeze first, then copy everything (`mosctl migrate --stop-copy`).
+    StopCopy,
 }
 
 /// `mosctl stay|nostay|lstay|nolstay|block|noblock|expel|bring|shutdown`.
@@ -108,5 +120,14 @@ pub enum Reply {
 /// From mosd to a registered mosrun.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    Migrate { id: u64, target: Target },
+    Migrate {
+        id: u64,
+        target: Target,
+    },
+    /// Like `Migrate`, with the way the process moves out of home (`Migrate` means `Mode::PreCopy`).
+    MigrateMode {
+        id: u64,
+        target: Target,
+        mode: Mode,
+    },
 }

@@ -39,6 +39,8 @@ pub enum Kind {
     Failed = 8,
     Deputy = 9,
     Control = 10,
+    /// Pre-copy: the memory map changed while the process ran ([`crate::migration::MapUpdate`]).
+    MapUpdate = 11,
 }
 
 impl Kind {
@@ -55,6 +57,7 @@ impl Kind {
             8 => Kind::Failed,
             9 => Kind::Deputy,
             10 => Kind::Control,
+            11 => Kind::MapUpdate,
             _ => return None,
         })
     }

@@ -105,6 +105,7 @@ fn kind_numbers_are_pinned() {
         (Kind::Failed, 8),
         (Kind::Deputy, 9),
         (Kind::Control, 10),
+        (Kind::MapUpdate, 11),
     ];
     assert_eq!(Kind::Invalid as u16, 0);
     assert_eq!(Kind::from_u16(0), None);
@@ -114,7 +115,7 @@ fn kind_numbers_are_pinned() {
         let want = if k == Kind::Pages { MAX_FRAME } else { MAX_SMALL_FRAME };
         assert_eq!(k.max_body(), want, "{k:?}");
     }
-    assert_eq!(Kind::from_u16(11), None);
+    assert_eq!(Kind::from_u16(19), None);
 }
 
 #[test]
