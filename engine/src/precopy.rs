@@ -606,6 +606,16 @@ impl Tracker {
             }
         }
         let discard = normalize(discard);
+        tracing::debug!(
+            pid = pid.as_raw(),
+            frozen,
+            new_areas = unreg.len(),
+            fresh = fresh.len(),
+            unmapped = ops.unmap.len(),
+            mapped = ops.map.len(),
+            dropped = discard.len(),
+            "pre-copy map changes"
+        );
         if now != self.sent_vmas || !fresh.is_empty() || !discard.is_empty() {
             send_map_update(w, &now, &fresh, &discard)?;
             self.sent_vmas = now;
