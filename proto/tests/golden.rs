@@ -10,7 +10,7 @@ use common::*;
 use mos_proto::control::{AdminOp, Command, Reply, Request};
 use mos_proto::deputy::DeputyMsg;
 use mos_proto::frame::{self, Header, Kind, HEADER_LEN, MAGIC, MAX_FRAME, MAX_SMALL_FRAME, MIN_VERSION, VERSION};
-use mos_proto::migration::{fnv1a, Accept, Context, Failed, Offer, Refuse, Resumed, Vmas};
+use mos_proto::migration::{fnv1a, Accept, Context, Failed, MapUpdate, Offer, Refuse, Resumed, Vmas};
 use mos_proto::pages::{self, PageRun, MAX_PAGES_PER_FRAME, MAX_RUNS};
 use mos_proto::{FrameError, PAGE_SIZE};
 use serde::{de::DeserializeOwned, Serialize};
@@ -393,6 +393,19 @@ fn full_page_frame_round_trips() {
     assert_eq!(bytes.len(), data.len());
 }
 
+// ---------------------------------------------------------------- pre-copy
+
+golden!(
+    map_update_golden,
+    Kind::MapUpdate,
+    MapUpdate,
+    map_update(),
+    "4d4f5300 0100 0b00 39000000 00000000
+     038080800280a08002050200008080800380a08803030080808080d0ff1f80a08880d0ff1f0301018080800380c08003018080840380a08403"
+);
+golden!(request_migrate_mode_golden, Kind::Control, Request, request_migrate_mode(), "4d4f5300 0100 0a00 06000000 00000000  099221013201");
+golden!(command_migrate_mode_golden, Kind::Control, Command, command_migrate_mode(), "4d4f5300 0100 0a00 04000000 00000000  01050000");
+
 // ---------------------------------------------------------------- fuzz seeds
 
 /// Writes the seed corpus of the cargo-fuzz targets in ../fuzz/corpus from the values above.
@@ -418,6 +431,7 @@ fn write_fuzz_seeds() {
     put("context", "minimal", &body(Kind::Context, &context_minimal()));
     put("vmas", "three", &body(Kind::Vmas, &vmas()));
     put("vmas", "empty", &body(Kind::Vmas, &Vmas { vmas: vec![], special: vec![] }));
+    put("map_update", "one", &body(Kind::MapUpdate, &map_update()));
     for (name, m) in [
         ("syscall", deputy_syscall()),
         ("reply", deputy_reply()),

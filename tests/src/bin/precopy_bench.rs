@@ -134,7 +134,11 @@ fn main() {
     for r in rows.iter().filter(|r| r.mode == "pre-copy" && r.mib == 1024) {
         let f = n(r, "frozen_us") as f64 / 1e3;
         println!("target 1 GiB pre-copy frozen <= 50 ms: {} ({f:.1} ms)", if f <= 50.0 { "met" } else { "NOT met" });
-        println!("target 1 GiB pre-copy largest gap <= 100 ms: {} ({:.1} ms)", if r.gap_move_ms <= 100.0 { "met" } else { "NOT met" }, r.gap_move_ms);
+        println!(
+            "target 1 GiB pre-copy largest gap <= 100 ms: {} ({:.1} ms)",
+            if r.gap_move_ms <= 100.0 { "met" } else { "NOT met" },
+            r.gap_move_ms
+        );
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let _ = std::fs::write(dir.join("bench-precopy.json"), format!("[{}]\n", json.join(",\n")));
