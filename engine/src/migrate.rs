@@ -80,7 +80,9 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode) -> 
         }
     };
     let pending = std::mem::take(&mut t.pending_signals);
+    let tr = Instant::now();
     let deputy = Deputy::release(t, img.context.rseq.as_ref()).map_err(|e| Failure { source: e, at_home: false });
+    tracing::debug!(pid = pid.as_raw(), ms = tr.elapsed().as_millis() as u64, "home memory released");
     // The memory is gone: closing the userfaultfd has nothing left to unprotect.
     drop(uffd);
     let deputy = deputy?;

@@ -286,32 +286,44 @@ pub struct Region {
     pub categories: u64,
 }
 
-/// One PAGEMAP_SCAN over `[start, end)`, repeated until the whole range is walked.
-fn scan(pagemap: &std::fs::File, pid: Pid, mut arg: PmScanArg) -> Result<Vec<Region>, Error> {
+/// PAGEMAP_SCAN over `ranges` (normalized), at most [`SCAN_CHUNK`] bytes of address space per
+/// call: the kernel holds the process's mmap lock for a call, and a long walk would stall the
+/// process's own mmap/munmap/brk meanwhile.
+fn scan(pagemap: &std::fs::File, pid: Pid, ranges: &[(u64, u64)], proto: PmScanArg) -> Result<Vec<Region>, Error> {
     const VEC: usize = 4096;
     let mut vec = vec![PageRegion::default(); VEC];
     let mut out: Vec<Region> = Vec::new();
-    let end = arg.end;
-    loop {
-        arg.walk_end = 0;
-        let n = sys::pagemap_scan(pagemap.as_raw_fd(), &mut arg, &mut vec).map_err(|e| Error::Sys {
-            what: "PAGEMAP_SCAN",
-            pid: pid.as_raw(),
-            errno: e,
-        })?;
-        for r in &vec[..n] {
-            match out.last_mut() {
-                Some(l) if l.end == r.start && l.categories == r.categories => l.end = r.end,
-                _ => out.push(Region { start: r.start, end: r.end, categories: r.categories }),
+    for &(rs, re) in ranges {
+        let mut s = rs;
+        while s < re {
+            let end = re.min(s + SCAN_CHUNK);
+            let mut arg = PmScanArg { start: s, end, ..proto };
+            loop {
+                arg.walk_end = 0;
+                let n = sys::pagemap_scan(pagemap.as_raw_fd(), &mut arg, &mut vec).map_err(|e| Error::Sys {
+                    what: "PAGEMAP_SCAN",
+                    pid: pid.as_raw(),
+                    errno: e,
+                })?;
+                for r in &vec[..n] {
+                    match out.last_mut() {
+                        Some(l) if l.end == r.start && l.categories == r.categories => l.end = r.end,
+                        _ => out.push(Region { start: r.start, end: r.end, categories: r.categories }),
+                    }
+                }
+                if arg.walk_end >= end || arg.walk_end <= arg.start {
+                    break;
+                }
+                arg.start = arg.walk_end;
             }
+            s = end;
         }
-        if arg.walk_end >= end || arg.walk_end <= arg.start {
-            break;
-        }
-        arg.start = arg.walk_end;
     }
     Ok(out)
 }
+
+/// Address space walked by one PAGEMAP_SCAN call (32 MiB: 8192 page-table entries).
+const SCAN_CHUNK: u64 = 32 << 20;
 
 /// The process's userfaultfd, held here only.
 struct Uffd(OwnedFd);
@@ -416,7 +428,7 @@ fn open_pagemap(pid: Pid) -> Result<std::fs::File, Error> {
 }
 
 impl Tracker {
-    fn area_at<'a>(areas: &'a [Area], addr: u64) -> Option<&'a Area> {
+    fn area_at(areas: &[Area], addr: u64) -> Option<&Area> {
         let i = areas.partition_point(|a| a.m.end <= addr);
         areas.get(i).filter(|a| a.m.start <= addr)
     }
@@ -494,9 +506,8 @@ impl Tracker {
         let unreg = scan(
             &pagemap,
             pid,
+            &mapped,
             PmScanArg {
-                start: 0,
-                end: USER_END,
                 category_inverted: PAGE_IS_WPALLOWED,
                 category_mask: PAGE_IS_WPALLOWED,
                 return_mask: PAGE_IS_WPALLOWED,
@@ -514,9 +525,8 @@ impl Tracker {
         let dirty = scan(
             &pagemap,
             pid,
+            &mapped,
             PmScanArg {
-                start: 0,
-                end: USER_END,
                 flags: PM_SCAN_WP_MATCHING,
                 category_mask: PAGE_IS_WRITTEN,
                 return_mask: PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE,
@@ -579,9 +589,8 @@ impl Tracker {
             let absent = scan(
                 &pagemap,
                 pid,
+                &mapped,
                 PmScanArg {
-                    start: 0,
-                    end: USER_END,
                     category_inverted: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
                     category_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
                     return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,

@@ -31,17 +31,21 @@ struct Row {
 
 /// Largest gap between consecutive timestamps among those intervals that overlap `[a, b]`, and
 /// among those that end before `a`.
-fn gaps(ts: &[u64], a: u64, b: u64) -> (u64, u64) {
-    let (mut during, mut before) = (0, 0);
+/// Also returns where the largest gap during the move ended, in µs after `a`.
+fn gaps(ts: &[u64], a: u64, b: u64) -> (u64, u64, i64) {
+    let (mut during, mut before, mut at) = (0, 0, 0);
     for w in ts.windows(2) {
         let g = w[1].saturating_sub(w[0]);
         if w[1] >= a && w[0] <= b {
+            if g > during {
+                at = w[1] as i64 - a as i64;
+            }
             during = during.max(g);
         } else if w[1] < a {
             before = before.max(g);
         }
     }
-    (during, before)
+    (during, before, at)
 }
 
 fn run(c: &Cluster, mib: u64, stop_copy: bool) -> Row {
@@ -69,7 +73,14 @@ fn run(c: &Cluster, mib: u64, stop_copy: bool) -> Row {
     if !verified {
         eprintln!("{mib} MiB: the process's check failed ({status:?}): {}", text.lines().last().unwrap_or(""));
     }
-    let (during, before) = gaps(&ts, a, b);
+    let (during, before, at) = gaps(&ts, a, b);
+    let big: Vec<String> = ts
+        .windows(2)
+        .filter(|w| w[1] - w[0] > 20_000)
+        .map(|w| format!("{:.0}+{:.0}", (w[0] as i64 - a as i64) as f64 / 1e3, (w[1] - w[0]) as f64 / 1e3))
+        .collect();
+    eprintln!("{mib} MiB: gaps > 20 ms (start ms after the request + length ms): {big:?}");
+    eprintln!("{mib} MiB: largest gap ended {:.1} ms after the request, which took {:.1} ms", at as f64 / 1e3, (b - a) as f64 / 1e3);
     Row {
         mib,
         mode: if stop_copy { "stop-and-copy" } else { "pre-copy" },
