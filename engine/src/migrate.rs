@@ -72,12 +72,24 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode) -> 
             let (t, img, sent) = stop_copy(&mut stream, pid, home_node)?;
             (t, img, sent, None)
         }
-        Mode::PreCopy => {
-            let done = crate::precopy::send(&mut stream, pid, home_node, crate::precopy::STOP_RULE)
-                .map_err(|(source, at_home)| Failure { source, at_home })?;
-            let (t, img, sent, uffd) = done.into_parts();
-            (t, img, sent, Some(uffd))
+        // Without dirty tracking (an older kernel, or the process cannot take one more
+        // descriptor) the move is stop-and-copy.
+        Mode::PreCopy if !crate::precopy::supported() => {
+            let (t, img, sent) = stop_copy(&mut stream, pid, home_node)?;
+            (t, img, sent, None)
         }
+        Mode::PreCopy => match crate::precopy::send(&mut stream, pid, home_node, crate::precopy::STOP_RULE) {
+            Ok(done) => {
+                let (t, img, sent, uffd) = done.into_parts();
+                (t, img, sent, Some(uffd))
+            }
+            Err(n) if n.untracked => {
+                tracing::info!(pid = pid.as_raw(), error = %n.error, "no dirty tracking: stop-and-copy");
+                let (t, img, sent) = stop_copy(&mut stream, pid, home_node)?;
+                (t, img, sent, None)
+            }
+            Err(n) => return Err(Failure { source: n.error, at_home: n.at_home }),
+        },
     };
     let pending = std::mem::take(&mut t.pending_signals);
     let tr = Instant::now();

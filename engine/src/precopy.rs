@@ -775,9 +775,40 @@ impl Done {
 
 /// Migrates `pid` out over `stream` with pre-copy. On `Err` the process runs at home as before
 /// (`at_home` false only if even resuming it failed).
-pub fn send<S: Read + Write>(stream: &mut S, pid: Pid, home_node: u32, rule: StopRule) -> Result<Done, (Error, bool)> {
+/// A pre-copy that did not happen.
+#[derive(Debug)]
+pub struct NotSent {
+    pub error: Error,
+    /// The process runs at home as before.
+    pub at_home: bool,
+    /// Dirty tracking could not be set up in the process; nothing was sent yet, so the caller may
+    /// move it with stop-and-copy over the same stream.
+    pub untracked: bool,
+}
+
+impl From<(Error, bool)> for NotSent {
+    fn from((error, at_home): (Error, bool)) -> Self {
+        NotSent { error, at_home, untracked: false }
+    }
+}
+
+/// Whether this kernel offers what pre-copy needs (userfaultfd write-protect in async mode, which
+/// comes with PAGEMAP_SCAN in Linux 6.7). Probed once, with a userfaultfd of this process.
+pub fn supported() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        sys::userfaultfd((libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY)
+            .is_ok_and(|fd| sys::uffd_api(fd.as_raw_fd(), UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED).is_ok())
+    })
+}
+
+pub fn send<S: Read + Write>(stream: &mut S, pid: Pid, home_node: u32, rule: StopRule) -> Result<Done, NotSent> {
+    send_inner(stream, pid, home_node, rule)
+}
+
+fn send_inner<S: Read + Write>(stream: &mut S, pid: Pid, home_node: u32, rule: StopRule) -> Result<Done, NotSent> {
     let start = Instant::now();
-    let mut t = capture::freeze(pid).map_err(|e| (e, true))?;
+    let mut t = capture::freeze(pid).map_err(|e| NotSent::from((e, true)))?;
     let resume_as_was = |t: Tracee<Stopped>, e: Error| -> (Error, bool) {
         let r = t.regs().map(|mut r| {
             fixup_restart(&mut r, true);
@@ -790,14 +821,17 @@ pub fn send<S: Read + Write>(stream: &mut S, pid: Pid, home_node: u32, rule: Sto
     };
     let img0 = match capture::capture(&mut t, pid.as_raw() as u32, home_node, Reason::Manual) {
         Ok(i) => i,
-        Err(e) => return Err(resume_as_was(t, e)),
+        Err(e) => return Err(resume_as_was(t, e).into()),
     };
     let uffd = match arm(&mut t) {
         Ok(u) => u,
-        Err(e) => return Err(resume_as_was(t, e)),
+        Err(e) => {
+            let (error, at_home) = resume_as_was(t, e);
+            return Err(NotSent { error, at_home, untracked: at_home });
+        }
     };
-    thaw(t, img0.home_regs).map_err(|e| (e, false))?;
-    let live = |e: Error| (e, true);
+    thaw(t, img0.home_regs).map_err(|e| NotSent::from((e, false)))?;
+    let live = |e: Error| NotSent::from((e, true));
     // From here the process runs; an error only ends the migration (dropping the uffd).
     frame::write_msg(stream, Kind::Offer, &img0.offer).map_err(|e| live(e.into()))?;
     let reply = frame::read_frame(stream).map_err(|e| live(e.into()))?;
@@ -825,7 +859,7 @@ pub fn send<S: Read + Write>(stream: &mut S, pid: Pid, home_node: u32, rule: Sto
     let mut stats = Stats::default();
     let fail_live = |stream: &mut S, e: Error| {
         let _ = frame::write_msg(stream, Kind::Failed, &Failed { reason: e.to_string() });
-        (e, true)
+        NotSent::from((e, true))
     };
     let mut prev = u64::MAX;
     let mut stop = None;
@@ -854,7 +888,7 @@ pub fn send<S: Read + Write>(stream: &mut S, pid: Pid, home_node: u32, rule: Sto
         Ok(i) => i,
         Err(e) => {
             let _ = frame::write_msg(stream, Kind::Failed, &Failed { reason: e.to_string() });
-            return Err(resume_as_was(t, e));
+            return Err(resume_as_was(t, e).into());
         }
     };
     let fin = tr.round(stream, true, &mut stats).and_then(|r| {
@@ -880,8 +914,8 @@ pub fn send<S: Read + Write>(stream: &mut S, pid: Pid, home_node: u32, rule: Sto
             let _ = frame::write_msg(stream, Kind::Failed, &Failed { reason: e.to_string() });
             let home_regs = img.home_regs;
             match thaw(t, home_regs) {
-                Ok(()) => Err((e, true)),
-                Err(te) => Err((te, false)),
+                Ok(()) => Err((e, true).into()),
+                Err(te) => Err((te, false).into()),
             }
         }
     }

@@ -431,3 +431,15 @@ pub fn uffd_register(uffd: RawFd, start: u64, len: u64, mode: u64) -> Result<(),
     }
     Ok(())
 }
+
+/// userfaultfd(2) for this process.
+pub fn userfaultfd(flags: u64) -> Result<OwnedFd, Errno> {
+    // SAFETY: userfaultfd takes one integer argument and returns a new descriptor or -1; the
+    // descriptor is owned by nobody else.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `fd` was just returned by the kernel and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

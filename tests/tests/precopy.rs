@@ -108,3 +108,31 @@ fn failed_precopy_leaves_the_process_untouched() {
     assert_same_output(&job.stdout(), &want, "churn after a refused pre-copy");
     assert_eq!(status.code(), Some(0), "{}", describe(&status));
 }
+
+/// A process that cannot take one more descriptor cannot be given a userfaultfd: the move falls
+/// back to stop-and-copy, and succeeds.
+#[test]
+fn no_descriptor_left_falls_back_to_stop_copy() {
+    let program = wl::CHURN_STATIC;
+    let want = expected(program);
+    let c = Cluster::start(2);
+    let (mut job, pid) = c.start_job(1, program, &ARGS);
+    job.wait_lines(2, LINE_TIMEOUT);
+    let used: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .collect();
+    // The lowest free descriptor number: with that limit, no new descriptor can be made.
+    let free = (0..).find(|n| !used.contains(n)).expect("a free number");
+    let lim = format!("--nofile={free}");
+    let out = std::process::Command::new("prlimit").args(["--pid", &pid.to_string(), &lim]).output().expect("run prlimit (util-linux)");
+    assert!(out.status.success(), "prlimit: {}", text(&out.stderr));
+    let out = c.mosctl(1, &["migrate", "--json", &pid.to_string(), "2"]);
+    assert!(out.status.success(), "migrate: {} {}", text(&out.stdout), text(&out.stderr));
+    let st: Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
+    assert_eq!(num(&st, "rounds"), 1, "expected a stop-and-copy fallback: {st}");
+    let status = job.wait(END_TIMEOUT);
+    assert_same_output(&job.stdout(), &want, "churn moved with stop-and-copy for want of a descriptor");
+    assert_eq!(status.code(), Some(0), "{}", describe(&status));
+}
