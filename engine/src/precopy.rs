@@ -563,8 +563,9 @@ impl Tracker {
                 let file_page = r.categories & PAGE_IS_FILE != 0;
                 if !area.m.read {
                     // Never sent; see capture::send_pages.
-                } else if !populated || (file_backed && file_page && !area.by_value) {
+                } else if !area.by_value && (!populated || (file_backed && file_page)) {
                     // Back to what the backing holds: the receiver drops its copy, if it has one.
+                    // (A file sent by value is sent again instead: its data is not zero.)
                     for (s, e) in self.sent.ranges_in(a, stop) {
                         discard.push((s, e));
                         self.sent.clear(s, e);
