@@ -5,7 +5,7 @@
 //! that fails leaves no trace in the process (no userfaultfd descriptor, no registered area).
 //!
 //! Run: `cargo build --bins && cargo test -p mos-tests --test precopy`.
-use mos_tests::{assert_same_output, describe, reference, wl, Cluster};
+use mos_tests::{after, assert_same_output, describe, reference, rss_kib, wait_until, wl, Cluster};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -134,5 +134,44 @@ fn no_descriptor_left_falls_back_to_stop_copy() {
     assert_eq!(num(&st, "rounds"), 1, "expected a stop-and-copy fallback: {st}");
     let status = job.wait(END_TIMEOUT);
     assert_same_output(&job.stdout(), &want, "churn moved with stop-and-copy for want of a descriptor");
+    assert_eq!(status.code(), Some(0), "{}", describe(&status));
+}
+
+/// The target dies while the pages stream and the process runs: the move fails, the process goes
+/// on at home with no userfaultfd trace, and its output is still exact.
+#[test]
+fn target_killed_during_precopy() {
+    let args = ["256", "3000", "2000", "25"];
+    let program = wl::CHURN_STATIC;
+    let out = reference(program, &args, REF_TIMEOUT);
+    assert_eq!(out.status.code(), Some(0), "reference run: {}", text(&out.stderr));
+    let want = out.stdout;
+    let mut c = Cluster::start(2);
+    let mut job = c.spawn_mosrun(1, program, &args);
+    let pid = job.pid();
+    c.wait_registered(1, pid);
+    job.wait_lines(2, LINE_TIMEOUT);
+    let mosd2 = c.node_pid(2).expect("node 2 runs");
+    let mut mig = c.spawn_mosctl(1, &["migrate", &pid.to_string(), "2"]);
+    wait_until(after(Duration::from_secs(60)), "node 2 to receive pages", || {
+        if let Some(st) = mig.try_status() {
+            let out = mig.output(after(Duration::from_secs(5)));
+            panic!(
+                "the migration ended ({}) before node 2 was seen receiving pages: {}{}",
+                describe(&st),
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        mos_tests::descendants(mosd2).into_iter().find_map(|p| rss_kib(p).filter(|k| *k > 32 * 1024))
+    });
+    c.kill_node(2);
+    let out = mig.output(after(Duration::from_secs(120)));
+    assert!(!out.status.success(), "the migration succeeded although its target was killed: {}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("keeps running at home"), "{}", text(&out.stderr));
+    assert!(job.try_status().is_none(), "the job ended when the migration failed");
+    assert_eq!(has_uffd_trace(pid), None, "after a failed pre-copy the process still has a userfaultfd trace");
+    let status = job.wait(END_TIMEOUT);
+    assert_same_output(&job.stdout(), &want, "churn after its target died during pre-copy");
     assert_eq!(status.code(), Some(0), "{}", describe(&status));
 }
