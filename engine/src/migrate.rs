@@ -33,6 +33,32 @@ pub struct Away {
     pub stream: TcpStream,
     pub remote_pid: u32,
     pub stats: Stats,
+    /// Large areas of the home copy still to free, a chunk at a time ([`Away::free_some`]).
+    pub to_free: Vec<(u64, u64)>,
+    /// The pre-copy userfaultfd, closed once the home copy is freed (closing it before would
+    /// make the kernel unprotect every page of the copy first).
+    pub armed: Option<crate::precopy::Armed>,
+}
+
+/// Areas of the home copy at least this large are freed after the deputy serves.
+const FREE_LATER_MIN: u64 = 4 << 20;
+/// Freed per [`Away::free_some`] call (about 1 ms of munmap here).
+const FREE_CHUNK: u64 = 16 << 20;
+
+impl Away {
+    /// Frees one chunk of the home copy through the serving deputy; returns whether more is left.
+    /// The supervisor calls it between forwarded calls, so that none waits for the whole release.
+    pub fn free_some(&mut self) -> bool {
+        if let Some((s, e)) = self.to_free.pop() {
+            if let Err(err) = self.deputy.execute(libc::SYS_munmap as u32, [s, e - s, 0, 0, 0, 0], &[]) {
+                tracing::debug!(error = %err, "freeing the home copy");
+            }
+        }
+        if self.to_free.is_empty() {
+            self.armed = None;
+        }
+        !self.to_free.is_empty()
+    }
 }
 
 /// Data unacknowledged this long ends a connection (its peer is gone: powered off, partitioned).
@@ -92,12 +118,10 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode) -> 
         },
     };
     let pending = std::mem::take(&mut t.pending_signals);
-    let tr = Instant::now();
-    let deputy = Deputy::release(t, img.context.rseq.as_ref()).map_err(|e| Failure { source: e, at_home: false });
-    tracing::debug!(pid = pid.as_raw(), ms = tr.elapsed().as_millis() as u64, "home memory released");
-    // The memory is gone: closing the userfaultfd has nothing left to unprotect.
-    drop(uffd);
-    let deputy = deputy?;
+    // Large areas are freed later, between forwarded calls.
+    let keep: Vec<(u64, u64)> =
+        img.maps.iter().filter(|m| !m.is_special() && m.len() >= FREE_LATER_MIN).map(|m| (m.start, m.end)).collect();
+    let deputy = Deputy::release_keeping(t, img.context.rseq.as_ref(), &keep).map_err(|e| Failure { source: e, at_home: false })?;
     let _ = stream.set_read_timeout(None);
     let _ = stream.set_write_timeout(None);
     for s in pending {
@@ -105,7 +129,22 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode) -> 
     }
     let mut stats = sent.stats;
     stats.total_us = start.elapsed().as_micros() as u64;
-    Ok(Away { deputy, stream, remote_pid: sent.remote_pid, stats })
+    let mut to_free = Vec::new();
+    // A deputy without shared memory (trap mode) was released the old way: everything is unmapped
+    // already, and its own area may lie where a kept one was.
+    let keep = if deputy.served() { keep } else { Vec::new() };
+    for (s, e) in keep.iter().rev() {
+        let mut a = *e;
+        while a > *s {
+            let b = a.saturating_sub(FREE_CHUNK).max(*s);
+            to_free.push((b, a));
+            a = b;
+        }
+    }
+    to_free.reverse();
+    // With nothing left to free, the userfaultfd has nothing left to unprotect: close it now.
+    let armed = if to_free.is_empty() { None } else { uffd };
+    Ok(Away { deputy, stream, remote_pid: sent.remote_pid, stats, to_free, armed })
 }
 
 /// Stop-and-copy: freeze, capture, send everything, wait for `Resumed`.

@@ -765,6 +765,7 @@ pub struct Done {
 }
 
 /// Holds the process's userfaultfd; dropping it closes it, which unregisters every area.
+#[derive(Debug)]
 pub struct Armed(#[allow(dead_code)] OwnedFd);
 
 impl Done {

@@ -179,6 +179,8 @@ impl Supervisor {
         let mut last_probe = std::time::Instant::now();
         loop {
             let held = matches!(place, Where::Away { .. }) && self.rx.has_frame();
+            // The home copy still being freed: do not sleep in poll meanwhile.
+            let freeing = matches!(&place, Where::Away { away, .. } if !away.to_free.is_empty());
             let (ctl, exit, sig, net) = {
                 let mut fds = vec![PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN), PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
                 if let Some(c) = &self.control {
@@ -195,7 +197,7 @@ impl Supervisor {
                 // A frame already read ahead is handled without waiting. Away, a deputy in trap mode
                 // is checked for signals every 100 ms (a served one reports them by SIGCHLD).
                 let trapped = matches!(&place, Where::Away { away, .. } if !away.deputy.served());
-                let timeout = if held {
+                let timeout = if held || freeing {
                     PollTimeout::ZERO
                 } else if trapped {
                     PollTimeout::from(100u8)
@@ -277,6 +279,12 @@ impl Supervisor {
                         self.control = None;
                     }
                     None => {}
+                }
+            }
+            // One chunk of the home copy per round, between forwarded calls.
+            if let Where::Away { away, .. } = &mut place {
+                if !away.to_free.is_empty() {
+                    away.free_some();
                 }
             }
         }

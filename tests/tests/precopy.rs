@@ -49,6 +49,8 @@ fn move_churn(program: &str, flags: &[&str]) -> Value {
     let row = c.ps_row(1, pid, false).unwrap_or_else(|| panic!("node 1 does not list {pid}: {}", c.ps(1)));
     assert_eq!(num(&row, "node"), 2, "{row}");
     assert_eq!(row["last_migration"], stats, "mosctl ps --json keeps the last migration's statistics");
+    // The home copy (the deputy's memory) is freed soon after, between forwarded calls.
+    wait_until(after(Duration::from_secs(10)), "the home copy of the 64 MiB to be freed", || rss_kib(pid).filter(|k| *k < 16 * 1024));
     let status = job.wait(END_TIMEOUT);
     assert_same_output(&job.stdout(), &want, &format!("{program} moved home -> 2 ({flags:?}) while churning"));
     assert_eq!(status.code(), Some(0), "mosrun ended with {}: {}", describe(&status), text(&job.stderr()));
