@@ -241,6 +241,17 @@ pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Resu
 /// `Resumed` and lets it run. On any error the stub is killed and the sender keeps the process.
 /// `admit` may refuse the offer first (a blocked node, not enough memory), with the reason.
 pub fn accept_guest(stream: &mut TcpStream, admit: impl FnOnce(&Offer) -> Result<(), String>) -> Result<(Guest, Stats), Error> {
+    accept_guest_with(stream, admit, |_, _| {})
+}
+
+/// Like [`accept_guest`]; `resumed` runs just before `Resumed` is sent (the sender reports the
+/// move done as soon as it reads it), e.g. to list the guest here by then. If `Err` comes after
+/// it ran, the guest did not stay.
+pub fn accept_guest_with(
+    stream: &mut TcpStream,
+    admit: impl FnOnce(&Offer) -> Result<(), String>,
+    resumed: impl FnOnce(&Guest, &Stats),
+) -> Result<(Guest, Stats), Error> {
     let start = Instant::now();
     tune(stream);
     let _ = stream.set_read_timeout(Some(MIGRATION_TIMEOUT));
@@ -283,13 +294,15 @@ pub fn accept_guest(stream: &mut TcpStream, admit: impl FnOnce(&Offer) -> Result
     crate::fault::point("before-resumed");
     let pid = t.pid();
     let pidfd = sys::pidfd_open(pid).map_err(|e| Error::Sys { what: "pidfd_open", pid: pid.as_raw(), errno: e })?;
+    let stats =
+        Stats { total_us: start.elapsed().as_micros() as u64, rounds: 1, pages_sent: got.pages, bytes_sent: got.bytes, ..Stats::default() };
+    let guest = Guest { pid, listener, pidfd, home_pid: offer.home_pid, home_node: offer.home_node };
+    resumed(&guest, &stats);
     if let Err(e) = frame::write_msg(stream, Kind::Resumed, &Resumed { remote_pid: pid.as_raw() as u32 }) {
         t.kill();
         return Err(e.into());
     }
     t.detach(None)?;
     let _ = stream.set_read_timeout(None);
-    let stats =
-        Stats { total_us: start.elapsed().as_micros() as u64, rounds: 1, pages_sent: got.pages, bytes_sent: got.bytes, ..Stats::default() };
-    Ok((Guest { pid, listener, pidfd, home_pid: offer.home_pid, home_node: offer.home_node }, stats))
+    Ok((guest, stats))
 }
