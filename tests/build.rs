@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const WORKLOADS: &[&str] = &["counter", "memtouch", "threads", "opener", "fileops", "callbench", "netclient", "crasher", "cpujob"];
+const WORKLOADS: &[&str] = &["counter", "memtouch", "threads", "opener", "fileops", "callbench", "netclient", "crasher", "cpujob", "churn"];
 const VARIANTS: &[(&str, &[&str])] = &[("STATIC", &["-static"]), ("DYNAMIC", &["-no-pie"]), ("PIE", &["-fPIE", "-pie"])];
 /// Big workloads whose behaviour does not depend on how they are linked: one build is enough.
 const DYNAMIC_ONLY: &[&str] = &["zdtm"];

@@ -86,7 +86,7 @@ fn one(mib: usize) -> Row {
         let _ = kill(g.pid, Signal::SIGKILL);
         let _ = waitpid(g.pid, None);
     });
-    let away = migrate::migrate_out(pid, 1, addr).expect("migration");
+    let away = migrate::migrate_out(pid, 1, addr, mos_proto::control::Mode::StopCopy).expect("migration");
     let st = away.stats.clone();
     drop(away);
     server.join().unwrap();

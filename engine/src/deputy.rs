@@ -175,13 +175,22 @@ impl Deputy {
     /// Turns a frozen task into a deputy: unregister rseq, unmap all user memory (the kernel's
     /// vDSO areas stay: they hold the injection gadget), then set up served mode (or, failing
     /// that, the trap page) and let it wait for calls.
-    pub fn release(mut t: Tracee<Stopped>, rseq: Option<&Rseq>) -> Result<Deputy, Error> {
+    pub fn release(t: Tracee<Stopped>, rseq: Option<&Rseq>) -> Result<Deputy, Error> {
+        Self::release_keeping(t, rseq, &[])
+    }
+
+    /// Like [`Deputy::release`], leaving mapped the areas that lie inside `keep` (`(start, end)`):
+    /// the caller frees them later with [`Deputy::execute`]d munmaps while the deputy already
+    /// serves (freeing a large copy takes ~75 ms per GiB here, which the remote process's first
+    /// forwarded call would otherwise wait for).
+    pub fn release_keeping(mut t: Tracee<Stopped>, rseq: Option<&Rseq>, keep: &[(u64, u64)]) -> Result<Deputy, Error> {
         let pid = t.pid();
         if let Some(r) = rseq {
             // Ignore failure: it was not registered (or already unregistered).
             let _ = t.inject(libc::SYS_rseq, [r.ptr, u64::from(r.len), 1, u64::from(r.sig), 0, 0]);
         }
-        for m in procfs::maps(pid)?.iter().filter(|m| !m.is_special()) {
+        let kept = |m: &procfs::MapEntry| keep.iter().any(|(s, e)| *s <= m.start && m.end <= *e);
+        for m in procfs::maps(pid)?.iter().filter(|m| !m.is_special() && !kept(m)) {
             t.inject_ok("munmap(release)", libc::SYS_munmap, [m.start, m.len(), 0, 0, 0, 0])?;
         }
         // Nothing blocked but the real-time signals (see RT_SIGNALS): every other signal sent to

@@ -5,6 +5,7 @@ use crate::guest::Guest;
 use crate::ptrace::{Stopped, Tracee};
 use crate::restore::{self, Options};
 use crate::{sys, Error};
+use mos_proto::control::Mode;
 use mos_proto::deputy::DeputyMsg;
 use mos_proto::frame::{self, Kind};
 use mos_proto::migration::*;
@@ -32,6 +33,32 @@ pub struct Away {
     pub stream: TcpStream,
     pub remote_pid: u32,
     pub stats: Stats,
+    /// Large areas of the home copy still to free, a chunk at a time ([`Away::free_some`]).
+    pub to_free: Vec<(u64, u64)>,
+    /// The pre-copy userfaultfd, closed once the home copy is freed (closing it before would
+    /// make the kernel unprotect every page of the copy first).
+    pub armed: Option<crate::precopy::Armed>,
+}
+
+/// Areas of the home copy at least this large are freed after the deputy serves.
+const FREE_LATER_MIN: u64 = 4 << 20;
+/// Freed per [`Away::free_some`] call (about 1 ms of munmap here).
+const FREE_CHUNK: u64 = 16 << 20;
+
+impl Away {
+    /// Frees one chunk of the home copy through the serving deputy; returns whether more is left.
+    /// The supervisor calls it between forwarded calls, so that none waits for the whole release.
+    pub fn free_some(&mut self) -> bool {
+        if let Some((s, e)) = self.to_free.pop() {
+            if let Err(err) = self.deputy.execute(libc::SYS_munmap as u32, [s, e - s, 0, 0, 0, 0], &[]) {
+                tracing::debug!(error = %err, "freeing the home copy");
+            }
+        }
+        if self.to_free.is_empty() {
+            self.armed = None;
+        }
+        !self.to_free.is_empty()
+    }
 }
 
 /// Data unacknowledged this long ends a connection (its peer is gone: powered off, partitioned).
@@ -52,9 +79,10 @@ pub fn tune(stream: &TcpStream) {
     let _ = setsockopt(stream, sockopt::TcpKeepCount, &3);
 }
 
-/// Moves process `pid` from home to the mosd at `target`. On failure the process continues at
-/// home as if nothing happened.
-pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away, Failure> {
+/// Moves process `pid` from home to the mosd at `target`, with pre-copy (pages stream while the
+/// process runs; [`crate::precopy`]) or stop-and-copy. On failure the process continues at home
+/// as if nothing happened.
+pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode) -> Result<Away, Failure> {
     let start = Instant::now();
     let fail = |e: Error| Failure { source: e, at_home: true };
     // Connect first: an unreachable node costs the process no freeze at all.
@@ -65,6 +93,67 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away,
     // A target that vanishes without a reset (powered off, partitioned) must not keep the process
     // frozen: sends time out too, and the process resumes at home.
     let _ = stream.set_write_timeout(Some(MIGRATION_TIMEOUT));
+    let (mut t, img, sent, uffd) = match mode {
+        Mode::StopCopy => {
+            let (t, img, sent) = stop_copy(&mut stream, pid, home_node)?;
+            (t, img, sent, None)
+        }
+        // Without dirty tracking (an older kernel, or the process cannot take one more
+        // descriptor) the move is stop-and-copy.
+        Mode::PreCopy if !crate::precopy::supported() => {
+            let (t, img, sent) = stop_copy(&mut stream, pid, home_node)?;
+            (t, img, sent, None)
+        }
+        Mode::PreCopy => match crate::precopy::send(&mut stream, pid, home_node, crate::precopy::STOP_RULE) {
+            Ok(done) => {
+                let (t, img, sent, uffd) = done.into_parts();
+                (t, img, sent, Some(uffd))
+            }
+            Err(n) if n.untracked => {
+                tracing::info!(pid = pid.as_raw(), error = %n.error, "no dirty tracking: stop-and-copy");
+                let (t, img, sent) = stop_copy(&mut stream, pid, home_node)?;
+                (t, img, sent, None)
+            }
+            Err(n) => return Err(Failure { source: n.error, at_home: n.at_home }),
+        },
+    };
+    let pending = std::mem::take(&mut t.pending_signals);
+    // Large areas are freed later, between forwarded calls.
+    let keep: Vec<(u64, u64)> =
+        img.maps.iter().filter(|m| !m.is_special() && m.len() >= FREE_LATER_MIN).map(|m| (m.start, m.end)).collect();
+    let deputy = Deputy::release_keeping(t, img.context.rseq.as_ref(), &keep).map_err(|e| Failure { source: e, at_home: false })?;
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(None);
+    for s in pending {
+        let _ = frame::write_msg(&mut stream, Kind::Deputy, &DeputyMsg::Signal { sig: s as i32 });
+    }
+    let mut stats = sent.stats;
+    stats.total_us = start.elapsed().as_micros() as u64;
+    let mut to_free = Vec::new();
+    // A deputy without shared memory (trap mode) was released the old way: everything is unmapped
+    // already, and its own area may lie where a kept one was.
+    let keep = if deputy.served() { keep } else { Vec::new() };
+    for (s, e) in keep.iter().rev() {
+        let mut a = *e;
+        while a > *s {
+            let b = a.saturating_sub(FREE_CHUNK).max(*s);
+            to_free.push((b, a));
+            a = b;
+        }
+    }
+    to_free.reverse();
+    // With nothing left to free, the userfaultfd has nothing left to unprotect: close it now.
+    let armed = if to_free.is_empty() { None } else { uffd };
+    Ok(Away { deputy, stream, remote_pid: sent.remote_pid, stats, to_free, armed })
+}
+
+/// Stop-and-copy: freeze, capture, send everything, wait for `Resumed`.
+fn stop_copy<S: std::io::Read + std::io::Write>(
+    stream: &mut S,
+    pid: Pid,
+    home_node: u32,
+) -> Result<(Tracee<Stopped>, capture::Image, capture::Sent), Failure> {
+    let fail = |e: Error| Failure { source: e, at_home: true };
     let mut t = capture::freeze(pid).map_err(fail)?;
     let frozen_at = Instant::now();
     let img = match capture::capture(&mut t, pid.as_raw() as u32, home_node, Reason::Manual) {
@@ -77,23 +166,14 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr) -> Result<Away,
             return Err(fail(e));
         }
     };
-    let sent = match capture::send(&mut stream, &mut t, &img, frozen_at) {
+    let sent = match capture::send(stream, &mut t, &img, frozen_at) {
         Ok(s) => s,
         Err(e) => {
             thaw(t, img.home_regs).map_err(|te| Failure { source: te, at_home: false })?;
             return Err(fail(e));
         }
     };
-    let pending = std::mem::take(&mut t.pending_signals);
-    let deputy = Deputy::release(t, img.context.rseq.as_ref()).map_err(|e| Failure { source: e, at_home: false })?;
-    let _ = stream.set_read_timeout(None);
-    let _ = stream.set_write_timeout(None);
-    for s in pending {
-        let _ = frame::write_msg(&mut stream, Kind::Deputy, &DeputyMsg::Signal { sig: s as i32 });
-    }
-    let mut stats = sent.stats;
-    stats.total_us = start.elapsed().as_micros() as u64;
-    Ok(Away { deputy, stream, remote_pid: sent.remote_pid, stats })
+    Ok((t, img, sent))
 }
 
 /// Receives a process coming home (its `Offer` already read from the deputy channel) into the
@@ -161,6 +241,17 @@ pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Resu
 /// `Resumed` and lets it run. On any error the stub is killed and the sender keeps the process.
 /// `admit` may refuse the offer first (a blocked node, not enough memory), with the reason.
 pub fn accept_guest(stream: &mut TcpStream, admit: impl FnOnce(&Offer) -> Result<(), String>) -> Result<(Guest, Stats), Error> {
+    accept_guest_with(stream, admit, |_, _| {})
+}
+
+/// Like [`accept_guest`]; `resumed` runs just before `Resumed` is sent (the sender reports the
+/// move done as soon as it reads it), e.g. to list the guest here by then. If `Err` comes after
+/// it ran, the guest did not stay.
+pub fn accept_guest_with(
+    stream: &mut TcpStream,
+    admit: impl FnOnce(&Offer) -> Result<(), String>,
+    resumed: impl FnOnce(&Guest, &Stats),
+) -> Result<(Guest, Stats), Error> {
     let start = Instant::now();
     tune(stream);
     let _ = stream.set_read_timeout(Some(MIGRATION_TIMEOUT));
@@ -203,13 +294,15 @@ pub fn accept_guest(stream: &mut TcpStream, admit: impl FnOnce(&Offer) -> Result
     crate::fault::point("before-resumed");
     let pid = t.pid();
     let pidfd = sys::pidfd_open(pid).map_err(|e| Error::Sys { what: "pidfd_open", pid: pid.as_raw(), errno: e })?;
+    let stats =
+        Stats { total_us: start.elapsed().as_micros() as u64, rounds: 1, pages_sent: got.pages, bytes_sent: got.bytes, ..Stats::default() };
+    let guest = Guest { pid, listener, pidfd, home_pid: offer.home_pid, home_node: offer.home_node };
+    resumed(&guest, &stats);
     if let Err(e) = frame::write_msg(stream, Kind::Resumed, &Resumed { remote_pid: pid.as_raw() as u32 }) {
         t.kill();
         return Err(e.into());
     }
     t.detach(None)?;
     let _ = stream.set_read_timeout(None);
-    let stats =
-        Stats { total_us: start.elapsed().as_micros() as u64, rounds: 1, pages_sent: got.pages, bytes_sent: got.bytes, ..Stats::default() };
-    Ok((Guest { pid, listener, pidfd, home_pid: offer.home_pid, home_node: offer.home_node }, stats))
+    Ok((guest, stats))
 }

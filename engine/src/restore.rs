@@ -156,8 +156,16 @@ fn prepare(t: &mut Tracee<Stopped>, offer: &Offer, vmas: &Vmas) -> Result<u64, E
     }
     // Rebuild the map, writable for filling; final protections come with the context.
     let mut rb = Rebuild { t, scratch };
+    map_areas(&mut rb, offer, &vmas.vmas)?;
+    Ok(scratch)
+}
+
+/// Maps `areas` (MAP_FIXED, writable for filling), replacing whatever is there.
+fn map_areas(rb: &mut Rebuild, offer: &Offer, areas: &[Vma]) -> Result<(), Error> {
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
     let mut fds: Vec<Option<u64>> = vec![None; offer.files.len()];
-    for v in &vmas.vmas {
+    for v in areas {
         let len = v.end.checked_sub(v.start).filter(|l| *l > 0 && l % 4096 == 0 && v.start % 4096 == 0);
         let len = len.ok_or_else(|| Error::Restore(format!("bad VMA {:#x}-{:#x}", v.start, v.end)))?;
         let fixed = libc::MAP_FIXED as u64;
@@ -192,6 +200,50 @@ fn prepare(t: &mut Tracee<Stopped>, offer: &Offer, vmas: &Vmas) -> Result<u64, E
     for fd in fds.into_iter().flatten() {
         rb.sys("close(mapped file)", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
     }
+    Ok(())
+}
+
+/// Pre-copy: applies a [`MapUpdate`] to the task (unmaps, fresh maps, dropped pages) and makes it
+/// the current map. Moves the scratch area first if the new map needs its place. Returns the
+/// scratch address.
+fn apply_update(t: &mut Tracee<Stopped>, offer: &Offer, vmas: &mut Vmas, scratch: u64, mu: &MapUpdate) -> Result<u64, Error> {
+    use crate::precopy::{check_map, map_ops, normalize};
+    check_map(&mu.vmas).map_err(Error::Restore)?;
+    let ranges = |r: &[Range]| normalize(r.iter().map(|r| (r.start, r.end)).collect());
+    let fresh = ranges(&mu.fresh);
+    let discard = ranges(&mu.discard);
+    if fresh.iter().chain(&discard).any(|(s, e)| s % 4096 != 0 || e % 4096 != 0 || *e > crate::precopy::USER_END) {
+        return Err(Error::Restore("a map update names unaligned ranges".into()));
+    }
+    for v in &mu.vmas {
+        if vmas.special.iter().any(|s| overlaps(v.start, v.end - v.start, s.start, s.len)) {
+            return Err(Error::Restore(format!("VMA {:#x}-{:#x} overlaps a kernel area", v.start, v.end)));
+        }
+    }
+    let pid = t.pid();
+    let mut scratch = scratch;
+    if mu.vmas.iter().any(|v| overlaps(v.start, v.end - v.start, scratch, SCRATCH_LEN)) {
+        let mut used: Vec<(u64, u64)> = procfs::maps(pid)?.iter().map(|m| (m.start, m.len())).collect();
+        used.extend(mu.vmas.iter().map(|v| (v.start, v.end - v.start)));
+        let to = free_spot(&used, SCRATCH_LEN)?;
+        let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+        t.inject_ok("mremap(scratch)", libc::SYS_mremap, [scratch, SCRATCH_LEN, SCRATCH_LEN, flags, to, 0])?;
+        scratch = to;
+    }
+    let ops = map_ops(&vmas.vmas, &mu.vmas, &fresh);
+    let mut rb = Rebuild { t, scratch };
+    for (s, e) in &ops.unmap {
+        rb.sys("munmap(update)", libc::SYS_munmap, [*s, e - s, 0, 0, 0, 0])?;
+    }
+    map_areas(&mut rb, offer, &ops.map)?;
+    let mapped = normalize(mu.vmas.iter().map(|v| (v.start, v.end)).collect());
+    if let Some((s, e)) = crate::precopy::subtract(&discard, &mapped).first() {
+        return Err(Error::Restore(format!("dropped pages {s:#x}-{e:#x} lie outside the memory map")));
+    }
+    for (s, e) in &discard {
+        rb.sys("madvise(DONTNEED)", libc::SYS_madvise, [*s, e - s, libc::MADV_DONTNEED as u64, 0, 0, 0])?;
+    }
+    vmas.vmas = mu.vmas.clone();
     Ok(scratch)
 }
 
@@ -199,9 +251,12 @@ fn prepare(t: &mut Tracee<Stopped>, offer: &Offer, vmas: &Vmas) -> Result<u64, E
 fn fill(pid: nix::unistd::Pid, vmas: &Vmas, body: &[u8]) -> Result<u64, Error> {
     let (runs, data) = pages::decode(body)?;
     let mut ranges = Vec::with_capacity(runs.len());
+    // A run may span adjacent VMAs.
+    let mapped = crate::precopy::normalize(vmas.vmas.iter().map(|v| (v.start, v.end)).collect());
     for r in &runs {
         let end = r.addr + r.bytes() as u64;
-        if !vmas.vmas.iter().any(|v| v.start <= r.addr && end <= v.end) {
+        let i = mapped.partition_point(|(_, e)| *e <= r.addr);
+        if !mapped.get(i).is_some_and(|(s, e)| *s <= r.addr && end <= *e) {
             return Err(Error::Restore(format!("page run {:#x}-{end:#x} lies outside the memory map", r.addr)));
         }
         ranges.push((r.addr, r.bytes()));
@@ -398,8 +453,8 @@ pub fn receive<R: Read>(
     t: &mut Tracee<Stopped>,
     opts: Options,
 ) -> Result<(Option<OwnedFd>, Received), Error> {
-    let vmas: Vmas = frame::read_frame(stream)?.expect(Kind::Vmas)?;
-    let scratch = prepare(t, offer, &vmas)?;
+    let mut vmas: Vmas = frame::read_frame(stream)?.expect(Kind::Vmas)?;
+    let mut scratch = prepare(t, offer, &vmas)?;
     let mut got = Received::default();
     loop {
         let f = frame::read_frame(stream)?;
@@ -410,6 +465,10 @@ pub fn receive<R: Read>(
                 crate::fault::page_frame(got.frames);
                 got.pages += n / 4096;
                 got.bytes += f.body.len() as u64;
+            }
+            Kind::MapUpdate => {
+                let mu: MapUpdate = f.decode()?;
+                scratch = apply_update(t, offer, &mut vmas, scratch, &mu)?;
             }
             Kind::Context => {
                 let ctx: Context = f.decode()?;

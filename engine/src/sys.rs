@@ -486,3 +486,86 @@ pub fn get_siginfo(pid: Pid) -> Result<[u8; SIGINFO_LEN], Errno> {
     check(r)?;
     Ok(buf)
 }
+
+/// `struct pm_scan_arg` of the PAGEMAP_SCAN ioctl (linux/fs.h). `size`, `vec` and `vec_len` are
+/// filled by [`pagemap_scan`].
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PmScanArg {
+    pub size: u64,
+    pub flags: u64,
+    pub start: u64,
+    pub end: u64,
+    pub walk_end: u64,
+    pub vec: u64,
+    pub vec_len: u64,
+    pub max_pages: u64,
+    pub category_inverted: u64,
+    pub category_mask: u64,
+    pub category_anyof_mask: u64,
+    pub return_mask: u64,
+}
+
+/// `struct page_region` (linux/fs.h).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+/// PAGEMAP_SCAN on an open /proc/PID/pagemap: fills `out` with at most `out.len()` regions and
+/// returns how many; `arg.walk_end` says where the walk stopped.
+pub fn pagemap_scan(pagemap: RawFd, arg: &mut PmScanArg, out: &mut [PageRegion]) -> Result<usize, Errno> {
+    /// _IOWR('f', 16, struct pm_scan_arg) (96 bytes).
+    const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
+    arg.size = std::mem::size_of::<PmScanArg>() as u64;
+    arg.vec = out.as_mut_ptr() as u64;
+    arg.vec_len = out.len() as u64;
+    // SAFETY: the kernel reads `arg` (a pm_scan_arg whose `size` is its own size) and writes at
+    // most `vec_len` page_region entries at `vec`, which is `out`, borrowed mutably for the call.
+    let n = unsafe { libc::ioctl(pagemap, PAGEMAP_SCAN, arg as *mut PmScanArg) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    Ok(n as usize)
+}
+
+/// UFFDIO_API on a fresh userfaultfd, asking for `features`.
+pub fn uffd_api(uffd: RawFd, features: u64) -> Result<(), Errno> {
+    /// _IOWR(0xAA, 0x3F, struct uffdio_api) (24 bytes).
+    const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
+    let mut api: [u64; 3] = [0xAA, features, 0];
+    // SAFETY: UFFDIO_API reads and writes one struct uffdio_api {api, features, ioctls}: three
+    // u64, which `api` is.
+    if unsafe { libc::ioctl(uffd, UFFDIO_API, api.as_mut_ptr()) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// UFFDIO_REGISTER of `[start, start+len)` with `mode`.
+pub fn uffd_register(uffd: RawFd, start: u64, len: u64, mode: u64) -> Result<(), Errno> {
+    /// _IOWR(0xAA, 0x00, struct uffdio_register) (32 bytes).
+    const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00;
+    let mut r: [u64; 4] = [start, len, mode, 0];
+    // SAFETY: UFFDIO_REGISTER reads and writes one struct uffdio_register {range {start, len},
+    // mode, ioctls}: four u64, which `r` is.
+    if unsafe { libc::ioctl(uffd, UFFDIO_REGISTER, r.as_mut_ptr()) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// userfaultfd(2) for this process.
+pub fn userfaultfd(flags: u64) -> Result<OwnedFd, Errno> {
+    // SAFETY: userfaultfd takes one integer argument and returns a new descriptor or -1; the
+    // descriptor is owned by nobody else.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `fd` was just returned by the kernel and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

@@ -51,7 +51,7 @@ pub fn whole_frame(data: &[u8]) {
     assert_eq!(f, g);
     use mos_proto::control::{Command, Reply, Request};
     use mos_proto::deputy::DeputyMsg;
-    use mos_proto::migration::{Accept, Context, Failed, Offer, Refuse, Resumed, Vmas};
+    use mos_proto::migration::{Accept, Context, Failed, MapUpdate, Offer, Refuse, Resumed, Vmas};
     match f.kind {
         Kind::Invalid => unreachable!("parse_frame returned an Invalid frame"),
         Kind::Offer => postcard_body::<Offer>(f.kind, &f.body),
@@ -68,6 +68,7 @@ pub fn whole_frame(data: &[u8]) {
             postcard_body::<Reply>(f.kind, &f.body);
             postcard_body::<Command>(f.kind, &f.body);
         }
+        Kind::MapUpdate => postcard_body::<MapUpdate>(f.kind, &f.body),
         Kind::CheckpointHeader => postcard_body::<mos_proto::checkpoint::Header>(f.kind, &f.body),
         Kind::FileTable => postcard_body::<mos_proto::checkpoint::FileTable>(f.kind, &f.body),
         Kind::CheckpointEnd => {

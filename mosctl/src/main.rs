@@ -10,7 +10,7 @@ mod mon;
 mod views;
 
 use clap::{Parser, Subcommand};
-use mos_proto::control::AdminOp;
+use mos_proto::control::{AdminOp, Mode};
 use std::path::PathBuf;
 
 /// View and administer a MOS cluster through the local mosd.
@@ -35,6 +35,14 @@ enum Cmd {
         /// Print the migration statistics as JSON.
         #[arg(long)]
         json: bool,
+        /// Wait until the move is done and print its statistics. `migrate` always waits; the
+        /// flag says so explicitly (issue 6's `mosctl migrate --wait [--json] PID NODE`).
+        #[arg(long)]
+        wait: bool,
+        /// Move out of home with stop-and-copy (freeze, then copy everything) instead of the
+        /// default pre-copy (copy while the process runs, then a short freeze).
+        #[arg(long)]
+        stop_copy: bool,
     },
     /// Checkpoint a process (owner or root): write it to FILE (default: the next file of its
     /// `mosrun -C` series, `ckpt.PID.N` without -C) and let it continue. `mosctl migrate PID
@@ -98,7 +106,10 @@ fn main() {
         Cmd::Checkpoint { pid, file, json } => {
             checkpoint::run(&args.control, pid, file.as_deref(), mos_proto::control::AfterCheckpoint::Continue, json)
         }
-        Cmd::Migrate { pid, node, json } => migrate::run(&args.control, pid, &node, json),
+        Cmd::Migrate { pid, node, json, wait: _, stop_copy } => {
+            let mode = if stop_copy { Mode::StopCopy } else { Mode::PreCopy };
+            migrate::run(&args.control, pid, &node, mode, json)
+        }
         Cmd::Ps { json } => views::ps(&args.control, json),
         Cmd::Status { node, json } => views::status(&args.control, node.as_deref(), json),
         Cmd::Whois { node } => views::whois(&args.control, &node),

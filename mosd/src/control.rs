@@ -2,7 +2,7 @@
 //! reply; mosrun registers its process and keeps the connection for commands.
 use crate::registry::HomeProc;
 use crate::Node;
-use mos_proto::control::{AdminOp, AfterCheckpoint, Reply, Request, Target};
+use mos_proto::control::{AdminOp, AfterCheckpoint, Mode, Reply, Request, Target};
 use mos_proto::frame::{self, FrameError, Kind};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -91,7 +91,11 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
         Request::Ps => reply(&mut c, &Reply::Ps { processes: node.registry.rows(node.number) }),
         Request::Status => reply(&mut c, &Reply::Status { nodes: node.gossip.view(crate::status::this_node(node)) }),
         Request::Migrate { pid, target } => {
-            let r = migrate(node, pid, &target, uid);
+            let r = migrate(node, pid, &target, Mode::PreCopy, uid);
+            reply(&mut c, &r)
+        }
+        Request::MigrateMode { pid, target, mode } => {
+            let r = migrate(node, pid, &target, mode, uid);
             reply(&mut c, &r)
         }
         Request::Whois { name } => match node.gossip.resolve(&node.map, &name) {
@@ -159,12 +163,12 @@ pub fn resolve(node: &Node, target: &str) -> Result<Target, String> {
     Ok(Target::Node { node: n, addr: format!("{a}:{}", node.port) })
 }
 
-fn migrate(node: &Node, pid: u32, target: &str, uid: u32) -> Reply {
+fn migrate(node: &Node, pid: u32, target: &str, mode: Mode, uid: u32) -> Reply {
     let t = match resolve(node, target) {
         Ok(t) => t,
         Err(message) => return Reply::Error { message },
     };
-    let rx = match node.registry.command_migrate(pid, t, uid) {
+    let rx = match node.registry.command_migrate_mode(pid, t, mode, uid) {
         Ok(rx) => rx,
         Err(message) => return Reply::Error { message },
     };

@@ -1,6 +1,6 @@
 //! The processes this node knows: its own (home here, supervised by a mosrun) and its guests.
 use mos_engine::guest::Orders;
-use mos_proto::control::{AfterCheckpoint, Checkpointed, Command, ProcRow, Target};
+use mos_proto::control::{AfterCheckpoint, Checkpointed, Command, Mode, ProcRow, Target};
 use mos_proto::migration::Stats;
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -160,6 +160,17 @@ impl Registry {
     /// Sends a migrate command to the process's mosrun. Returns the receiver of the result.
     /// `requester_uid` must own the process (or be root).
     pub fn command_migrate(&self, pid: u32, target: Target, requester_uid: u32) -> Result<Receiver<Result<Stats, String>>, String> {
+        self.command_migrate_mode(pid, target, Mode::PreCopy, requester_uid)
+    }
+
+    /// Like [`Registry::command_migrate`], moving out of home by `mode`.
+    pub fn command_migrate_mode(
+        &self,
+        pid: u32,
+        target: Target,
+        mode: Mode,
+        requester_uid: u32,
+    ) -> Result<Receiver<Result<Stats, String>>, String> {
         let mut i = self.lock();
         let conn = owned_supervisor(&i, pid, requester_uid)?;
         i.next_id += 1;
@@ -168,7 +179,7 @@ impl Registry {
         i.waiters.insert(id, tx);
         drop(i);
         let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = mos_proto::frame::write_msg(&mut *c, mos_proto::Kind::Control, &Command::Migrate { id, target }) {
+        if let Err(e) = mos_proto::frame::write_msg(&mut *c, mos_proto::Kind::Control, &Command::MigrateMode { id, target, mode }) {
             self.lock().waiters.remove(&id);
             return Err(format!("the supervisor of {pid} is gone: {e}"));
         }

@@ -36,7 +36,26 @@ fn host(mut s: TcpStream, node: &Node) {
             return;
         }
     };
-    let (g, stats) = match migrate::accept_guest(&mut s, admit) {
+    // Listed here before `Resumed` goes out: home reports the move done when it reads it.
+    let orders = std::sync::Arc::new(orders);
+    let listed = std::cell::Cell::new(None);
+    let list = |g: &guest::Guest, stats: &mos_proto::migration::Stats| {
+        node.registry.add_guest(GuestRow {
+            home_node: g.home_node,
+            home_pid: g.home_pid,
+            local_pid: g.pid.as_raw() as u32,
+            command: mos_engine::procfs::comm(g.pid).unwrap_or_default(),
+            stats: stats.clone(),
+            orders: orders.clone(),
+            since: std::time::Instant::now(),
+        });
+        listed.set(Some(g.pid.as_raw() as u32));
+    };
+    let result = migrate::accept_guest_with(&mut s, admit, list);
+    if let (Err(_), Some(local)) = (&result, listed.get()) {
+        node.registry.remove_guest(local);
+    }
+    let (g, stats) = match result {
         Ok(x) => x,
         Err(e @ mos_engine::Error::Proto(_)) => {
             // Not a migration stream (or a broken one): dropped, counted, logged at a limited rate.
@@ -49,19 +68,9 @@ fn host(mut s: TcpStream, node: &Node) {
             return;
         }
     };
-    let command = mos_engine::procfs::comm(g.pid).unwrap_or_default();
     let span = tracing::info_span!("guest", home = g.home_node, pid = g.home_pid, local = g.pid.as_raw());
     let _e = span.enter();
     tracing::info!(pages = stats.pages_sent, bytes = stats.bytes_sent, ms = stats.total_us / 1000, "guest resumed here");
-    node.registry.add_guest(GuestRow {
-        home_node: g.home_node,
-        home_pid: g.home_pid,
-        local_pid: g.pid.as_raw() as u32,
-        command,
-        stats,
-        orders: std::sync::Arc::new(orders),
-        since: std::time::Instant::now(),
-    });
     let end = guest::serve(&mut s, &g, &inbox);
     node.registry.remove_guest(g.pid.as_raw() as u32);
     match end {

@@ -6,7 +6,7 @@ use mos_engine::checkpoint;
 use mos_engine::deputy::{Deputy, SpinPolicy};
 use mos_engine::migrate::{self, Away};
 use mos_engine::Error as EngineError;
-use mos_proto::control::{AfterCheckpoint, Command, Reply, Request, Target};
+use mos_proto::control::{AfterCheckpoint, Command, Mode, Reply, Request, Target};
 use mos_proto::deputy::{DeputyMsg, OnUnsupported};
 use mos_proto::frame::{self, FrameReader, Kind};
 use mos_proto::migration::{Offer, Reason, Refuse, Stats};
@@ -45,6 +45,8 @@ struct Supervisor {
     pidfd: OwnedFd,
     /// A migration command waiting for the process to come home first: (id, final target).
     pending: Option<(u64, Target)>,
+    /// How the pending move leaves home once the process is back (`Mode::PreCopy` by default).
+    pending_mode: Mode,
     /// Frames from the remote side (away), read ahead so that a request costs one read.
     rx: FrameReader,
     /// Busy-polling for the next request after a reply.
@@ -189,6 +191,7 @@ pub fn run(control_path: &Path, launch: Launch, opts: Options) -> Result<i32, Bo
         control_path: control_path.to_owned(),
         pidfd,
         pending: None,
+        pending_mode: Mode::PreCopy,
         rx: FrameReader::new(),
         next_spin: SpinPolicy::new(NEXT_SPIN),
         ckpt,
@@ -241,6 +244,8 @@ impl Supervisor {
         let mut last_probe = std::time::Instant::now();
         loop {
             let held = matches!(place, Where::Away { .. }) && self.rx.has_frame();
+            // The home copy still being freed: do not sleep in poll meanwhile.
+            let freeing = matches!(&place, Where::Away { away, .. } if !away.to_free.is_empty());
             let (ctl, exit, sig, net) = {
                 let mut fds = vec![PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN), PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
                 if let Some(c) = &self.control {
@@ -258,7 +263,7 @@ impl Supervisor {
                 // is checked for signals every 100 ms (a served one reports them by SIGCHLD).
                 let trapped = matches!(&place, Where::Away { away, .. } if !away.deputy.served());
                 // Away, the deputy is also looked at for real-time signals every 100 ms.
-                let timeout = if held {
+                let timeout = if held || freeing {
                     PollTimeout::ZERO
                 } else if trapped || matches!(place, Where::Away { .. }) {
                     PollTimeout::from(100u8)
@@ -346,13 +351,20 @@ impl Supervisor {
             if ctl {
                 let cmd = self.control.as_mut().map(|c| frame::read_frame(c).and_then(|f| f.expect::<Command>(Kind::Control)));
                 match cmd {
-                    Some(Ok(Command::Migrate { id, target })) => place = self.on_migrate(place, id, target),
+                    Some(Ok(Command::Migrate { id, target })) => place = self.on_migrate(place, id, target, Mode::PreCopy),
+                    Some(Ok(Command::MigrateMode { id, target, mode })) => place = self.on_migrate(place, id, target, mode),
                     Some(Ok(Command::Checkpoint { id, file, then })) => place = self.on_checkpoint(place, Some(id), file, then),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "lost the connection to mosd; the program keeps running");
                         self.control = None;
                     }
                     None => {}
+                }
+            }
+            // One chunk of the home copy per round, between forwarded calls.
+            if let Where::Away { away, .. } = &mut place {
+                if !away.to_free.is_empty() {
+                    away.free_some();
                 }
             }
         }
@@ -362,7 +374,7 @@ impl Supervisor {
         self.tell(&Request::CommandDone { id, result });
     }
 
-    fn go(&mut self, id: u64, node: u32, addr: &str) -> Where {
+    fn go(&mut self, id: u64, node: u32, addr: &str, mode: Mode) -> Where {
         let sa: SocketAddr = match addr.parse() {
             Ok(a) => a,
             Err(e) => {
@@ -370,7 +382,7 @@ impl Supervisor {
                 return Where::Home;
             }
         };
-        match migrate::migrate_out(self.pid, self.home_node, sa) {
+        match migrate::migrate_out(self.pid, self.home_node, sa, mode) {
             Ok(mut away) => {
                 // A new connection: nothing of the old one is held.
                 self.rx = FrameReader::new();
@@ -436,13 +448,15 @@ impl Supervisor {
         }
     }
 
-    fn on_migrate(&mut self, place: Where, id: u64, target: Target) -> Where {
+    /// `mode` says how the process moves out of home; moves from a remote node (onward or home)
+    /// are always stop-and-copy.
+    fn on_migrate(&mut self, place: Where, id: u64, target: Target, mode: Mode) -> Where {
         match (place, target) {
             (Where::Home, Target::Home) => {
                 self.done(id, Ok(Stats::default()));
                 Where::Home
             }
-            (Where::Home, Target::Node { node, addr }) => self.go(id, node, &addr),
+            (Where::Home, Target::Node { node, addr }) => self.go(id, node, &addr, mode),
             (Where::Away { node, away }, Target::Node { node: to, .. }) if node == to => {
                 self.done(id, Ok(Stats::default()));
                 Where::Away { node, away }
@@ -454,6 +468,7 @@ impl Supervisor {
                     self.done(id, Err("the node running the process is unreachable".into()));
                 } else {
                     self.pending = Some((id, target));
+                    self.pending_mode = mode;
                 }
                 Where::Away { node, away }
             }
@@ -564,7 +579,7 @@ impl Supervisor {
                     self.checkpoint_now(id, file, then);
                 }
                 match self.pending.take() {
-                    Some((id, Target::Node { node: to, addr })) => self.go(id, to, &addr),
+                    Some((id, Target::Node { node: to, addr })) => self.go(id, to, &addr, self.pending_mode),
                     Some((id, Target::Home)) => {
                         self.done(id, Ok(stats));
                         Where::Home

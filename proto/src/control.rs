@@ -39,6 +39,8 @@ pub enum Request {
     Checkpoint { pid: u32, file: Option<String>, then: AfterCheckpoint },
     /// From mosrun: the answer to `Command::Checkpoint{id}`.
     CheckpointDone { id: u64, result: Result<Checkpointed, String> },
+    /// From mosctl: like `Migrate`, with the way the process moves out of home.
+    MigrateMode { pid: u32, target: String, mode: Mode },
 }
 
 /// What happens to a process once its checkpoint is safely written (MOSIX `migrate PID
@@ -62,6 +64,16 @@ pub struct Checkpointed {
     pub frozen_us: u64,
     /// From the request to the file being durable (fsync and rename done).
     pub total_us: u64,
+}
+
+/// How a process moves out of its home node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Pages stream while the process runs (dirty pages in rounds); then a short freeze (default).
+    #[default]
+    PreCopy,
+    /// Freeze first, then copy everything (`mosctl migrate --stop-copy`).
+    StopCopy,
 }
 
 /// `mosctl stay|nostay|lstay|nolstay|block|noblock|expel|bring|shutdown`.
@@ -137,6 +149,19 @@ pub enum Reply {
 /// From mosd to a registered mosrun.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    Migrate { id: u64, target: Target },
-    Checkpoint { id: u64, file: Option<String>, then: AfterCheckpoint },
+    Migrate {
+        id: u64,
+        target: Target,
+    },
+    Checkpoint {
+        id: u64,
+        file: Option<String>,
+        then: AfterCheckpoint,
+    },
+    /// Like `Migrate`, with the way the process moves out of home (`Migrate` means `Mode::PreCopy`).
+    MigrateMode {
+        id: u64,
+        target: Target,
+        mode: Mode,
+    },
 }

@@ -39,6 +39,8 @@ pub enum Kind {
     Failed = 8,
     Deputy = 9,
     Control = 10,
+    /// Pre-copy: the memory map changed while the process ran ([`crate::migration::MapUpdate`]).
+    MapUpdate = 11,
     /// Checkpoint file: the first frame ([`crate::checkpoint::Header`]).
     CheckpointHeader = 20,
     /// Checkpoint file: the open descriptors ([`crate::checkpoint::FileTable`]).
@@ -61,6 +63,7 @@ impl Kind {
             8 => Kind::Failed,
             9 => Kind::Deputy,
             10 => Kind::Control,
+            11 => Kind::MapUpdate,
             20 => Kind::CheckpointHeader,
             21 => Kind::FileTable,
             22 => Kind::CheckpointEnd,

@@ -6,6 +6,9 @@
 //!          ◀───────────────────   Accept{files_present} | Refuse{reason}
 //!   Vmas   ───────────────────▶   rebuilds the memory map in the stub
 //!   Pages* ───────────────────▶   fills pages (zero, untouched and same-file pages are never sent)
+//!   (pre-copy: the process still runs at the sender; more rounds of
+//!    MapUpdate? Pages* follow, then the sender freezes it and sends
+//!    its last MapUpdate? and Pages*)
 //!   Context ──────────────────▶   registers, xstate, mm fields, signals, rseq ...
 //!          ◀───────────────────   Resumed{remote_pid} | Failed{reason}
 //!   (sender releases the memory; the connection becomes the deputy channel)
@@ -122,6 +125,31 @@ pub struct Vmas {
     pub special: Vec<SpecialArea>,
 }
 
+/// A page-aligned address range `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Pre-copy: the memory map as it is now at the sender, which changed since the last `Vmas` or
+/// `MapUpdate` while the process ran (areas mapped, unmapped, grown, moved, re-protected), and
+/// ranges whose copy at the receiver is no longer right. The receiver unmaps what `vmas` no longer
+/// covers, maps afresh what it newly covers (or covers with another backing), and keeps the pages
+/// of everything else. Special areas never change. Sent before the pages that need it; a long
+/// `fresh`/`discard` list travels in several frames with the same `vmas`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapUpdate {
+    /// The whole memory map now (same rules as `Vmas.vmas`: sorted, disjoint, page aligned).
+    pub vmas: Vec<Vma>,
+    /// Ranges mapped anew at the sender (munmap then mmap at the same place): the receiver maps
+    /// them afresh, dropping their pages; their content follows in `Pages`.
+    pub fresh: Vec<Range>,
+    /// Pages the receiver has but the sender no longer has populated (madvise(DONTNEED) and the
+    /// like): the receiver drops them too (zero for anonymous memory, the file's data for a file).
+    pub discard: Vec<Range>,
+}
+
 /// mm fields restored with PR_SET_MM_MAP.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MmFields {
@@ -216,12 +244,14 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Throughput of the page stream in MB/s (10^6 bytes), over the frozen time.
+    /// Throughput of the page stream in MB/s (10^6 bytes), over the whole migration (pre-copy
+    /// streams while the process runs), or the frozen time when no total is known.
     pub fn mb_per_s(&self) -> f64 {
-        if self.frozen_us == 0 {
+        let us = if self.total_us > 0 { self.total_us } else { self.frozen_us };
+        if us == 0 {
             return 0.0;
         }
-        self.bytes_sent as f64 / self.frozen_us as f64
+        self.bytes_sent as f64 / us as f64
     }
 }
 

@@ -10,7 +10,7 @@ use common::*;
 use mos_proto::control::{AdminOp, Command, Reply, Request};
 use mos_proto::deputy::DeputyMsg;
 use mos_proto::frame::{self, Header, Kind, HEADER_LEN, MAGIC, MAX_FRAME, MAX_SMALL_FRAME, MIN_VERSION, VERSION};
-use mos_proto::migration::{fnv1a, Accept, Context, Failed, Offer, Refuse, Resumed, Vmas};
+use mos_proto::migration::{fnv1a, Accept, Context, Failed, MapUpdate, Offer, Refuse, Resumed, Vmas};
 use mos_proto::pages::{self, PageRun, MAX_PAGES_PER_FRAME, MAX_RUNS};
 use mos_proto::{FrameError, PAGE_SIZE};
 use serde::{de::DeserializeOwned, Serialize};
@@ -105,6 +105,7 @@ fn kind_numbers_are_pinned() {
         (Kind::Failed, 8),
         (Kind::Deputy, 9),
         (Kind::Control, 10),
+        (Kind::MapUpdate, 11),
         (Kind::CheckpointHeader, 20),
         (Kind::FileTable, 21),
         (Kind::CheckpointEnd, 22),
@@ -117,7 +118,7 @@ fn kind_numbers_are_pinned() {
         let want = if k == Kind::Pages { MAX_FRAME } else { MAX_SMALL_FRAME };
         assert_eq!(k.max_body(), want, "{k:?}");
     }
-    assert_eq!(Kind::from_u16(11), None);
+    assert_eq!(Kind::from_u16(19), None);
 }
 
 #[test]
@@ -416,6 +417,19 @@ fn full_page_frame_round_trips() {
     assert_eq!(bytes.len(), data.len());
 }
 
+// ---------------------------------------------------------------- pre-copy
+
+golden!(
+    map_update_golden,
+    Kind::MapUpdate,
+    MapUpdate,
+    map_update(),
+    "4d4f5300 0100 0b00 39000000 00000000
+     038080800280a08002050200008080800380a08803030080808080d0ff1f80a08880d0ff1f0301018080800380c08003018080840380a08403"
+);
+golden!(request_migrate_mode_golden, Kind::Control, Request, request_migrate_mode(), "4d4f5300 0100 0a00 06000000 00000000  0b9221013201");
+golden!(command_migrate_mode_golden, Kind::Control, Command, command_migrate_mode(), "4d4f5300 0100 0a00 04000000 00000000  02050000");
+
 // ---------------------------------------------------------------- fuzz seeds
 
 /// Writes the seed corpus of the cargo-fuzz targets in ../fuzz/corpus from the values above.
@@ -441,6 +455,7 @@ fn write_fuzz_seeds() {
     put("context", "minimal", &body(Kind::Context, &context_minimal()));
     put("vmas", "three", &body(Kind::Vmas, &vmas()));
     put("vmas", "empty", &body(Kind::Vmas, &Vmas { vmas: vec![], special: vec![] }));
+    put("map_update", "one", &body(Kind::MapUpdate, &map_update()));
     for (name, m) in [
         ("syscall", deputy_syscall()),
         ("reply", deputy_reply()),

@@ -52,6 +52,10 @@ pub mod wl {
     pub const NETCLIENT_DYNAMIC: &str = env!("WL_NETCLIENT_DYNAMIC");
     pub const CRASHER_STATIC: &str = env!("WL_CRASHER_STATIC");
     pub const CPUJOB_STATIC: &str = env!("WL_CPUJOB_STATIC");
+    /// Live-migration workload: dirties pages at a set rate, maps/unmaps/grows the heap, checks itself.
+    pub const CHURN_STATIC: &str = env!("WL_CHURN_STATIC");
+    pub const CHURN_DYNAMIC: &str = env!("WL_CHURN_DYNAMIC");
+    pub const CHURN_PIE: &str = env!("WL_CHURN_PIE");
 }
 
 /// The IPv4 address `k` after `first` (node addresses of a map line are consecutive).

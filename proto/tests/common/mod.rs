@@ -1,11 +1,11 @@
 //! Representative values of every message type, shared by the golden, rejection and seed tests.
 #![allow(dead_code)]
 
-use mos_proto::control::{Command, NodeStatus, ProcRow, Reply, Request, Target};
+use mos_proto::control::{Command, Mode, NodeStatus, ProcRow, Reply, Request, Target};
 use mos_proto::deputy::{Buf, DeputyMsg, ExitStatus};
 use mos_proto::migration::{
-    Accept, AltStack, Backing, Context, CpuInfo, Failed, FileRef, MmFields, Offer, Reason, Refuse, Resumed, Rseq, SigAction, SpecialArea,
-    SpecialKind, Stats, Vma, Vmas, NREGS, PROT_R, PROT_W, PROT_X,
+    Accept, AltStack, Backing, Context, CpuInfo, Failed, FileRef, MapUpdate, MmFields, Offer, Range, Reason, Refuse, Resumed, Rseq,
+    SigAction, SpecialArea, SpecialKind, Stats, Vma, Vmas, NREGS, PROT_R, PROT_W, PROT_X,
 };
 use mos_proto::pages::PageRun;
 
@@ -268,4 +268,20 @@ pub fn page_runs() -> Vec<PageRun> {
 pub fn page_data(runs: &[PageRun]) -> Vec<u8> {
     let pages: usize = runs.iter().map(|r| r.npages as usize).sum();
     (0..pages).flat_map(|i| std::iter::repeat_n(i as u8 + 1, mos_proto::PAGE_SIZE)).collect()
+}
+
+pub fn map_update() -> MapUpdate {
+    MapUpdate {
+        vmas: vmas().vmas,
+        fresh: vec![Range { start: 0x60_0000, end: 0x60_2000 }],
+        discard: vec![Range { start: 0x61_0000, end: 0x61_1000 }],
+    }
+}
+
+pub fn request_migrate_mode() -> Request {
+    Request::MigrateMode { pid: 4242, target: "2".into(), mode: Mode::StopCopy }
+}
+
+pub fn command_migrate_mode() -> Command {
+    Command::MigrateMode { id: 5, target: Target::Home, mode: Mode::PreCopy }
 }
