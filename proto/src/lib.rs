@@ -10,6 +10,7 @@
 //! * [`control`]: the local control socket spoken by `mosrun`, `mosctl` and `mosd`.
 //! * [`nodemap`]: the MOSIX node map format.
 //! * [`auth`]: the cluster key and the authenticated envelope of gossip datagrams.
+//! * [`secure`]: Noise-encrypted migration and deputy connections keyed by the cluster key.
 //!
 //! Pure code: no I/O besides generic `Read`/`Write` helpers, no clock, no unsafe.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod frame;
 pub mod migration;
 pub mod nodemap;
 pub mod pages;
+pub mod secure;
 
 pub use frame::{Frame, FrameError, Header, Kind};
 
