@@ -6,12 +6,14 @@
 //! * [`restore`]: receiver side (rebuild a process inside a stub or the deputy).
 //! * [`deputy`]: the home task after the move: executes forwarded calls in its own context.
 //! * [`guest`]: the remote side: answers intercepted calls, relays signals and exit, goes home.
+//! * [`channel`]: the connection between nodes, plain or Noise-encrypted with the cluster key.
 //! * [`migrate`]: whole procedures (`migrate_out`, `receive_home`, `accept_guest`).
 //! * [`policy`], [`seccomp`], [`syscall_names`]: the system-call table and the filter built from it.
 //! * [`ptrace`] (typestate wrapper), [`procfs`], [`mem`], [`sys`] (all FFI).
 #![deny(unsafe_code)]
 
 pub mod capture;
+pub mod channel;
 pub mod deputy;
 pub mod fault;
 pub mod guest;
@@ -63,6 +65,8 @@ pub enum Error {
     PeerFailed(String),
     #[error("restore failed: {0}")]
     Restore(String),
+    #[error("secure connection to {addr} failed: {reason}")]
+    Secure { addr: std::net::SocketAddr, reason: String },
 }
 
 impl From<std::io::Error> for Error {

@@ -3,7 +3,7 @@
 use crate::registry::GuestRow;
 use crate::Node;
 use mos_engine::guest::{self, End};
-use mos_engine::migrate;
+use mos_engine::{channel, migrate};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 
@@ -19,10 +19,27 @@ pub fn accept_loop(l: TcpListener, node: Arc<Node>) {
     }
 }
 
-fn host(mut s: TcpStream, node: &Node) {
+fn host(s: TcpStream, node: &Node) {
     let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(%peer, "receiving a process");
-    let admit = |_: &mos_proto::migration::Offer| {
+    let ip = s.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    // With a cluster key, nothing is read but a ticket and a handshake until the peer proved it.
+    let (mut s, ticket) = match channel::accept(s, node.guard.key()) {
+        Ok(x) => x,
+        Err(e) => {
+            node.guard.bad_connection(ip, &format!("secure handshake failed: {e}"));
+            return;
+        }
+    };
+    tracing::info!(%peer, secure = s.is_secure(), "receiving a process");
+    let admit = |o: &mos_proto::migration::Offer| {
+        if let Some(t) = ticket.filter(|t| (t.uid, t.gid, t.node) != (o.uid, o.gid, o.home_node)) {
+            let why = format!(
+                "the offer (uid {}, gid {}, home node {}) does not match its connection's ticket (uid {}, gid {}, node {})",
+                o.uid, o.gid, o.home_node, t.uid, t.gid, t.node
+            );
+            node.guard.bad_connection(ip, &why);
+            return Err(why);
+        }
         if node.admin.blocked() {
             Err(format!("node {} accepts no guests (mosctl block)", node.number))
         } else {
@@ -40,7 +57,6 @@ fn host(mut s: TcpStream, node: &Node) {
         Ok(x) => x,
         Err(e @ mos_engine::Error::Proto(_)) => {
             // Not a migration stream (or a broken one): dropped, counted, logged at a limited rate.
-            let ip = s.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
             node.guard.bad_connection(ip, &e.to_string());
             return;
         }

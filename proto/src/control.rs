@@ -4,6 +4,7 @@
 //! keeps the connection: mosd then sends it [`Command`]s and mosrun answers each with
 //! [`Request::CommandDone`], and reports moves with [`Request::Moved`].
 use crate::migration::Stats;
+use crate::secure::Credential;
 use serde::{Deserialize, Serialize};
 
 /// Where a process should go.
@@ -34,6 +35,9 @@ pub enum Request {
     BestNode { mem_mb: u32 },
     /// From mosctl (root only): a node administration command, MOSIX style.
     Admin { op: AdminOp },
+    /// From mosrun, before it connects to another node: a credential for a secure connection
+    /// (`secure::Credential`), issued for the asking process's uid and gid.
+    Ticket,
 }
 
 /// `mosctl stay|nostay|lstay|nolstay|block|noblock|expel|bring|shutdown`.
@@ -97,12 +101,29 @@ pub struct NodeStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
     Ok,
-    Registered { node: u32 },
-    Ps { processes: Vec<ProcRow> },
-    Status { nodes: Vec<NodeStatus> },
-    Migrated { stats: Stats },
-    Error { message: String },
-    Whois { node: u32, address: String },
+    Registered {
+        node: u32,
+    },
+    Ps {
+        processes: Vec<ProcRow>,
+    },
+    Status {
+        nodes: Vec<NodeStatus>,
+    },
+    Migrated {
+        stats: Stats,
+    },
+    Error {
+        message: String,
+    },
+    Whois {
+        node: u32,
+        address: String,
+    },
+    /// Answer to `Ticket`: `None` when this node has no cluster key (connections stay plain).
+    Ticket {
+        credential: Option<Credential>,
+    },
 }
 
 /// From mosd to a registered mosrun.
