@@ -480,6 +480,8 @@ mod tests {
         Tap { s, flip_at: None, sent: 0, writes: Vec::new() }
     }
 
+    type Pair = (Result<SecureStream<Tap>, SecureError>, Result<(SecureStream<Tap>, Ticket), SecureError>);
+
     /// A connected pair: (initiator's stream, responder's stream and the ticket it saw).
     fn pair(
         ki: &ClusterKey,

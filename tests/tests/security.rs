@@ -164,7 +164,7 @@ fn a_node_with_another_key_cannot_migrate_a_process_in() {
     let before = own_row(&c, 1)["dropped_connections"].as_u64().unwrap_or(0);
     let (mut job, pid) = c.start_job(3, WL_RUST, &["30", "30"]);
     job.wait_lines(2, Duration::from_secs(60));
-    let out = c.migrate_fails(3, pid, &c.addr(1).to_string());
+    let out = c.migrate_fails(3, pid, c.addr(1));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(err.contains("secure connection"), "mosctl's error names the failed handshake: {err}");
     wait_until(after(Duration::from_secs(10)), "node 1 to count the refused connection", || {
