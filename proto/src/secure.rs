@@ -483,10 +483,7 @@ mod tests {
     type Pair = (Result<SecureStream<Tap>, SecureError>, Result<(SecureStream<Tap>, Ticket), SecureError>);
 
     /// A connected pair: (initiator's stream, responder's stream and the ticket it saw).
-    fn pair(
-        ki: &ClusterKey,
-        kr: &ClusterKey,
-    ) -> (Result<SecureStream<Tap>, SecureError>, Result<(SecureStream<Tap>, Ticket), SecureError>) {
+    fn pair(ki: &ClusterKey, kr: &ClusterKey) -> Pair {
         let (a, b) = UnixStream::pair().unwrap();
         let cred = ki.issue(1000, 100, 3, NOW, [7; 16]);
         let kr = kr.clone();
