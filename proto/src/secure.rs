@@ -250,6 +250,28 @@ pub fn respond_with<S: Read + Write>(
     Ok((SecureStream::new(s, hs.into_transport_mode().map_err(noise_err)?), ticket))
 }
 
+/// A connected pair of streams over `a` (initiator) and `b` (responder), the handshake done in
+/// memory with `key` and a fixed ticket: for tests, benchmarks and fuzzing.
+pub fn pair_in_memory<A, B>(a: A, b: B, key: &ClusterKey, suite: &str) -> Result<(SecureStream<A>, SecureStream<B>), SecureError> {
+    let cred = key.issue(0, 0, 0, 0, [0; 16]);
+    let prologue = cred.ticket.encode();
+    let build = |initiator: bool| {
+        let params = suite.parse().map_err(noise_err)?;
+        let b = snow::Builder::new(params).prologue(&prologue).and_then(|b| b.psk(0, &cred.psk)).map_err(noise_err)?;
+        if initiator { b.build_initiator() } else { b.build_responder() }.map_err(noise_err)
+    };
+    let (mut i, mut r) = (build(true)?, build(false)?);
+    let (mut m, mut p) = ([0u8; MAX_HANDSHAKE], [0u8; MAX_HANDSHAKE]);
+    let n = i.write_message(&[], &mut m).map_err(noise_err)?;
+    r.read_message(&m[..n], &mut p).map_err(noise_err)?;
+    let n = r.write_message(&[], &mut m).map_err(noise_err)?;
+    i.read_message(&m[..n], &mut p).map_err(noise_err)?;
+    Ok((
+        SecureStream::new(a, i.into_transport_mode().map_err(noise_err)?),
+        SecureStream::new(b, r.into_transport_mode().map_err(noise_err)?),
+    ))
+}
+
 /// The receiving half's buffers: ciphertext as it arrived, and the plaintext of one message.
 struct Rx {
     /// Room for two whole messages: one being consumed and the next arriving.
@@ -319,6 +341,22 @@ impl<S> SecureStream<S> {
 
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
+    }
+
+    /// Nonce of the next message sent.
+    pub fn sending_nonce(&self) -> u64 {
+        self.st.noise.sending_nonce()
+    }
+
+    /// The same keys over another stream, with empty buffers, a cleared failure and the next
+    /// message expected with nonce `recv_nonce` (fuzzing: one handshake, many inputs).
+    pub fn rewire<T>(self, inner: T, recv_nonce: u64) -> SecureStream<T> {
+        let mut st = self.st;
+        st.noise.set_receiving_nonce(recv_nonce);
+        let rx = &mut st.rx;
+        (rx.start, rx.end, rx.p_start, rx.p_end, rx.failed) = (0, 0, 0, 0, false);
+        st.tx_failed = false;
+        SecureStream { inner, st }
     }
 
     /// Whether stream data has already been received that a `read` returns without reading `S`
