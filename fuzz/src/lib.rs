@@ -202,3 +202,35 @@ impl<R> std::io::Write for Duplex<'_, R> {
         Ok(())
     }
 }
+
+/// A `DeputyMsg` body; what the home side computes from a remote exit must not panic or report
+/// success for a signal.
+pub fn deputy_msg(data: &[u8]) {
+    use mos_proto::deputy::DeputyMsg;
+    postcard_body::<DeputyMsg>(Kind::Deputy, data);
+    if let Ok(DeputyMsg::Exited { status }) = frame::decode_body::<DeputyMsg>(Kind::Deputy, data) {
+        let code = status.shell_code();
+        assert!((0..=255).contains(&code));
+    }
+}
+
+/// Every fuzz target by name, as its `fuzz_targets/NAME.rs` runs it (the stable replay of the
+/// seed corpus, `tests/replay.rs`, goes through here). None for an unknown name.
+pub fn run_target(name: &str, data: &[u8]) -> Option<()> {
+    use mos_proto::{control, migration};
+    match name {
+        "frame" => whole_frame(data),
+        "pages" => pages_body(data),
+        "offer" => postcard_body::<migration::Offer>(Kind::Offer, data),
+        "context" => postcard_body::<migration::Context>(Kind::Context, data),
+        "vmas" => postcard_body::<migration::Vmas>(Kind::Vmas, data),
+        "deputy" => deputy_msg(data),
+        "control_request" => postcard_body::<control::Request>(Kind::Control, data),
+        "control_reply" => postcard_body::<control::Reply>(Kind::Control, data),
+        "gossip" => gossip_datagram(data),
+        "auth" => auth_envelope(data),
+        "secure" => secure_stream(data),
+        _ => return None,
+    }
+    Some(())
+}
