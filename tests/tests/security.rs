@@ -175,3 +175,32 @@ fn a_node_with_another_key_cannot_migrate_a_process_in() {
     assert_eq!(row["node"].as_u64(), Some(3), "the process is not at home");
     assert_eq!(job.wait(Duration::from_secs(120)).code(), Some(7), "the process did not finish at home");
 }
+
+/// A ticket binds a connection to a user: a peer holding a valid ticket for uid 65534 cannot move
+/// in a process that runs as root (the target refuses the offer, counts it, and the process
+/// stays where it was); the same process with a ticket for its own uid moves (the check is what
+/// refuses, not something else).
+#[test]
+fn a_ticket_for_another_user_cannot_move_a_root_process() {
+    use mos_proto::auth::ClusterKey;
+    let c = Cluster::start_with_env(2, &[(1, "MOS_TEST_KEY", KEY_A), (2, "MOS_TEST_KEY", KEY_A)]);
+    let key = ClusterKey::from_file_bytes(KEY_A.as_bytes()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let target: std::net::SocketAddr = format!("{}:{}", c.addr(2), c.port()).parse().unwrap();
+    let mut child = std::process::Command::new("sleep").arg("60").spawn().expect("sleep");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+    assert_ne!(uid, 65534, "run as root or another uid than nobody");
+    let before = own_row(&c, 2)["dropped_connections"].as_u64().unwrap_or(0);
+    let other = key.issue(65534, 65534, 1, now, [1; 16]);
+    let f = mos_engine::migrate::migrate_out(pid, 1, target, Some(&other)).expect_err("moved with another user's ticket");
+    assert!(f.at_home && f.to_string().contains("does not match its connection's ticket"), "failure: {f}");
+    assert!(own_row(&c, 2)["dropped_connections"].as_u64().unwrap_or(0) > before, "the forged offer was not counted");
+    assert!(child.try_wait().unwrap().is_none(), "the process did not survive the refused move");
+    let own = key.issue(uid, gid, 1, now, [2; 16]);
+    let away = mos_engine::migrate::migrate_out(pid, 1, target, Some(&own)).expect("the same move with its own ticket");
+    assert!(away.stream.is_secure());
+    drop(away);
+    let _ = child.kill();
+    let _ = child.wait();
+}
