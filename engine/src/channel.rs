@@ -8,12 +8,45 @@ use mos_proto::secure::{self, Credential, SecureError, SecureStream, Ticket};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a new connection may take to connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the secure handshake may take (a silent peer is dropped after this).
+/// How long the whole secure handshake may take (a silent or trickling peer is dropped after this).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A socket whose every read and write may only take what is left until `until`.
+struct Deadline {
+    s: TcpStream,
+    until: Instant,
+}
+
+impl Deadline {
+    fn left(&self) -> io::Result<Duration> {
+        let d = self.until.saturating_duration_since(Instant::now());
+        if d.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "secure handshake took too long"));
+        }
+        Ok(d)
+    }
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.s.set_read_timeout(Some(self.left()?))?;
+        self.s.read(buf)
+    }
+}
+
+impl Write for Deadline {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.s.set_write_timeout(Some(self.left()?))?;
+        self.s.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.s.flush()
+    }
+}
 
 /// What the deputy channel needs of a stream beyond `Read + Write`: its descriptor for `poll`,
 /// whether data was already received that `poll` cannot see, and a read that does not block.
@@ -141,9 +174,9 @@ pub fn connect(target: SocketAddr, cred: Option<&Credential>) -> Result<Channel,
     let s = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT).map_err(|e| Error::Connect { addr: target, source: e })?;
     crate::migrate::tune(&s);
     let Some(cred) = cred else { return Ok(Channel::Plain(s)) };
-    let _ = s.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let _ = s.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
-    let s = secure::initiate(s, cred).map_err(|e| Error::Secure { addr: target, reason: describe(&e) })?;
+    let s = secure::initiate(Deadline { s, until: Instant::now() + HANDSHAKE_TIMEOUT }, cred)
+        .map_err(|e| Error::Secure { addr: target, reason: describe(&e) })?
+        .map_inner(|d| d.s);
     let _ = s.get_ref().set_read_timeout(None);
     let _ = s.get_ref().set_write_timeout(None);
     Ok(Channel::Secure(Box::new(s)))
@@ -165,9 +198,8 @@ fn describe(e: &SecureError) -> String {
 pub fn accept(s: TcpStream, key: Option<&ClusterKey>) -> Result<(Channel, Option<Ticket>), SecureError> {
     crate::migrate::tune(&s);
     let Some(key) = key else { return Ok((Channel::Plain(s), None)) };
-    let _ = s.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let _ = s.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
-    let (s, ticket) = secure::respond(s, key, wall_ms())?;
+    let (s, ticket) = secure::respond(Deadline { s, until: Instant::now() + HANDSHAKE_TIMEOUT }, key, wall_ms())?;
+    let s = s.map_inner(|d| d.s);
     let _ = s.get_ref().set_read_timeout(None);
     let _ = s.get_ref().set_write_timeout(None);
     Ok((Channel::Secure(Box::new(s)), Some(ticket)))

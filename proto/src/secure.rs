@@ -339,6 +339,11 @@ impl<S> SecureStream<S> {
         &self.inner
     }
 
+    /// The same session over `f(inner)` (e.g. the bare socket once a handshake wrapper is done).
+    pub fn map_inner<T>(self, f: impl FnOnce(S) -> T) -> SecureStream<T> {
+        SecureStream { inner: f(self.inner), st: self.st }
+    }
+
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
