@@ -17,6 +17,8 @@ set +e
 cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
+# Bounded fuzzing of every decoder (or, without cargo-fuzz/nightly, the seed corpus replayed).
+scripts/fuzz-smoke.sh || rc=1
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

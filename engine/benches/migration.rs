@@ -78,7 +78,8 @@ fn one(mib: usize) -> Row {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let server = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+        let (s, _) = l.accept().unwrap();
+        let mut s = mos_engine::channel::Channel::Plain(s);
         let (g, _) = migrate::accept_guest(&mut s, |_| Ok(())).expect("restore");
         // Hold the connection until the sender has released the deputy, then end the guest.
         let mut b = [0u8; 1];
@@ -86,7 +87,7 @@ fn one(mib: usize) -> Row {
         let _ = kill(g.pid, Signal::SIGKILL);
         let _ = waitpid(g.pid, None);
     });
-    let away = migrate::migrate_out(pid, 1, addr, mos_proto::control::Mode::StopCopy).expect("migration");
+    let away = migrate::migrate_out(pid, 1, addr, mos_proto::control::Mode::StopCopy, None).expect("migration");
     let st = away.stats.clone();
     drop(away);
     server.join().unwrap();

@@ -17,6 +17,7 @@
 //! futex. The deputy runs the call, stores `ret`, swaps `state` to `IDLE` and wakes the futex only if
 //! the old value was `POSTED_WAITING` (mosrun asleep). mosrun touches `ret` and the buffers only when
 //! it has seen `IDLE` (acquire); the deputy only while the state is posted.
+use crate::channel::Wire;
 use crate::ptrace::{Running, Stopped, Tracee};
 use crate::sys::{self, SharedMem};
 use crate::{mem, procfs, Error};
@@ -24,7 +25,6 @@ use mos_proto::deputy::{Buf, ExitStatus, MAX_BUF, NO_ARG};
 use mos_proto::frame::FrameReader;
 use mos_proto::migration::Rseq;
 use nix::sys::signal::Signal;
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -507,16 +507,14 @@ impl Deputy {
     }
 }
 
-/// Busy-polls socket `fd` (non-blocking reads into `rx`) until a whole frame is held, for at most
+/// Busy-polls stream `s` (non-blocking reads into `rx`) until a whole frame is held, for at most
 /// `budget`. Both ends of the deputy channel use it where the next frame is usually due within
 /// µs: catching it this way saves the sleep and wake-up of a blocking read. Returns whether a frame
 /// came. End of stream or an error stops it (the blocking read that follows reports them).
-pub fn spin_for_frame(rx: &mut FrameReader, fd: BorrowedFd<'_>, budget: Duration) -> bool {
+pub fn spin_for_frame<S: Wire + ?Sized>(rx: &mut FrameReader, s: &mut S, budget: Duration) -> bool {
     let start = Instant::now();
     while !rx.has_frame() {
-        let r = rx.fill_with(|b| {
-            nix::sys::socket::recv(fd.as_raw_fd(), b, nix::sys::socket::MsgFlags::MSG_DONTWAIT).map_err(std::io::Error::from)
-        });
+        let r = rx.fill_with(|b| s.read_now(b));
         match r {
             Ok(0) => return false,
             Ok(_) => continue,
@@ -568,13 +566,13 @@ impl SpinPolicy {
     }
 
     /// Spins for a frame if the policy says so; true when one came while spinning.
-    pub fn spin(&mut self, rx: &mut FrameReader, fd: BorrowedFd<'_>) -> bool {
+    pub fn spin<S: Wire + ?Sized>(&mut self, rx: &mut FrameReader, s: &mut S) -> bool {
         let budget = self.budget();
         if budget.is_zero() {
             return false;
         }
         let before = sys::involuntary_switches();
-        let hit = spin_for_frame(rx, fd, budget);
+        let hit = spin_for_frame(rx, s, budget);
         // Preempted while spinning: the CPUs are shared with other work (or with the very side
         // we wait for), so the spin took CPU time from someone. Counted as a miss.
         let preempted = sys::involuntary_switches() != before;

@@ -2,6 +2,7 @@
 //! calls (locally, from what it knows of home, or by forwarding them to the deputy), relays signals,
 //! reports its exit, and sends it home when asked or when it makes a call only home can run.
 use crate::capture::{self, thaw};
+use crate::channel::Wire;
 use crate::deputy::SpinPolicy;
 use crate::policy::{self, Answer, Arg, Disposition};
 use crate::ptrace::{Running, Tracee};
@@ -13,7 +14,6 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
@@ -644,7 +644,7 @@ struct Host<'a, S> {
     told: Vec<u32>,
 }
 
-impl<S: Read + Write + AsFd> Host<'_, S> {
+impl<S: Wire> Host<'_, S> {
     fn send(&mut self, m: &DeputyMsg) -> Result<(), Error> {
         frame::write_msg(self.s, Kind::Deputy, m)?;
         Ok(())
@@ -677,7 +677,7 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
         let seq = self.seq;
         self.send(&DeputyMsg::Syscall { seq, nr, args, bufs })?;
         // The reply usually comes within tens of µs: catch it without sleeping when that pays.
-        self.reply_spin.spin(&mut self.rx, self.s.as_fd());
+        self.reply_spin.spin(&mut self.rx, self.s);
         loop {
             let f = self.rx.read_frame(self.s)?;
             match f.expect::<DeputyMsg>(Kind::Deputy)? {
@@ -980,7 +980,7 @@ impl<S: Read + Write + AsFd> Host<'_, S> {
 
 /// Hosts a restored guest until it exits, goes home, or its home is lost. `inbox` carries the
 /// hosting node's [`Order`]s.
-pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -> End {
+pub fn serve<S: Wire>(stream: &mut S, g: &Guest, inbox: &Inbox) -> End {
     let mut h = Host {
         s: stream,
         rx: FrameReader::new(),
@@ -1009,7 +1009,7 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
             }
         }
         // A message from home already read ahead is handled without waiting for anything.
-        let held = h.rx.has_frame();
+        let held = h.rx.has_frame() || h.s.buffered();
         let (sock_ready, notif_ready, exit_ready, order_ready) = {
             let mut fds = [
                 PollFd::new(h.s.as_fd(), PollFlags::POLLIN),

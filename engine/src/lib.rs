@@ -7,12 +7,14 @@
 //! * [`deputy`]: the home task after the move: executes forwarded calls in its own context.
 //! * [`guest`]: the remote side: answers intercepted calls, relays signals and exit, goes home.
 //! * [`checkpoint`]: a process to a checkpoint file and back (the migration stream in a file).
+//! * [`channel`]: the connection between nodes, plain or Noise-encrypted with the cluster key.
 //! * [`migrate`]: whole procedures (`migrate_out`, `receive_home`, `accept_guest`).
 //! * [`policy`], [`seccomp`], [`syscall_names`]: the system-call table and the filter built from it.
 //! * [`ptrace`] (typestate wrapper), [`procfs`], [`mem`], [`sys`] (all FFI).
 #![deny(unsafe_code)]
 
 pub mod capture;
+pub mod channel;
 pub mod checkpoint;
 pub mod deputy;
 pub mod fault;
@@ -70,6 +72,8 @@ pub enum Error {
     /// the process.
     #[error("{0}")]
     Checkpoint(String),
+    #[error("secure connection to {addr} failed: {reason}")]
+    Secure { addr: std::net::SocketAddr, reason: String },
 }
 
 impl From<std::io::Error> for Error {

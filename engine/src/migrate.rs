@@ -1,5 +1,6 @@
 //! Whole-migration procedures used by the home supervisor (mosrun) and the migration server (mosd).
 use crate::capture::{self, thaw};
+use crate::channel::Channel;
 use crate::deputy::Deputy;
 use crate::guest::Guest;
 use crate::ptrace::{Stopped, Tracee};
@@ -9,6 +10,7 @@ use mos_proto::control::Mode;
 use mos_proto::deputy::DeputyMsg;
 use mos_proto::frame::{self, Kind};
 use mos_proto::migration::*;
+use mos_proto::secure::Credential;
 use nix::unistd::Pid;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -30,7 +32,7 @@ pub struct Failure {
 #[derive(Debug)]
 pub struct Away {
     pub deputy: Deputy,
-    pub stream: TcpStream,
+    pub stream: Channel,
     pub remote_pid: u32,
     pub stats: Stats,
     /// Large areas of the home copy still to free, a chunk at a time ([`Away::free_some`]).
@@ -80,15 +82,13 @@ pub fn tune(stream: &TcpStream) {
 }
 
 /// Moves process `pid` from home to the mosd at `target`, with pre-copy (pages stream while the
-/// process runs; [`crate::precopy`]) or stop-and-copy. On failure the process continues at home
-/// as if nothing happened.
-pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode) -> Result<Away, Failure> {
+/// process runs; [`crate::precopy`]) or stop-and-copy, over a secure connection when `cred` (from
+/// this node's mosd) is given. On failure the process continues at home as if nothing happened.
+pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode, cred: Option<&Credential>) -> Result<Away, Failure> {
     let start = Instant::now();
     let fail = |e: Error| Failure { source: e, at_home: true };
     // Connect first: an unreachable node costs the process no freeze at all.
-    let mut stream =
-        TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(|e| fail(Error::Connect { addr: target, source: e }))?;
-    tune(&stream);
+    let mut stream = crate::channel::connect(target, cred).map_err(fail)?;
     let _ = stream.set_read_timeout(Some(MIGRATION_TIMEOUT));
     // A target that vanishes without a reset (powered off, partitioned) must not keep the process
     // frozen: sends time out too, and the process resumes at home.
@@ -188,7 +188,7 @@ pub enum NotHome {
     Lost(Error),
 }
 
-pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Result<(Stats, Pid), NotHome> {
+pub fn receive_home(away: &mut Channel, deputy: Deputy, offer: &Offer) -> Result<(Stats, Pid), NotHome> {
     let start = Instant::now();
     let mut t = deputy.into_tracee();
     let pid = t.pid();
@@ -240,7 +240,7 @@ pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Resu
 /// uid/gid, checks the offer, rebuilds the process in the stub with its seccomp filter, answers
 /// `Resumed` and lets it run. On any error the stub is killed and the sender keeps the process.
 /// `admit` may refuse the offer first (a blocked node, not enough memory), with the reason.
-pub fn accept_guest(stream: &mut TcpStream, admit: impl FnOnce(&Offer) -> Result<(), String>) -> Result<(Guest, Stats), Error> {
+pub fn accept_guest(stream: &mut Channel, admit: impl FnOnce(&Offer) -> Result<(), String>) -> Result<(Guest, Stats), Error> {
     accept_guest_with(stream, admit, |_, _| {})
 }
 
@@ -248,15 +248,15 @@ pub fn accept_guest(stream: &mut TcpStream, admit: impl FnOnce(&Offer) -> Result
 /// move done as soon as it reads it), e.g. to list the guest here by then. If `Err` comes after
 /// it ran, the guest did not stay.
 pub fn accept_guest_with(
-    stream: &mut TcpStream,
+    stream: &mut Channel,
     admit: impl FnOnce(&Offer) -> Result<(), String>,
     resumed: impl FnOnce(&Guest, &Stats),
 ) -> Result<(Guest, Stats), Error> {
     let start = Instant::now();
-    tune(stream);
+    tune(stream.tcp());
     let _ = stream.set_read_timeout(Some(MIGRATION_TIMEOUT));
     let offer: Offer = frame::read_frame(stream)?.expect(Kind::Offer)?;
-    let refuse = |stream: &mut TcpStream, reason: String| {
+    let refuse = |stream: &mut Channel, reason: String| {
         let _ = frame::write_msg(stream, Kind::Refuse, &Refuse { reason: reason.clone() });
         Error::Refused(reason)
     };

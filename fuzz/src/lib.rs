@@ -112,3 +112,142 @@ pub fn auth_envelope(data: &[u8]) {
     let sealed = key.seal(7, 1 << 12, data);
     assert_eq!(key.open(&sealed).map(|(_, _, b)| b.to_vec()), Ok(data.to_vec()));
 }
+
+/// Secure streams (mos_proto::secure). The first byte picks what the rest is:
+/// * 0: what a responder receives on a new connection (ticket, then handshake) under a fixed key;
+///   a ticket that decodes re-encodes to the same bytes.
+/// * 1: what an established stream receives (length-prefixed transport messages): garbage may
+///   only fail or end, never panic, hang or allocate beyond the stream's fixed buffers.
+/// * 2: a round trip: the bytes choose write sizes, read sizes and maybe one byte of the wire to
+///   flip; without a flip what is read equals what was written, with one the reader gets an
+///   error after at most an unchanged prefix of it.
+pub fn secure_stream(data: &[u8]) {
+    use mos_proto::secure::{self, SecureStream, Ticket, TICKET_LEN};
+    use std::cell::RefCell;
+    use std::io::{Cursor, Read, Write};
+    type Pair = (SecureStream<Vec<u8>>, SecureStream<Cursor<Vec<u8>>>);
+    thread_local! {
+        static PAIR: RefCell<Option<Pair>> = const { RefCell::new(None) };
+    }
+    let key = mos_proto::auth::ClusterKey::from_file_bytes(b"fuzzing key, 16+ bytes").expect("valid key");
+    let Some((&mode, rest)) = data.split_first() else { return };
+    match mode % 3 {
+        0 => {
+            let mut now = 0;
+            if let Some(raw) = rest.first_chunk::<TICKET_LEN>() {
+                if let Ok(t) = Ticket::decode(raw) {
+                    assert_eq!(&t.encode(), raw, "a decoded ticket re-encodes to itself");
+                    now = t.issued_ms;
+                }
+            }
+            let mut io = (Cursor::new(rest), Vec::new());
+            let _ = secure::respond(Duplex(&mut io), &key, now);
+        }
+        _ => PAIR.with(|p| {
+            let mut p = p.borrow_mut();
+            let (tx, rx) = p.take().unwrap_or_else(|| {
+                secure::pair_in_memory(Vec::new(), Cursor::new(Vec::new()), &key, secure::PROTOCOL).expect("in-memory handshake")
+            });
+            let nonce = tx.sending_nonce();
+            let mut tx = tx.rewire(Vec::new(), 0);
+            let (wire, sent) = if mode % 3 == 1 {
+                (rest.to_vec(), Vec::new())
+            } else {
+                // Write sizes: each of the first 16 bytes b is a write of b * 13 bytes, or of
+                // 66,000 (more than one message) when b >= 0xf8.
+                let mut sent = Vec::new();
+                for (k, &b) in rest.iter().enumerate().take(16) {
+                    let n = if b >= 0xf8 { 66_000 } else { b as usize * 13 };
+                    let at = sent.len();
+                    sent.extend((0..n).map(|i| (i + k) as u8));
+                    tx.write_all(&sent[at..]).expect("writes to a Vec");
+                }
+                (std::mem::take(tx.get_mut()), sent)
+            };
+            let flip = (mode % 3 == 2 && mode & 0x80 != 0 && !wire.is_empty()).then(|| {
+                let at = rest.iter().fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(*b as usize)) % wire.len();
+                at
+            });
+            let mut wire = wire;
+            if let Some(at) = flip {
+                wire[at] ^= 0x01;
+            }
+            let mut rx = rx.rewire(Cursor::new(wire), nonce);
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut sizes = rest.iter().cycle();
+            let failed = loop {
+                let n = sizes.next().map_or(buf.len(), |b| (*b as usize * 397) % buf.len() + 1);
+                let n = if got.len() + n < sent.len() / 2 { buf.len() } else { n };
+                match rx.read(&mut buf[..n]) {
+                    Ok(0) => break false,
+                    Ok(k) => got.extend_from_slice(&buf[..k]),
+                    Err(_) => break true,
+                }
+                assert!(got.len() <= sent.len().max(rest.len() * 65_536), "more read than could have been sent");
+            };
+            if mode % 3 == 2 {
+                if flip.is_some() {
+                    assert!(failed, "a flipped byte went unnoticed");
+                    assert!(sent.starts_with(&got), "data read before the error was changed");
+                } else {
+                    assert!(!failed && got == sent, "the round trip changed the data");
+                }
+            }
+            let tx = tx.rewire(Vec::new(), 0);
+            let rx = rx.rewire(Cursor::new(Vec::new()), 0);
+            *p = Some((tx, rx));
+        }),
+    }
+}
+
+/// Reads from the first, writes into the second.
+struct Duplex<'a, R>(&'a mut (R, Vec<u8>));
+
+impl<R: std::io::Read> std::io::Read for Duplex<'_, R> {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        self.0 .0.read(b)
+    }
+}
+
+impl<R> std::io::Write for Duplex<'_, R> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 .1.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A `DeputyMsg` body; what the home side computes from a remote exit must not panic or report
+/// success for a signal.
+pub fn deputy_msg(data: &[u8]) {
+    use mos_proto::deputy::DeputyMsg;
+    postcard_body::<DeputyMsg>(Kind::Deputy, data);
+    if let Ok(DeputyMsg::Exited { status }) = frame::decode_body::<DeputyMsg>(Kind::Deputy, data) {
+        let code = status.shell_code();
+        assert!((0..=255).contains(&code));
+    }
+}
+
+/// Every fuzz target by name, as its `fuzz_targets/NAME.rs` runs it (the stable replay of the
+/// seed corpus, `tests/replay.rs`, goes through here). None for an unknown name.
+pub fn run_target(name: &str, data: &[u8]) -> Option<()> {
+    use mos_proto::{control, migration};
+    match name {
+        "frame" => whole_frame(data),
+        "pages" => pages_body(data),
+        "offer" => postcard_body::<migration::Offer>(Kind::Offer, data),
+        "context" => postcard_body::<migration::Context>(Kind::Context, data),
+        "vmas" => postcard_body::<migration::Vmas>(Kind::Vmas, data),
+        "deputy" => deputy_msg(data),
+        "control_request" => postcard_body::<control::Request>(Kind::Control, data),
+        "control_reply" => postcard_body::<control::Reply>(Kind::Control, data),
+        "gossip" => gossip_datagram(data),
+        "auth" => auth_envelope(data),
+        "secure" => secure_stream(data),
+        _ => return None,
+    }
+    Some(())
+}

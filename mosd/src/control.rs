@@ -126,6 +126,14 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
             let r = checkpoint(node, pid, file, then, uid);
             reply(&mut c, &r)
         }
+        Request::Ticket => {
+            let cr = nix::sys::socket::getsockopt(&c, nix::sys::socket::sockopt::PeerCredentials);
+            let r = match cr.map_err(|e| e.to_string()).and_then(|cr| node.guard.issue(cr.uid(), cr.gid())) {
+                Ok(credential) => Reply::Ticket { credential },
+                Err(e) => Reply::Error { message: format!("cannot issue a ticket: {e}") },
+            };
+            reply(&mut c, &r)
+        }
         Request::CommandDone { .. } | Request::Moved { .. } | Request::CheckpointDone { .. } => {
             reply(&mut c, &Reply::Error { message: "this request is only valid from a registered mosrun".into() })
         }

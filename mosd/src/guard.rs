@@ -1,6 +1,7 @@
 //! The node's door: seals outgoing gossip datagrams with the cluster key and checks incoming ones
 //! (MAC, replay window), counts what it drops, and limits the log lines a peer can cause.
 use mos_proto::auth::{ClusterKey, Replay, Stamper};
+use mos_proto::secure::Credential;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +43,20 @@ impl Guard {
 
     pub fn keyed(&self) -> bool {
         self.key.is_some()
+    }
+
+    pub fn key(&self) -> Option<&ClusterKey> {
+        self.key.as_ref()
+    }
+
+    /// A credential for a secure connection by user `uid`/`gid` of this node; None without a key.
+    pub fn issue(&self, uid: u32, gid: u32) -> Result<Option<Credential>, String> {
+        let Some(k) = &self.key else { return Ok(None) };
+        let mut nonce = [0u8; 16];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut nonce))
+            .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+        Ok(Some(k.issue(uid, gid, self.me, wall_ms(), nonce)))
     }
 
     /// The datagram to send for the brain's `body`.

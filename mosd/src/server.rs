@@ -3,8 +3,9 @@
 use crate::registry::GuestRow;
 use crate::Node;
 use mos_engine::guest::{self, End};
-use mos_engine::migrate;
+use mos_engine::{channel, migrate};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub fn accept_loop(l: TcpListener, node: Arc<Node>) {
@@ -19,10 +20,52 @@ pub fn accept_loop(l: TcpListener, node: Arc<Node>) {
     }
 }
 
-fn host(mut s: TcpStream, node: &Node) {
+/// Connections in their secure handshake at once, at most (beyond: dropped and counted).
+const MAX_HANDSHAKES: usize = 64;
+static HANDSHAKES: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_HANDSHAKES`] slots, given back when dropped.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        HANDSHAKES.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_HANDSHAKES).then_some(n + 1)).ok().map(|_| Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        HANDSHAKES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn host(s: TcpStream, node: &Node) {
     let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(%peer, "receiving a process");
-    let admit = |_: &mos_proto::migration::Offer| {
+    let ip = s.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    // With a cluster key, nothing is read but a ticket and a handshake (at most 10 s, at most
+    // MAX_HANDSHAKES at once) until the peer proved it.
+    let Some(slot) = Slot::take() else {
+        node.guard.bad_connection(ip, &format!("more than {MAX_HANDSHAKES} connections in their handshake"));
+        return;
+    };
+    let (mut s, ticket) = match channel::accept(s, node.guard.key()) {
+        Ok(x) => x,
+        Err(e) => {
+            node.guard.bad_connection(ip, &format!("secure handshake failed: {e}"));
+            return;
+        }
+    };
+    drop(slot);
+    tracing::info!(%peer, secure = s.is_secure(), "receiving a process");
+    let admit = |o: &mos_proto::migration::Offer| {
+        if let Some(t) = ticket.filter(|t| (t.uid, t.gid, t.node) != (o.uid, o.gid, o.home_node)) {
+            let why = format!(
+                "the offer (uid {}, gid {}, home node {}) does not match its connection's ticket (uid {}, gid {}, node {})",
+                o.uid, o.gid, o.home_node, t.uid, t.gid, t.node
+            );
+            node.guard.bad_connection(ip, &why);
+            return Err(why);
+        }
         if node.admin.blocked() {
             Err(format!("node {} accepts no guests (mosctl block)", node.number))
         } else {
@@ -59,7 +102,6 @@ fn host(mut s: TcpStream, node: &Node) {
         Ok(x) => x,
         Err(e @ mos_engine::Error::Proto(_)) => {
             // Not a migration stream (or a broken one): dropped, counted, logged at a limited rate.
-            let ip = s.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
             node.guard.bad_connection(ip, &e.to_string());
             return;
         }

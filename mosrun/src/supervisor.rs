@@ -2,6 +2,7 @@
 //! original task is the deputy (stopped, memory released) and this loop executes the calls the
 //! remote component forwards, relays signals, and ends the deputy the way the remote process ended.
 use crate::checkpoints::{Checkpoints, Periodic};
+use mos_engine::channel::Wire;
 use mos_engine::checkpoint;
 use mos_engine::deputy::{Deputy, SpinPolicy};
 use mos_engine::migrate::{self, Away};
@@ -10,6 +11,7 @@ use mos_proto::control::{AfterCheckpoint, Command, Mode, Reply, Request, Target}
 use mos_proto::deputy::{DeputyMsg, OnUnsupported};
 use mos_proto::frame::{self, FrameReader, Kind};
 use mos_proto::migration::{Offer, Reason, Refuse, Stats};
+use mos_proto::secure::Credential;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -216,6 +218,19 @@ impl Supervisor {
         Ok(())
     }
 
+    /// A credential for a secure connection from mosd (on a side connection); None when the
+    /// cluster has no key.
+    fn credential(&self) -> Result<Option<Credential>, BoxError> {
+        let mut side = UnixStream::connect(&self.control_path)?;
+        let _ = side.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+        frame::write_msg(&mut side, Kind::Control, &Request::Ticket)?;
+        match frame::read_frame(&mut side)?.expect::<Reply>(Kind::Control)? {
+            Reply::Ticket { credential } => Ok(credential),
+            Reply::Error { message } => Err(message.into()),
+            other => Err(format!("unexpected reply from mosd: {other:?}").into()),
+        }
+    }
+
     fn reap(&self) -> i32 {
         loop {
             match waitpid(self.pid, Some(WaitPidFlag::__WALL)) {
@@ -243,7 +258,7 @@ impl Supervisor {
         let mut place = Where::Home;
         let mut last_probe = std::time::Instant::now();
         loop {
-            let held = matches!(place, Where::Away { .. }) && self.rx.has_frame();
+            let held = matches!(&place, Where::Away { away, .. } if self.rx.has_frame() || away.stream.buffered());
             // The home copy still being freed: do not sleep in poll meanwhile.
             let freeing = matches!(&place, Where::Away { away, .. } if !away.to_free.is_empty());
             let (ctl, exit, sig, net) = {
@@ -382,7 +397,17 @@ impl Supervisor {
                 return Where::Home;
             }
         };
-        match migrate::migrate_out(self.pid, self.home_node, sa, mode) {
+        // With a cluster key, mosd vouches for this user on the connection (mosrun never sees the key).
+        let cred = match self.credential() {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("cannot get a connection ticket from mosd: {e}");
+                tracing::warn!(error = %msg, "migration failed");
+                self.done(id, Err(msg));
+                return Where::Home;
+            }
+        };
+        match migrate::migrate_out(self.pid, self.home_node, sa, mode, cred.as_ref()) {
             Ok(mut away) => {
                 // A new connection: nothing of the old one is held.
                 self.rx = FrameReader::new();
@@ -503,7 +528,7 @@ impl Supervisor {
                         return Err(self.lost(away.deputy, &format!("lost the connection to node {node}: {e}")));
                     }
                     // A process making calls back to back sends the next one within µs.
-                    self.next_spin.spin(&mut self.rx, away.stream.as_fd());
+                    self.next_spin.spin(&mut self.rx, &mut away.stream);
                 }
                 Err(e) => return Err(self.deputy_failed(away, e)),
             },

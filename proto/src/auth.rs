@@ -50,6 +50,8 @@ pub enum AuthError {
 #[derive(Clone)]
 pub struct ClusterKey {
     gossip: [u8; 32],
+    /// Keys the pre-shared keys of migration and deputy connections ([`crate::secure`]).
+    streams: [u8; 32],
 }
 
 impl std::fmt::Debug for ClusterKey {
@@ -65,10 +67,17 @@ impl ClusterKey {
         if s.len() < MIN_KEY_LEN {
             return Err(format!("the cluster key must have at least {MIN_KEY_LEN} bytes (it has {})", s.len()));
         }
-        let mut h = Sha256::new();
-        h.update(b"MOS cluster key v1: gossip\0");
-        h.update(s);
-        Ok(ClusterKey { gossip: h.finalize().into() })
+        let derive = |label: &[u8]| -> [u8; 32] {
+            let mut h = Sha256::new();
+            h.update(label);
+            h.update(s);
+            h.finalize().into()
+        };
+        Ok(ClusterKey { gossip: derive(b"MOS cluster key v1: gossip\0"), streams: derive(b"MOS cluster key v1: streams\0") })
+    }
+
+    pub(crate) fn streams_key(&self) -> &[u8; 32] {
+        &self.streams
     }
 
     fn mac(&self, head: &[u8], body: &[u8]) -> [u8; 16] {

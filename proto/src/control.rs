@@ -4,6 +4,7 @@
 //! keeps the connection: mosd then sends it [`Command`]s and mosrun answers each with
 //! [`Request::CommandDone`], and reports moves with [`Request::Moved`].
 use crate::migration::Stats;
+use crate::secure::Credential;
 use serde::{Deserialize, Serialize};
 
 /// Where a process should go.
@@ -41,6 +42,9 @@ pub enum Request {
     CheckpointDone { id: u64, result: Result<Checkpointed, String> },
     /// From mosctl: like `Migrate`, with the way the process moves out of home.
     MigrateMode { pid: u32, target: String, mode: Mode },
+    /// From mosrun, before it connects to another node: a credential for a secure connection
+    /// (`secure::Credential`), issued for the asking process's uid and gid.
+    Ticket,
 }
 
 /// What happens to a process once its checkpoint is safely written (MOSIX `migrate PID
@@ -137,13 +141,30 @@ pub struct NodeStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
     Ok,
-    Registered { node: u32 },
-    Ps { processes: Vec<ProcRow> },
-    Status { nodes: Vec<NodeStatus> },
-    Migrated { stats: Stats },
-    Error { message: String },
-    Whois { node: u32, address: String },
+    Registered {
+        node: u32,
+    },
+    Ps {
+        processes: Vec<ProcRow>,
+    },
+    Status {
+        nodes: Vec<NodeStatus>,
+    },
+    Migrated {
+        stats: Stats,
+    },
+    Error {
+        message: String,
+    },
+    Whois {
+        node: u32,
+        address: String,
+    },
     Checkpointed(Checkpointed),
+    /// Answer to `Ticket`: `None` when this node has no cluster key (connections stay plain).
+    Ticket {
+        credential: Option<Credential>,
+    },
 }
 
 /// From mosd to a registered mosrun.

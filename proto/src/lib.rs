@@ -12,6 +12,7 @@
 //! * [`auth`]: the cluster key and the authenticated envelope of gossip datagrams.
 //! * [`checkpoint`]: the checkpoint file (the migration stream plus a header, a file table and a
 //!   SHA-256 trailer).
+//! * [`secure`]: Noise-encrypted migration and deputy connections keyed by the cluster key.
 //!
 //! Pure code: no I/O besides generic `Read`/`Write` helpers, no clock, no unsafe.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod frame;
 pub mod migration;
 pub mod nodemap;
 pub mod pages;
+pub mod secure;
 
 pub use frame::{Frame, FrameError, Header, Kind};
 

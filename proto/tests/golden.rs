@@ -301,6 +301,8 @@ golden!(
     Reply::Whois { node: 2, address: "127.0.0.2".into() },
     "4d4f5300 0100 0a00 0c000000 00000000  0602093132372e302e302e32"
 );
+golden!(request_ticket_golden, Kind::Control, Request, Request::Ticket, "4d4f5300 0100 0a00 01000000 00000000  0c");
+golden!(reply_ticket_none_golden, Kind::Control, Reply, Reply::Ticket { credential: None }, "4d4f5300 0100 0a00 02000000 00000000  0800");
 golden!(request_migrate_golden, Kind::Control, Request, request_migrate(), "4d4f5300 0100 0a00 08000000 00000000  05922104686f6d65");
 
 golden!(reply_ok_golden, Kind::Control, Reply, Reply::Ok, "4d4f5300 0100 0a00 01000000 00000000  00");
@@ -439,6 +441,7 @@ golden!(command_migrate_mode_golden, Kind::Control, Command, command_migrate_mod
 fn write_fuzz_seeds() {
     use std::path::PathBuf;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let key = mos_proto::auth::ClusterKey::from_file_bytes(b"fuzzing key, 16+ bytes").unwrap();
     let put = |target: &str, name: &str, bytes: &[u8]| {
         let dir = root.join(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -480,6 +483,7 @@ fn write_fuzz_seeds() {
         ("status", Request::Status),
         ("migrate", request_migrate()),
         ("admin", Request::Admin { op: AdminOp::Shutdown }),
+        ("ticket", Request::Ticket),
     ] {
         put("control_request", name, &body(Kind::Control, &m));
     }
@@ -490,12 +494,13 @@ fn write_fuzz_seeds() {
         ("status", reply_status()),
         ("migrated", reply_migrated()),
         ("error", reply_error()),
+        ("ticket_none", Reply::Ticket { credential: None }),
+        ("ticket", Reply::Ticket { credential: Some(key.issue(1000, 100, 2, 1 << 40, [9; 16])) }),
     ] {
         put("control_reply", name, &body(Kind::Control, &m));
     }
 
     // Authenticated gossip envelopes under the fuzz target's key.
-    let key = mos_proto::auth::ClusterKey::from_file_bytes(b"fuzzing key, 16+ bytes").unwrap();
     put("auth", "small", &key.seal(2, 1 << 40, b"MOSG"));
     put("auth", "empty_body", &key.seal(1, 5, b""));
 
@@ -519,6 +524,36 @@ fn write_fuzz_seeds() {
     let mut p = Vec::new();
     frame::write_raw(&mut p, Kind::Pages, &[&pages::encode_runs(&one), &page_data(&one)]).unwrap();
     put("frame", "pages_one", &p);
+
+    // Secure streams (first byte: the fuzz target's mode). 0: a real initiator's ticket and
+    // handshake message (it stops when no answer comes).
+    struct Sink(Vec<u8>);
+    impl std::io::Read for Sink {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Ok(0)
+        }
+    }
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hello = Sink(vec![0]);
+    let _ = mos_proto::secure::initiate(&mut hello, &key.issue(1000, 100, 2, 1 << 40, [9; 16]));
+    put("secure", "hello", &hello.0);
+    // 1: transport messages (of another session: they fail to decrypt, the framing is exercised).
+    let (mut tx, _) = mos_proto::secure::pair_in_memory(Vec::<u8>::new(), Vec::<u8>::new(), &key, mos_proto::secure::PROTOCOL).unwrap();
+    std::io::Write::write_all(&mut tx, b"a deputy frame").unwrap();
+    let mut m = vec![1];
+    m.extend_from_slice(tx.get_ref());
+    put("secure", "message", &m);
+    // 2: round trips (write sizes), one with a flipped byte (mode byte with 0x80 set).
+    put("secure", "round_trip", &[2, 5, 0xf5, 3, 0, 200]);
+    put("secure", "round_trip_flip", &[0x82, 1, 2, 3]);
 }
 
 // ---------------------------------------------------------------- checkpoint files and commands

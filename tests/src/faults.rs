@@ -87,10 +87,16 @@ fn try_move(c: &Cluster, pid: u32, target: u32) -> bool {
 }
 
 /// Runs `rounds` rounds with random faults chosen from `seed`, printing one line per round.
+/// With `MOS_FAULT_KEY=TEXT` in the environment every node has that cluster key (secure streams).
 pub fn run(rounds: usize, seed: u64, program: &str) -> Report {
     let want = crate::reference(program, &ARGS, TIMEOUT);
     let specs: Vec<VNodeSpec> = (0..3).map(|_| VNodeSpec { netns: true, ..VNodeSpec::default() }).collect();
-    let mut c = Cluster::start_virtual(&specs, &[]);
+    let key = std::env::var("MOS_FAULT_KEY").ok();
+    let keyed: Vec<(u32, &str, &str)> = key.iter().flat_map(|k| (1..=3).map(move |i| (i, "MOS_TEST_KEY", k.as_str()))).collect();
+    let with_key = |env: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
+        env.iter().copied().chain(key.as_deref().map(|k| ("MOS_TEST_KEY", k))).collect()
+    };
+    let mut c = Cluster::start_virtual(&specs, &keyed);
     let mut rng = Rng(seed | 1);
     let mut r = Report::default();
     for round in 0..rounds {
@@ -102,11 +108,11 @@ pub fn run(rounds: usize, seed: u64, program: &str) -> Report {
         let (ok, what) = match kind {
             0 => {
                 let point = POINTS[rng.below(4) as usize];
-                c.restart_node(target, &[("MOS_FAULT", point)]);
+                c.restart_node(target, &with_key(&[("MOS_FAULT", point)]));
                 let ok = try_move(&c, pid, target);
                 r.kills += 1;
                 // The node died at that point (or was never reached): start it again, clean.
-                c.restart_node(target, &[]);
+                c.restart_node(target, &with_key(&[]));
                 (ok, format!("kill node {target} at {point}"))
             }
             1 => {

@@ -133,3 +133,76 @@ fn a_guest_cannot_read_a_file_that_exists_only_on_its_host() {
     assert!(err.contains("No such file or directory"), "open's error: {err}");
     assert!(secret.exists(), "the file is still there on the host");
 }
+
+/// With a cluster key, migration and deputy streams are Noise-encrypted (node 2 logs the
+/// connection as secure): a job moves to node 2, its forwarded output calls work there, it moves
+/// back home and its output and exit status are those of an unmigrated run.
+#[test]
+fn keyed_nodes_migrate_and_forward_calls_over_secure_streams() {
+    let c = Cluster::start_with_env(2, &[(1, "MOS_TEST_KEY", KEY_A), (2, "MOS_TEST_KEY", KEY_A)]);
+    let want = mos_tests::reference(WL_RUST, &["30", "30"], Duration::from_secs(120));
+    let (mut job, pid) = c.start_job(1, WL_RUST, &["30", "30"]);
+    job.wait_lines(3, Duration::from_secs(60));
+    c.migrate(1, pid, "2");
+    assert!(c.ps_row(2, pid, true).is_some(), "node 2 does not host the process");
+    // Lines printed while away went through the deputy (forwarded writes on the secure stream).
+    let away_from = job.lines();
+    job.wait_lines(away_from + 3, Duration::from_secs(60));
+    c.migrate(1, pid, "home");
+    let st = job.wait(Duration::from_secs(120));
+    assert_eq!(st.code(), Some(7), "exit status; stderr: {}", String::from_utf8_lossy(&job.stderr()));
+    mos_tests::assert_same_output(&job.stdout(), &want.stdout, "wl_rust moved over secure streams");
+    assert!(c.log(2).contains("secure=true"), "node 2 did not take the process on a secure stream:\n{}", c.log(2));
+    assert_eq!(own_row(&c, 2)["dropped_connections"].as_u64(), Some(0), "a good connection was counted as dropped");
+}
+
+/// A node with another cluster key cannot move a process in: the handshake fails, the
+/// connection is dropped and counted at the target, and the process keeps running at home.
+#[test]
+fn a_node_with_another_key_cannot_migrate_a_process_in() {
+    let c = Cluster::start_with_env(3, &[(1, "MOS_TEST_KEY", KEY_A), (2, "MOS_TEST_KEY", KEY_A), (3, "MOS_TEST_KEY", KEY_B)]);
+    let before = own_row(&c, 1)["dropped_connections"].as_u64().unwrap_or(0);
+    let (mut job, pid) = c.start_job(3, WL_RUST, &["30", "30"]);
+    job.wait_lines(2, Duration::from_secs(60));
+    let out = c.migrate_fails(3, pid, c.addr(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("secure connection"), "mosctl's error names the failed handshake: {err}");
+    wait_until(after(Duration::from_secs(10)), "node 1 to count the refused connection", || {
+        (own_row(&c, 1)["dropped_connections"].as_u64().unwrap_or(0) > before).then_some(())
+    });
+    assert!(c.ps_row(1, pid, true).is_none(), "node 1 hosts the process anyway");
+    let row = c.ps_row(3, pid, false).expect("process row at home");
+    assert_eq!(row["node"].as_u64(), Some(3), "the process is not at home");
+    assert_eq!(job.wait(Duration::from_secs(120)).code(), Some(7), "the process did not finish at home");
+}
+
+/// A ticket binds a connection to a user: a peer holding a valid ticket for uid 65534 cannot move
+/// in a process that runs as root (the target refuses the offer, counts it, and the process
+/// stays where it was); the same process with a ticket for its own uid moves (the check is what
+/// refuses, not something else).
+#[test]
+fn a_ticket_for_another_user_cannot_move_a_root_process() {
+    use mos_proto::auth::ClusterKey;
+    let c = Cluster::start_with_env(2, &[(1, "MOS_TEST_KEY", KEY_A), (2, "MOS_TEST_KEY", KEY_A)]);
+    let key = ClusterKey::from_file_bytes(KEY_A.as_bytes()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let target: std::net::SocketAddr = format!("{}:{}", c.addr(2), c.port()).parse().unwrap();
+    let mut child = std::process::Command::new("sleep").arg("60").spawn().expect("sleep");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+    assert_ne!(uid, 65534, "run as root or another uid than nobody");
+    let before = own_row(&c, 2)["dropped_connections"].as_u64().unwrap_or(0);
+    let other = key.issue(65534, 65534, 1, now, [1; 16]);
+    let f = mos_engine::migrate::migrate_out(pid, 1, target, mos_proto::control::Mode::PreCopy, Some(&other))
+        .expect_err("moved with another user's ticket");
+    assert!(f.at_home && f.to_string().contains("does not match its connection's ticket"), "failure: {f}");
+    assert!(own_row(&c, 2)["dropped_connections"].as_u64().unwrap_or(0) > before, "the forged offer was not counted");
+    assert!(child.try_wait().unwrap().is_none(), "the process did not survive the refused move");
+    let own = key.issue(uid, gid, 1, now, [2; 16]);
+    let away = mos_engine::migrate::migrate_out(pid, 1, target, mos_proto::control::Mode::PreCopy, Some(&own))
+        .expect("the same move with its own ticket");
+    assert!(away.stream.is_secure());
+    drop(away);
+    let _ = child.kill();
+    let _ = child.wait();
+}
