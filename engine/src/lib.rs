@@ -47,6 +47,8 @@ pub enum Error {
     },
     #[error("process {pid} cannot migrate: {reason}")]
     Unsupported { pid: i32, reason: String },
+    #[error("process {pid} ended while its memory was being copied (it was not moved)")]
+    Ended { pid: i32 },
     #[error("traced process {pid} ended unexpectedly ({how})")]
     TraceeGone {
         pid: i32,

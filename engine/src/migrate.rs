@@ -21,7 +21,11 @@ pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// A migration that did not happen. `at_home` says whether the process is intact and running at
 /// home (always true for a failed move out of home).
 #[derive(Debug, thiserror::Error)]
-#[error("{source} (the process {})", if *at_home { "keeps running at home" } else { "could not be kept" })]
+#[error("{source}{}", match (&source, *at_home) {
+    (Error::Ended { .. }, _) => "",
+    (_, true) => " (the process keeps running at home)",
+    (_, false) => " (the process could not be kept)",
+})]
 pub struct Failure {
     #[source]
     pub source: Error,
@@ -114,6 +118,9 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode, cre
                 let (t, img, sent) = stop_copy(&mut stream, pid, home_node)?;
                 (t, img, sent, None)
             }
+            // A process that ends while its pages stream (it was never frozen) is not a failure
+            // of the move: say so rather than name the /proc file that vanished with it.
+            Err(_) if crate::procfs::ended(pid) => return Err(Failure { source: Error::Ended { pid: pid.as_raw() }, at_home: true }),
             Err(n) => return Err(Failure { source: n.error, at_home: n.at_home }),
         },
     };

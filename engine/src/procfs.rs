@@ -151,6 +151,11 @@ pub fn status(pid: Pid) -> Result<Status, Error> {
     Ok(parse_status(&read(pid, "status")?))
 }
 
+/// Whether process `pid` has ended (gone, or a zombie not yet reaped by its parent).
+pub fn ended(pid: Pid) -> bool {
+    status(pid).map_or(true, |s| matches!(s.state, 'Z' | 'X'))
+}
+
 pub fn comm(pid: Pid) -> Result<String, Error> {
     Ok(read(pid, "comm")?.trim_end_matches('\n').to_string())
 }
