@@ -132,6 +132,22 @@ impl Tracee<Running> {
     /// are recorded in `pending_signals` and suppressed (the tracee goes on); an end of the tracee
     /// is [`Error::TraceeGone`] (its status is reaped).
     pub fn take_stops(&mut self) -> Result<(), Error> {
+        self.drain_stops(|_, _| false)
+    }
+
+    /// Like [`take_stops`](Self::take_stops), but the signals of signal-delivery-stops are returned
+    /// as their `siginfo_t` (PTRACE_GETSIGINFO) instead of being recorded in `pending_signals`
+    /// (a signal whose siginfo cannot be read is recorded there as before).
+    pub fn take_stops_siginfo(&mut self) -> Result<Vec<[u8; sys::SIGINFO_LEN]>, Error> {
+        let mut infos = Vec::new();
+        self.drain_stops(|pid, _| sys::get_siginfo(pid).map(|info| infos.push(info)).is_ok())?;
+        Ok(infos)
+    }
+
+    /// Reaps every stop reported so far without waiting and lets the tracee go on after each; a
+    /// signal-delivery-stop is suppressed and offered to `taken`, and recorded in
+    /// `pending_signals` unless `taken` kept it.
+    fn drain_stops(&mut self, mut taken: impl FnMut(Pid, Signal) -> bool) -> Result<(), Error> {
         let pid = self.pid;
         loop {
             let ws = match waitpid(pid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
@@ -141,34 +157,11 @@ impl Tracee<Running> {
             };
             match ws {
                 WaitStatus::StillAlive => return Ok(()),
-                WaitStatus::Stopped(_, sig) => self.pending_signals.push(sig),
-                WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_) => {}
-                other => return Err(gone(pid, other)),
-            }
-            ptrace::cont(pid, None).map_err(|e| Error::Sys { what: "PTRACE_CONT", pid: pid.as_raw(), errno: e })?;
-        }
-    }
-}
-
-impl Tracee<Running> {
-    /// Like [`take_stops`](Self::take_stops), but the signals of signal-delivery-stops are returned
-    /// as their `siginfo_t` (PTRACE_GETSIGINFO) instead of being recorded in `pending_signals`
-    /// (a signal whose siginfo cannot be read is recorded there as before).
-    pub fn take_stops_siginfo(&mut self) -> Result<Vec<[u8; sys::SIGINFO_LEN]>, Error> {
-        let pid = self.pid;
-        let mut infos = Vec::new();
-        loop {
-            let ws = match waitpid(pid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-                Ok(ws) => ws,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::Sys { what: "waitpid", pid: pid.as_raw(), errno: e }),
-            };
-            match ws {
-                WaitStatus::StillAlive => return Ok(infos),
-                WaitStatus::Stopped(_, sig) => match sys::get_siginfo(pid) {
-                    Ok(info) => infos.push(info),
-                    Err(_) => self.pending_signals.push(sig),
-                },
+                WaitStatus::Stopped(_, sig) => {
+                    if !taken(pid, sig) {
+                        self.pending_signals.push(sig);
+                    }
+                }
                 WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_) => {}
                 other => return Err(gone(pid, other)),
             }

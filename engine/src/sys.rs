@@ -222,8 +222,40 @@ pub struct StubIdentity {
 ///
 /// Only raw system calls run in the child: the caller may be multi-threaded.
 pub fn fork_stub(id: StubIdentity) -> Result<Pid, Errno> {
-    // SAFETY: the child branch below only issues raw system calls and `_exit`, which are
-    // async-signal-safe, so forking a multi-threaded process is sound; the parent branch returns.
+    fork_stopped_child(|| {
+        // SAFETY: raw syscalls with integer arguments, plus prlimit64 given a pointer to a local
+        // `rlimit` that lives for the call (and a null old-limit pointer); on any failure the
+        // child exits at once with a distinct code.
+        unsafe {
+            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            libc::syscall(libc::SYS_setsid);
+            if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) < 0 && id.uid != 0 {
+                libc::_exit(120);
+            }
+            if libc::syscall(libc::SYS_setresgid, id.gid, id.gid, id.gid) < 0 {
+                libc::_exit(121);
+            }
+            if libc::syscall(libc::SYS_setresuid, id.uid, id.uid, id.uid) < 0 {
+                libc::_exit(122);
+            }
+            libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // A guest never leaves a core file on the node that hosts it.
+            let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::syscall(libc::SYS_prlimit64, 0, libc::RLIMIT_CORE, &no_core as *const libc::rlimit, std::ptr::null_mut::<libc::rlimit>());
+            libc::syscall(libc::SYS_prctl, libc::PR_SET_DUMPABLE, 1);
+            libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        }
+    })
+}
+
+/// Forks a child that runs `prepare`, asks to be traced (PTRACE_TRACEME) and stops itself with
+/// SIGSTOP; returns its pid to the parent. `prepare` runs in the child of a possibly
+/// multi-threaded process: it must only issue raw, async-signal-safe system calls (or `_exit`),
+/// never allocate or take a lock.
+fn fork_stopped_child(prepare: impl FnOnce()) -> Result<Pid, Errno> {
+    // SAFETY: the child branch below only runs `prepare` (raw system calls, by this function's
+    // contract) and raw system calls and `_exit`, which are async-signal-safe, so forking a
+    // multi-threaded process is sound; the parent branch returns.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(Errno::last());
@@ -231,28 +263,9 @@ pub fn fork_stub(id: StubIdentity) -> Result<Pid, Errno> {
     if pid > 0 {
         return Ok(Pid::from_raw(pid));
     }
-    // Child: raw syscalls only.
-    // SAFETY: raw syscalls with integer arguments, plus prlimit64 given a pointer to a local
-    // `rlimit` that lives for the call (and a null old-limit pointer); on any failure the child exits
-    // at once with a distinct code.
+    prepare();
+    // SAFETY: raw syscalls with integer arguments only; on failure the child exits at once.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
-        libc::syscall(libc::SYS_setsid);
-        if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) < 0 && id.uid != 0 {
-            libc::_exit(120);
-        }
-        if libc::syscall(libc::SYS_setresgid, id.gid, id.gid, id.gid) < 0 {
-            libc::_exit(121);
-        }
-        if libc::syscall(libc::SYS_setresuid, id.uid, id.uid, id.uid) < 0 {
-            libc::_exit(122);
-        }
-        libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        // A guest never leaves a core file on the node that hosts it.
-        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        libc::syscall(libc::SYS_prlimit64, 0, libc::RLIMIT_CORE, &no_core as *const libc::rlimit, std::ptr::null_mut::<libc::rlimit>());
-        libc::syscall(libc::SYS_prctl, libc::PR_SET_DUMPABLE, 1);
-        libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         if libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
             libc::_exit(123);
         }
@@ -280,24 +293,12 @@ pub fn same_open_file(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result<bool, 
 ///
 /// Only raw system calls run in the child: the caller may be multi-threaded.
 pub fn fork_home_stub() -> Result<Pid, Errno> {
-    // SAFETY: the child branch below only issues raw system calls and `_exit`, which are
-    // async-signal-safe, so forking a multi-threaded process is sound; the parent branch returns.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(Errno::last());
-    }
-    if pid > 0 {
-        return Ok(Pid::from_raw(pid));
-    }
-    // SAFETY: raw syscalls with integer arguments only; on failure the child exits at once.
-    unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-        if libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
-            libc::_exit(123);
+    fork_stopped_child(|| {
+        // SAFETY: one raw syscall with integer arguments.
+        unsafe {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         }
-        libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), libc::SIGSTOP);
-        libc::_exit(124);
-    }
+    })
 }
 
 /// A `MAP_SHARED` mapping of a memory file in this process, shared with another process (the

@@ -411,7 +411,11 @@ impl Supervisor {
             Ok(mut away) => {
                 // A new connection: nothing of the old one is held.
                 self.rx = FrameReader::new();
-                self.send_policy(&mut away);
+                // Tests make the remote side meet such a call before the policy arrives: it is then
+                // sent only once a return home has been refused.
+                if std::env::var_os("MOS_TEST_POLICY_HELD").is_none() {
+                    self.send_policy(&mut away);
+                }
                 // Real-time signals pending at home now wait in the deputy: they go along.
                 self.relay_rt_signals(&mut away);
                 let stats = away.stats.clone();
@@ -433,10 +437,6 @@ impl Supervisor {
     /// ([`come_home`](Self::come_home)).
     fn send_policy(&self, away: &mut Away) {
         if self.on_unsupported != OnUnsupported::GoHome {
-            // Tests make the remote side meet such a call before the policy arrives.
-            if let Some(ms) = std::env::var("MOS_TEST_POLICY_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-            }
             let m = DeputyMsg::Policy { on_unsupported: self.on_unsupported };
             if let Err(e) = frame::write_msg(&mut away.stream, Kind::Deputy, &m) {
                 tracing::warn!(error = %e, "could not send the -e/-w policy to the remote node");

@@ -130,7 +130,7 @@ fn mosrun_w_fails_unsupported_calls_remotely_and_warns() {
 }
 
 /// `mosrun -w` when the remote side meets a call only home runs before it has mosrun's policy
-/// (here forced by delaying the policy 2 s, while the process calls sysinfo all the time): home
+/// (here forced by holding the policy back until a return has been refused, while the process calls sysinfo all the time): home
 /// refuses the return the call asks for, the call fails with ENOSYS on node 2, the process stays
 /// there, and mosrun warns once.
 #[test]
@@ -140,7 +140,7 @@ fn mosrun_w_refuses_a_return_that_comes_before_its_policy() {
     std::fs::write(&path, "written at home").unwrap();
     let args = ["30", "50", path.to_str().unwrap(), "busy"];
     let c = Cluster::start(2);
-    let mut job = c.spawn_mosrun_with_env(1, &["-w"], wl::OPENER_DYNAMIC, &args, &[("MOS_TEST_POLICY_DELAY_MS", "2000")]);
+    let mut job = c.spawn_mosrun_with_env(1, &["-w"], wl::OPENER_DYNAMIC, &args, &[("MOS_TEST_POLICY_HELD", "1")]);
     let pid = job.pid();
     c.wait_registered(1, pid);
     job.wait_lines(2, LINE_TIMEOUT);
