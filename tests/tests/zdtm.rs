@@ -32,7 +32,8 @@ const NODE2_HOSTNAME: &str = "mos-zdtm-node2";
 #[derive(Debug, Clone, Copy)]
 enum Step {
     /// Waits for the line `gate N`; under MOS first moves the process (gate 1: home -> node 2;
-    /// gate 2: node 2 -> home) and checks where it is; then opens the gate (SIGWINCH).
+    /// gate 2: node 2 -> home; gate 3: home -> node 2 again, for a case that came home by itself
+    /// during phase 1) and checks where it is; then opens the gate (SIGWINCH).
     Gate(u32),
     /// Waits for the line; under MOS brings the process home from node 2 (where it must be),
     /// whatever it is doing; then creates `ctl/homeN`.
@@ -133,7 +134,10 @@ impl Run<'_> {
     fn gate(&mut self, n: u32) {
         self.wait_line(&format!("gate {n}"));
         if let Some(c) = self.mos {
-            if n == 1 {
+            if n == 3 {
+                assert_eq!(self.node(c), 1, "gate 3 is for a process that came home by itself, but it is not home");
+            }
+            if n == 1 || n == 3 {
                 c.migrate(1, self.pid, "2");
                 assert_eq!(self.node(c), 2, "after `mosctl migrate {} 2` the home node does not show it on node 2", self.pid);
                 assert!(c.ps_row(2, self.pid, true).is_some(), "node 2 does not host pid {}: {}", self.pid, c.ps(2));
@@ -339,6 +343,9 @@ cases! {
     sigchld: AWAY;
     /// execve after the move: the new image keeps pid, descriptors, environment, mask, ignored signals.
     execve: COMES_HOME;
+    /// execve after the move brings the process home; the new program is then migrated again
+    /// (gate 3), works on node 2 (stays there until gate 2) and ends at home with its own status.
+    execve_away: Case { steps: &[Gate(1), Gate(3), Gate(2)], ..AWAY };
 
     // Signals
     /// A SIGUSR1 handler runs for a signal sent by the test to the home pid, for kill and raise.

@@ -990,6 +990,51 @@ static int execve_post(const char *pid) {
     return 0;
 }
 
+/* Case execve_away: exec while away (the process comes home for it), then the new program is
+ * migrated again (gate 3) and works there: it is still a migratable process. */
+static void execve_away_before(void) {
+    int fd = open(wp("exec_away.txt"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    SHOW(dup2(fd, 60));
+    close(fd);
+    SHOW(write(60, "before exec\n", 12));
+    ssize_t r = readlink("/proc/self/exe", ex_self, sizeof ex_self - 1);
+    if (r < 0) die("readlink exe");
+    ex_self[r] = 0;
+}
+static void execve_away_phase(int n) {
+    char pid[32];
+    if (n == 2) {
+        say("not reached\n");
+        return;
+    }
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    char *args[] = {ARGV[0], "execve_away_post", (char *)ROOT, pid, NULL};
+    say("exec now\n");
+    execv(ex_self, args);
+    say("execv failed: %s\n", strerror(errno));
+}
+/* The program after the exec of case execve_away: gate 3 (moved out again), work away, gate 2
+ * (brought home), work at home. */
+static int execve_away_post(const char *pid) {
+    PH = 1;
+    block_gate_signal();
+    say("after exec: same pid %d\n", getpid() == atoi(pid));
+    SHOW(fcntl(60, F_GETFD));
+    gate(3);
+    say("moved again: same pid %d\n", getpid() == atoi(pid));
+    SHOW(write(60, "after exec, away\n", 17));
+    put_file(wp("new_away.txt"), "made by the new program away\n");
+    show_file("new_away.txt", wp("new_away.txt"));
+    show_file("exec_away.txt", wp("exec_away.txt"));
+    say("phase done\n");
+    gate(2);
+    PH = 2;
+    SHOW(write(60, "at home\n", 8));
+    show_file("exec_away.txt", wp("exec_away.txt"));
+    say("phase done\n");
+    return 21;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Signals */
 
@@ -2581,6 +2626,7 @@ static const struct zcase CASES[] = {
     {"child_after", child_after_before, child_after_phase, NULL},
     {"sigchld", sigchld_before, sigchld_phase, NULL},
     {"execve", execve_before, execve_phase, NULL},
+    {"execve_away", execve_away_before, execve_away_phase, NULL},
     {"sig_handler", sig_handler_before, sig_handler_phase, NULL},
     {"siginfo", siginfo_before, siginfo_phase, NULL},
     {"sigmask", sigmask_before, sigmask_phase, NULL},
@@ -2641,6 +2687,7 @@ int main(int argc, char **argv) {
     snprintf(CTL, sizeof CTL, "%s/ctl", ROOT);
     block_gate_signal();
     if (!strcmp(argv[1], "execve_post")) return execve_post(argc > 3 ? argv[3] : "0");
+    if (!strcmp(argv[1], "execve_away_post")) return execve_away_post(argc > 3 ? argv[3] : "0");
     const struct zcase *c = NULL;
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++)
         if (!strcmp(CASES[i].name, argv[1])) c = &CASES[i];
