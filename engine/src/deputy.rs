@@ -462,6 +462,51 @@ impl Deputy {
         Ok(m.u64_at(RET).load(Ordering::Relaxed) as i64)
     }
 
+    /// Forks the deputy (MOSIX: the child of a migrated process gets a deputy that is a fork of
+    /// its parent's, so it has the same descriptors, cwd, credentials and parent at home). The
+    /// fork is injected while the deputy is parked; the child starts traced and stopped, its
+    /// memory is released (the loop page and the shared memory are the parent's), every signal
+    /// but SIGKILL/SIGSTOP blocked, and it is detached sleeping in `pause()`, for another tracer
+    /// to seize ([`Tracee::seize`], then [`Deputy::release`]). Signals that arrive for it
+    /// meanwhile stay pending. Returns its pid, or the fork's negative errno.
+    pub fn fork(&mut self) -> Result<Result<nix::unistd::Pid, i64>, Error> {
+        let served = self.served();
+        let t = self.parked()?;
+        let child = t.inject_fork();
+        // The parent goes back to its loop (the registers it was parked with lead there).
+        if served {
+            if let Task::Parked(t) = std::mem::replace(&mut self.task, Task::Gone) {
+                self.task = Task::Serving(t.resume()?);
+            }
+        }
+        let mut c = match child? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let pid = c.pid();
+        let prepared = (|| {
+            c.set_sigmask(!0u64 & !((1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1))))?;
+            for m in procfs::maps(pid)?.iter().filter(|m| !m.is_special()) {
+                c.inject_ok("munmap(forked deputy)", libc::SYS_munmap, [m.start, m.len(), 0, 0, 0, 0])?;
+            }
+            let mut r = c.regs()?;
+            r.rip = c.gadget();
+            r.rax = libc::SYS_pause as u64;
+            r.orig_rax = u64::MAX;
+            c.set_regs(r)
+        })();
+        match prepared {
+            Ok(()) => {
+                c.detach(None)?;
+                Ok(Ok(pid))
+            }
+            Err(e) => {
+                c.kill();
+                Err(e)
+            }
+        }
+    }
+
     /// Ends the deputy the way the remote process ended, so the parent at home sees that status.
     pub fn end(mut self, status: ExitStatus) -> Result<(), Error> {
         let pid = self.pid;

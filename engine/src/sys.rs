@@ -261,6 +261,43 @@ pub fn fork_stub(id: StubIdentity) -> Result<Pid, Errno> {
     }
 }
 
+/// Runs `f` in a new process that is not the caller's child (forked twice: the middle process
+/// exits at once and is reaped here), with every descriptor but 0-2 closed first; the process
+/// exits with what `f` returns. Returns once the middle process is reaped. The new process
+/// inherits the caller's signal mask and memory.
+///
+/// # Safety contract (checked by the caller)
+/// The caller must be single-threaded (mosrun is): `f` runs arbitrary Rust code after fork.
+pub fn spawn_detached(f: impl FnOnce() -> i32) -> Result<(), Errno> {
+    // SAFETY: fork of a single-threaded caller (the contract above): the child may run any code;
+    // the parent branch only waits for the middle process.
+    let mid = unsafe { libc::fork() };
+    if mid < 0 {
+        return Err(Errno::last());
+    }
+    if mid > 0 {
+        loop {
+            match nix::sys::wait::waitpid(Pid::from_raw(mid), None) {
+                Err(Errno::EINTR) => continue,
+                _ => return Ok(()),
+            }
+        }
+    }
+    // SAFETY: the middle process is single-threaded (a fork of a single-threaded caller); it
+    // forks once more and exits with `_exit`, running no destructors of the caller's state.
+    let pid = unsafe { libc::fork() };
+    if pid != 0 {
+        // SAFETY: `_exit` ends the middle process at once.
+        unsafe { libc::_exit(if pid < 0 { 1 } else { 0 }) };
+    }
+    // SAFETY: close_range takes integers only; the descriptors closed are the caller's copies,
+    // which this process must not keep open (connections of the caller would outlive it).
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    let code = f();
+    // SAFETY: ends this process without unwinding into the caller's stack it was forked from.
+    unsafe { libc::_exit(code) }
+}
+
 /// Whether descriptor `fd1` of `pid1` and `fd2` of `pid2` are the same open file description
 /// (kcmp KCMP_FILE). `Err` when the kernel cannot tell (no kcmp, no ptrace access).
 pub fn same_open_file(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result<bool, Errno> {

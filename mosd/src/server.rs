@@ -4,6 +4,9 @@ use crate::registry::GuestRow;
 use crate::Node;
 use mos_engine::guest::{self, End};
 use mos_engine::migrate;
+use mos_proto::deputy::ForkJoin;
+use mos_proto::frame::{self, Kind};
+use mos_proto::migration::{Failed, Resumed};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 
@@ -36,7 +39,25 @@ fn host(mut s: TcpStream, node: &Node) {
             return;
         }
     };
-    let (g, stats) = match migrate::accept_guest(&mut s, admit) {
+    migrate::tune(&s);
+    let _ = s.set_read_timeout(Some(migrate::MIGRATION_TIMEOUT));
+    let first = match mos_proto::frame::read_frame(&mut s) {
+        Ok(f) => f,
+        Err(e) => {
+            let ip = s.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            node.guard.bad_connection(ip, &e.to_string());
+            return;
+        }
+    };
+    if first.kind == Kind::ForkJoin {
+        return host_child(s, node, first, orders, inbox);
+    }
+    let accepted = first.expect::<mos_proto::migration::Offer>(Kind::Offer).map_err(mos_engine::Error::from).and_then(|offer| {
+        let r = migrate::accept_offer(&mut s, offer, admit, None);
+        let _ = s.set_read_timeout(None);
+        r
+    });
+    let (g, stats) = match accepted {
         Ok(x) => x,
         Err(e @ mos_engine::Error::Proto(_)) => {
             // Not a migration stream (or a broken one): dropped, counted, logged at a limited rate.
@@ -49,6 +70,61 @@ fn host(mut s: TcpStream, node: &Node) {
             return;
         }
     };
+    run_guest(s, node, g, stats, orders, inbox);
+}
+
+/// A connection from home that is the deputy channel of a child a guest here is forking
+/// ([`mos_proto::deputy::ForkJoin`]): the guest is handed a place for the child (this thread),
+/// sends it a copy of itself, and the child is hosted here as a guest of its own. Answers home
+/// `Resumed` or `Failed`.
+fn host_child(mut s: TcpStream, node: &Node, first: mos_proto::frame::Frame, orders: guest::Orders, inbox: guest::Inbox) {
+    let join: ForkJoin = match first.decode() {
+        Ok(j) => j,
+        Err(e) => {
+            let ip = s.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            node.guard.bad_connection(ip, &e.to_string());
+            return;
+        }
+    };
+    let fail = |s: &mut TcpStream, reason: String| {
+        tracing::warn!(home = join.home_node, parent = join.parent_pid, child = join.child_pid, %reason, "forked child not made");
+        let _ = frame::write_msg(s, Kind::Failed, &Failed { reason });
+    };
+    let Some(parent) = node.registry.guest_by_home(join.home_node, join.parent_pid) else {
+        return fail(&mut s, format!("no guest here is process {} of node {}", join.parent_pid, join.home_node));
+    };
+    let (mut here, there) = match std::os::unix::net::UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => return fail(&mut s, format!("socketpair: {e}")),
+    };
+    let _ = here.set_read_timeout(Some(migrate::MIGRATION_TIMEOUT));
+    if parent.fork_slot(guest::ForkSlot { child_pid: join.child_pid, token: join.token, image: there }).is_err() {
+        return fail(&mut s, "the forking guest is gone".into());
+    }
+    let (g, stats) = match migrate::accept_fork_child(&mut here) {
+        Ok(x) => x,
+        Err(e) => return fail(&mut s, format!("the child could not be made: {e}")),
+    };
+    let _ = s.set_read_timeout(None);
+    if let Err(e) = frame::write_msg(&mut s, Kind::Resumed, &Resumed { remote_pid: g.pid.as_raw() as u32 }) {
+        tracing::warn!(error = %e, "lost the forked child's deputy channel");
+        let _ = nix::sys::signal::kill(g.pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(g.pid, Some(nix::sys::wait::WaitPidFlag::__WALL));
+        return;
+    }
+    tracing::info!(home = g.home_node, pid = g.home_pid, parent = join.parent_pid, local = g.pid.as_raw(), "forked child resumed here");
+    run_guest(s, node, g, stats, orders, inbox);
+}
+
+/// Hosts a running guest until it ends or leaves.
+fn run_guest(
+    mut s: TcpStream,
+    node: &Node,
+    g: guest::Guest,
+    stats: mos_proto::migration::Stats,
+    orders: guest::Orders,
+    inbox: guest::Inbox,
+) {
     let command = mos_engine::procfs::comm(g.pid).unwrap_or_default();
     let span = tracing::info_span!("guest", home = g.home_node, pid = g.home_pid, local = g.pid.as_raw());
     let _e = span.enter();

@@ -62,11 +62,14 @@ struct Case {
     stays_away: bool,
     /// The process gets a stdin pipe from the test (else /dev/null).
     stdin: bool,
+    /// It forks during phase 1 on node 2: each child must have been made on node 2 (as a guest
+    /// of its own there), not at home.
+    forks_away: u32,
 }
 
 const GATES: &[Step] = &[Gate(1), Gate(2)];
 /// The usual case: migrated at gate 1, brought home at gate 2, never home in between.
-const AWAY: Case = Case { steps: GATES, stays_away: true, stdin: false };
+const AWAY: Case = Case { steps: GATES, stays_away: true, stdin: false, forks_away: 0 };
 /// A case whose phase 1 makes a call that brings the process home.
 const COMES_HOME: Case = Case { stays_away: false, ..AWAY };
 /// A case that ends during phase 1, on node 2.
@@ -276,6 +279,10 @@ fn run_case(name: &str, case: Case) {
         // It ended during phase 1: on node 2, which logs the end of its guest (just after telling home).
         wait_until(after(Duration::from_secs(20)), "node 2 to log the end of its guest", || c.log(2).contains("guest ended").then_some(()));
     }
+    if case.forks_away > 0 {
+        let made = c.log(2).matches("forked child resumed here").count() as u32;
+        assert_eq!(made, case.forks_away, "zdtm {name}: children made on node 2 (its log: {})", c.log(2));
+    }
     assert_same_output(&job.stdout(), &want.stdout, &format!("zdtm {name}: stdout"));
     assert_same_output(&job.stderr(), &want.stderr, &format!("zdtm {name}: stderr"));
     assert_eq!(
@@ -337,8 +344,10 @@ cases! {
     pipe_child: AWAY;
     /// Children forked before the move (one a zombie by then) waited for while away and at home.
     child_before: AWAY;
-    /// fork after the move (the process comes home for it today); the child writes a home file.
-    child_after: COMES_HOME;
+    /// fork after the move: the child is made on node 2 (a copy of the parent there, its deputy
+    /// a fork of the parent's); it checks its parent, writes a home file and exits with a status
+    /// the parent waits for (away and, in phase 2, at home).
+    child_after: Case { forks_away: 1, ..AWAY };
     /// SIGCHLD of a child forked before the move reaches the handler while away.
     sigchld: AWAY;
     /// execve after the move: the new image keeps pid, descriptors, environment, mask, ignored signals.
