@@ -348,6 +348,10 @@ cases! {
     /// a fork of the parent's); it checks its parent, writes a home file and exits with a status
     /// the parent waits for (away and, in phase 2, at home).
     child_after: Case { forks_away: 1, ..AWAY };
+    /// fork while away, the parent working at the same time; the child checks its pid and parent,
+    /// handles a signal it raises, writes by a relative path and forks a grandchild (made on node
+    /// 2 too) that it waits for; the parent takes SIGCHLD and the child's status.
+    fork_away: Case { forks_away: 2, ..AWAY };
     /// SIGCHLD of a child forked before the move reaches the handler while away.
     sigchld: AWAY;
     /// execve after the move: the new image keeps pid, descriptors, environment, mask, ignored signals.

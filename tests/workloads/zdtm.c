@@ -912,6 +912,92 @@ static void child_after_phase(int n) {
     say("getpid unchanged: %d\n", getpid() == ca_parent);
 }
 
+/* Case fork_away: fork while away; the child (on node 2 too) checks its pid and parent, raises a
+ * signal it handles, writes a home file by a relative path, forks a grandchild (also away) and
+ * waits for it; the parent meanwhile writes a home file, then waits for the child (SIGCHLD
+ * handler, status). */
+static pid_t fa_parent;
+static volatile sig_atomic_t fa_chld, fa_usr2;
+static void fa_on_chld(int s) {
+    (void)s;
+    fa_chld++;
+}
+static void fa_on_usr2(int s) {
+    (void)s;
+    fa_usr2++;
+}
+static void fork_away_before(void) {
+    fa_parent = getpid();
+    struct sigaction sa = {0};
+    sa.sa_handler = fa_on_chld;
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    SHOW(sigaction(SIGCHLD, &sa, NULL));
+    SHOW(chdir(W));
+}
+static void fork_away_phase(int n) {
+    int to_child[2], from_child[2];
+    char name[32], text[64];
+    if (pipe(to_child) || pipe(from_child)) die("pipe");
+    fflush(stdout);
+    pid_t p = fork();
+    if (p < 0) die("fork");
+    if (p == 0) {
+        close(to_child[1]);
+        close(from_child[0]);
+        pid_t told = 0;
+        if (read(to_child[0], &told, sizeof told) != (ssize_t)sizeof told) die("read pid");
+        say("child %d: getpid is what fork returned: %d\n", n, getpid() == told);
+        say("child: its parent is the forking process: %d\n", getppid() == fa_parent);
+        struct sigaction sa = {0};
+        sa.sa_handler = fa_on_usr2;
+        SHOW(sigaction(SIGUSR2, &sa, NULL));
+        SHOW(raise(SIGUSR2));
+        say("child: SIGUSR2 handled %d time(s)\n", (int)fa_usr2);
+        snprintf(name, sizeof name, "fa_child%d.txt", n);
+        snprintf(text, sizeof text, "written by the child, phase %d\n", n);
+        put_file(name, text);
+        fflush(stdout);
+        pid_t g = fork();
+        if (g < 0) die("fork grandchild");
+        if (g == 0) {
+            say("grandchild: its parent is the child: %d\n", getppid() == told);
+            snprintf(name, sizeof name, "fa_grand%d.txt", n);
+            put_file(name, "written by the grandchild\n");
+            fflush(stdout);
+            _exit(7);
+        }
+        show_wait("grandchild", g, 0);
+        say("child: done\n");
+        fflush(stdout);
+        /* Nothing printed after this: the parent prints from here on. */
+        if (write(from_child[1], "x", 1) != 1) _exit(99);
+        _exit(30 + n);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    if (write(to_child[1], &p, sizeof p) != (ssize_t)sizeof p) die("write pid");
+    /* The parent works at the same time as the child. */
+    snprintf(name, sizeof name, "fa_parent%d.txt", n);
+    int fd = open(name, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    for (int i = 0; i < 200; i++)
+        if (write(fd, "p", 1) != 1) die("write");
+    close(fd);
+    char c = 0;
+    SHOW(read(from_child[0], &c, 1));
+    show_wait("child", p, 0);
+    say("SIGCHLD handled: %d\n", wait_flag(&fa_chld, n));
+    snprintf(name, sizeof name, "fa_child%d.txt", n);
+    show_file(name, wp(name));
+    snprintf(name, sizeof name, "fa_grand%d.txt", n);
+    show_file(name, wp(name));
+    struct stat st;
+    snprintf(name, sizeof name, "fa_parent%d.txt", n);
+    SHOW(stat(name, &st));
+    say("parent's file: %lld bytes\n", (long long)st.st_size);
+    close(to_child[1]);
+    close(from_child[0]);
+}
+
 static volatile sig_atomic_t chld;
 static int sc_p1[2], sc_p2[2];
 static pid_t sc_c1, sc_c2;
@@ -2624,6 +2710,7 @@ static const struct zcase CASES[] = {
     {"pipe_child", pipe_child_before, pipe_child_phase, pipe_child_finish},
     {"child_before", child_before_before, child_before_phase, NULL},
     {"child_after", child_after_before, child_after_phase, NULL},
+    {"fork_away", fork_away_before, fork_away_phase, NULL},
     {"sigchld", sigchld_before, sigchld_phase, NULL},
     {"execve", execve_before, execve_phase, NULL},
     {"execve_away", execve_away_before, execve_away_phase, NULL},
