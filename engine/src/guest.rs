@@ -1255,3 +1255,35 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fork_shape_takes_fork_and_glibc_fork_clones_only() {
+        let plain = ForkShape { child_settid: None, child_cleartid: None, parent_settid: None };
+        assert_eq!(fork_shape(libc::SYS_fork as u32, &[0; 6]), Some(plain));
+        // glibc's fork(): CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD, child tid pointer.
+        let glibc = 0x0120_0000 | libc::SIGCHLD as u64;
+        assert_eq!(
+            fork_shape(libc::SYS_clone as u32, &[glibc, 0, 0, 0x7000, 0, 0]),
+            Some(ForkShape { child_settid: Some(0x7000), child_cleartid: Some(0x7000), parent_settid: None })
+        );
+        let ptid = 0x0010_0000 | libc::SIGCHLD as u64;
+        assert_eq!(
+            fork_shape(libc::SYS_clone as u32, &[ptid, 0, 0x6000, 0x7000, 0, 0]),
+            Some(ForkShape { child_settid: None, child_cleartid: None, parent_settid: Some(0x6000) })
+        );
+        // Threads, vfork, a new stack, another exit signal, namespaces, clone3, vfork(): not forks.
+        let thread = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD) as u64;
+        assert_eq!(fork_shape(libc::SYS_clone as u32, &[thread, 0x5000, 0, 0, 0, 0]), None);
+        let vfork = (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | libc::SIGCHLD as u64;
+        assert_eq!(fork_shape(libc::SYS_clone as u32, &[vfork, 0, 0, 0, 0, 0]), None);
+        assert_eq!(fork_shape(libc::SYS_clone as u32, &[libc::SIGCHLD as u64, 0x5000, 0, 0, 0, 0]), None);
+        assert_eq!(fork_shape(libc::SYS_clone as u32, &[libc::SIGUSR1 as u64, 0, 0, 0, 0, 0]), None);
+        assert_eq!(fork_shape(libc::SYS_clone as u32, &[libc::CLONE_NEWPID as u64 | libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), None);
+        assert_eq!(fork_shape(libc::SYS_clone3 as u32, &[0; 6]), None);
+        assert_eq!(fork_shape(libc::SYS_vfork as u32, &[0; 6]), None);
+    }
+}

@@ -352,6 +352,10 @@ cases! {
     /// handles a signal it raises, writes by a relative path and forks a grandchild (made on node
     /// 2 too) that it waits for; the parent takes SIGCHLD and the child's status.
     fork_away: Case { forks_away: 2, ..AWAY };
+    /// fork while away, and the child execs (it comes home for that, as its own process: the
+    /// parent stays on node 2); the new program writes a home file and ends with a status the
+    /// parent waits for.
+    fork_exec: Case { forks_away: 1, ..AWAY };
     /// SIGCHLD of a child forked before the move reaches the handler while away.
     sigchld: AWAY;
     /// execve after the move: the new image keeps pid, descriptors, environment, mask, ignored signals.

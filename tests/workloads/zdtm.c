@@ -998,6 +998,43 @@ static void fork_away_phase(int n) {
     close(from_child[0]);
 }
 
+/* Case fork_exec: fork while away, the child execs (it comes home for that) a program that
+ * writes a home file and ends with a status the parent waits for. */
+static char fe_self[4096];
+static void fork_exec_before(void) {
+    fa_parent = getpid();
+    ssize_t r = readlink("/proc/self/exe", fe_self, sizeof fe_self - 1);
+    if (r < 0) die("readlink exe");
+    fe_self[r] = 0;
+}
+static void fork_exec_phase(int n) {
+    char ph[8], parent[32];
+    snprintf(ph, sizeof ph, "%d", n);
+    snprintf(parent, sizeof parent, "%d", (int)fa_parent);
+    fflush(stdout);
+    pid_t p = fork();
+    if (p < 0) die("fork");
+    if (p == 0) {
+        char *args[] = {ARGV[0], "fork_exec_post", (char *)ROOT, ph, parent, NULL};
+        execv(fe_self, args);
+        _exit(98);
+    }
+    show_wait("exec'd child", p, 0);
+    char name[32];
+    snprintf(name, sizeof name, "fe%d.txt", n);
+    show_file(name, wp(name));
+}
+/* The program the child of case fork_exec runs. */
+static int fork_exec_post(const char *ph, const char *parent) {
+    PH = atoi(ph);
+    say("exec'd child: its parent is the forking process: %d\n", getppid() == atoi(parent));
+    char name[32];
+    snprintf(name, sizeof name, "fe%s.txt", ph);
+    put_file(wp(name), "written by the exec'd child\n");
+    fflush(stdout);
+    return 40 + PH;
+}
+
 static volatile sig_atomic_t chld;
 static int sc_p1[2], sc_p2[2];
 static pid_t sc_c1, sc_c2;
@@ -2711,6 +2748,7 @@ static const struct zcase CASES[] = {
     {"child_before", child_before_before, child_before_phase, NULL},
     {"child_after", child_after_before, child_after_phase, NULL},
     {"fork_away", fork_away_before, fork_away_phase, NULL},
+    {"fork_exec", fork_exec_before, fork_exec_phase, NULL},
     {"sigchld", sigchld_before, sigchld_phase, NULL},
     {"execve", execve_before, execve_phase, NULL},
     {"execve_away", execve_away_before, execve_away_phase, NULL},
@@ -2775,6 +2813,7 @@ int main(int argc, char **argv) {
     block_gate_signal();
     if (!strcmp(argv[1], "execve_post")) return execve_post(argc > 3 ? argv[3] : "0");
     if (!strcmp(argv[1], "execve_away_post")) return execve_away_post(argc > 3 ? argv[3] : "0");
+    if (!strcmp(argv[1], "fork_exec_post")) return fork_exec_post(argc > 3 ? argv[3] : "0", argc > 4 ? argv[4] : "0");
     const struct zcase *c = NULL;
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++)
         if (!strcmp(CASES[i].name, argv[1])) c = &CASES[i];
