@@ -44,6 +44,8 @@ pub enum Order {
     GoHome,
     /// Ask home to move the process on to this node (the local balancer's decision).
     MoveTo(u32),
+    /// A [`ForkSlot`] was queued: wakes the host loop, which drops it unless it is forking.
+    Slot,
 }
 
 impl Order {
@@ -51,6 +53,7 @@ impl Order {
         let (tag, n) = match self {
             Order::GoHome => (0u8, 0u32),
             Order::MoveTo(n) => (1, n),
+            Order::Slot => (2, 0),
         };
         let mut b = [tag, 0, 0, 0, 0];
         b[1..].copy_from_slice(&n.to_le_bytes());
@@ -61,6 +64,7 @@ impl Order {
         match (b.first()?, b.get(1..5)?) {
             (0, _) => Some(Order::GoHome),
             (1, n) => Some(Order::MoveTo(u32::from_le_bytes(n.try_into().ok()?))),
+            (2, _) => Some(Order::Slot),
             _ => None,
         }
     }
@@ -83,7 +87,9 @@ impl Orders {
     /// Hands the guest the place for the child it is forking (the child's deputy channel has
     /// arrived from home). Fails (giving the slot back) when its host loop is gone.
     pub fn fork_slot(&self, slot: ForkSlot) -> Result<(), ForkSlot> {
-        self.1.send(slot).map_err(|e| e.0)
+        self.1.send(slot).map_err(|e| e.0)?;
+        let _ = self.send(Order::Slot);
+        Ok(())
     }
 }
 
@@ -1179,6 +1185,9 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
                 }
             }
         }
+        // A child's place can only be expected inside `fork_call`: any slot here is stale or not
+        // home's (a ForkJoin without the right token); dropping it ends that connection.
+        while h.forks.try_recv().is_ok() {}
         // A message from home already read ahead is handled without waiting for anything.
         let held = h.rx.has_frame();
         let (sock_ready, notif_ready, exit_ready, order_ready) = {
@@ -1209,6 +1218,8 @@ pub fn serve<S: Read + Write + AsFd>(stream: &mut S, g: &Guest, inbox: &Inbox) -
                             tracing::warn!(error = %e, "could not ask home to move the process on");
                         }
                     }
+                    // Dropped at the top of the loop (it is not forking now).
+                    Some(Order::Slot) => {}
                     None => tracing::warn!("malformed order for a guest; ignored"),
                 }
             }
