@@ -47,6 +47,9 @@ enum Step {
     Stdin(&'static str, &'static str),
     /// Closes the process's stdin.
     CloseStdin,
+    /// Waits for the line; under MOS, every other process of home node 1 (a child forked away)
+    /// must run on node 2: each is brought home with `mosctl migrate`; then creates `ctl/homeN`.
+    ChildrenHome(&'static str, u32),
     /// Waits for the line; when the process runs on node 2, checks that the task running it there
     /// has these `Uid:`, `Gid:` and `Groups:` lines in its /proc status; then sends SIGUSR1.
     StubIds(&'static str, [&'static str; 3]),
@@ -197,6 +200,29 @@ impl Run<'_> {
                 self.proc.write_stdin(text.as_bytes());
             }
             CloseStdin => self.proc.close_stdin(),
+            ChildrenHome(line, n) => {
+                self.wait_line(line);
+                if let Some(c) = self.mos {
+                    let ps = c.ps(1);
+                    let others: Vec<u64> = ps["processes"]
+                        .as_array()
+                        .expect("ps rows")
+                        .iter()
+                        .filter(|r| r["guest"].as_bool() == Some(false) && r["pid"].as_u64() != Some(u64::from(self.pid)))
+                        .map(|r| {
+                            assert_eq!(r["node"].as_u64(), Some(2), "a child forked away is not on node 2: {r}");
+                            r["pid"].as_u64().expect("pid")
+                        })
+                        .collect();
+                    assert!(!others.is_empty(), "home node 1 lists no child forked away: {ps}");
+                    for child in others {
+                        c.migrate(1, child as u32, "home");
+                        let row = c.ps_row(1, child as u32, false).expect("the child is still listed");
+                        assert_eq!(row["node"].as_u64(), Some(1), "the child is not home after `mosctl migrate {child} home`");
+                    }
+                }
+                std::fs::write(self.ctl.join(format!("home{n}")), b"").expect("create ctl/homeN");
+            }
             StubIds(line, want) => {
                 self.wait_line(line);
                 if self.mos.is_some_and(|c| self.node(c) == 2) {
@@ -356,6 +382,11 @@ cases! {
     /// parent stays on node 2); the new program writes a home file and ends with a status the
     /// parent waits for.
     fork_exec: Case { forks_away: 1, ..AWAY };
+    /// A child forked away waits (a local call); its parent is brought home without it (the child
+    /// stays on node 2, listed at home as its own process), then the child is brought home with
+    /// `mosctl migrate`; its parent, at home, writes to their pipe and wakes it with a signal; the
+    /// child reads, writes a home file and ends; the parent waits for it.
+    fork_outlives: Case { steps: &[Gate(1), Gate(2), ChildrenHome("[2] waiting for the child's move", 2)], forks_away: 1, ..AWAY };
     /// SIGCHLD of a child forked before the move reaches the handler while away.
     sigchld: AWAY;
     /// execve after the move: the new image keeps pid, descriptors, environment, mask, ignored signals.

@@ -1035,6 +1035,51 @@ static int fork_exec_post(const char *ph, const char *parent) {
     return 40 + PH;
 }
 
+/* Case fork_outlives: a child forked away waits while its parent is brought home, is then moved
+ * home itself by the test, and is woken by its parent at home (signal), reads what it wrote. */
+static int fo_pipe[2];
+static pid_t fo_child;
+static void fork_outlives_phase(int n) {
+    if (n == 1) {
+        if (pipe(fo_pipe)) die("pipe");
+        fflush(stdout);
+        fo_child = fork();
+        if (fo_child < 0) die("fork");
+        if (fo_child == 0) {
+            close(fo_pipe[1]);
+            /* Waits with a local call (a forwarded one in flight would hold its mosrun). */
+            sigset_t w;
+            sigemptyset(&w);
+            sigaddset(&w, GATE_SIGNAL);
+            struct timespec t = {120, 0};
+            int s;
+            while ((s = sigtimedwait(&w, NULL, &t)) < 0 && errno == EINTR) {
+            }
+            say("child: woken by its parent: %d\n", s == GATE_SIGNAL);
+            char c = 0;
+            ssize_t r = read(fo_pipe[0], &c, 1);
+            say("child: read %zd byte(s): %c\n", r, r == 1 ? c : '-');
+            put_file(wp("fo.txt"), "written by the child after its parent moved\n");
+            fflush(stdout);
+            _exit(9);
+        }
+        close(fo_pipe[0]);
+        say("forked: %d\n", fo_child > 0);
+        return;
+    }
+    say("waiting for the child's move\n");
+    /* The test moves the child home and creates ctl/home2. */
+    char path[4200];
+    snprintf(path, sizeof path, "%s/home2", CTL);
+    for (int i = 0; i < 60000 && access(path, F_OK) != 0; i++) sleep_ms(1);
+    SHOW(write(fo_pipe[1], "x", 1));
+    /* Printed only once the child has ended: the output order is fixed. */
+    int k = kill(fo_child, GATE_SIGNAL);
+    show_wait("child", fo_child, 0);
+    say("kill: %d\n", k);
+    show_file("fo.txt", wp("fo.txt"));
+}
+
 static volatile sig_atomic_t chld;
 static int sc_p1[2], sc_p2[2];
 static pid_t sc_c1, sc_c2;
@@ -2749,6 +2794,7 @@ static const struct zcase CASES[] = {
     {"child_after", child_after_before, child_after_phase, NULL},
     {"fork_away", fork_away_before, fork_away_phase, NULL},
     {"fork_exec", fork_exec_before, fork_exec_phase, NULL},
+    {"fork_outlives", NULL, fork_outlives_phase, NULL},
     {"sigchld", sigchld_before, sigchld_phase, NULL},
     {"execve", execve_before, execve_phase, NULL},
     {"execve_away", execve_away_before, execve_away_phase, NULL},
