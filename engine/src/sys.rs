@@ -263,14 +263,18 @@ pub fn fork_stub(id: StubIdentity) -> Result<Pid, Errno> {
 
 /// Runs `f` in a new process that is not the caller's child (forked twice: the middle process
 /// exits at once and is reaped here), with every descriptor but 0-2 closed first; the process
-/// exits with what `f` returns. Returns once the middle process is reaped. The new process
-/// inherits the caller's signal mask and memory.
+/// exits with what `f` returns. Returns once the middle process is reaped (an error if it could
+/// not fork). The new process inherits the caller's signal mask and memory.
 ///
-/// # Safety contract (checked by the caller)
-/// The caller must be single-threaded (mosrun is): `f` runs arbitrary Rust code after fork.
+/// `f` runs arbitrary Rust code after fork, which is sound only in a single-threaded process: a
+/// caller with more than one thread gets `EBUSY` and nothing is forked.
 pub fn spawn_detached(f: impl FnOnce() -> i32) -> Result<(), Errno> {
-    // SAFETY: fork of a single-threaded caller (the contract above): the child may run any code;
-    // the parent branch only waits for the middle process.
+    let threads = std::fs::read_dir("/proc/self/task").map_err(|_| Errno::ENOENT)?.count();
+    if threads != 1 {
+        return Err(Errno::EBUSY);
+    }
+    // SAFETY: the caller is single-threaded (checked above; it cannot start a thread before this
+    // call returns), so the child may run any code; the parent branch only waits.
     let mid = unsafe { libc::fork() };
     if mid < 0 {
         return Err(Errno::last());
@@ -279,7 +283,9 @@ pub fn spawn_detached(f: impl FnOnce() -> i32) -> Result<(), Errno> {
         loop {
             match nix::sys::wait::waitpid(Pid::from_raw(mid), None) {
                 Err(Errno::EINTR) => continue,
-                _ => return Ok(()),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Ok(()),
+                Ok(_) => return Err(Errno::EAGAIN),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -522,4 +528,17 @@ pub fn get_siginfo(pid: Pid) -> Result<[u8; SIGINFO_LEN], Errno> {
     let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, pid.as_raw(), 0usize, buf.as_mut_ptr()) };
     check(r)?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawn_detached_refuses_a_multi_threaded_caller() {
+        // The test harness runs this on a thread of its own beside the main thread.
+        let other = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        assert_eq!(spawn_detached(|| 0), Err(Errno::EBUSY));
+        other.join().unwrap();
+    }
 }

@@ -654,7 +654,7 @@ impl Supervisor {
             command: self.ckpt.command().to_vec(),
             opts: self.opts.clone(),
         };
-        // mosrun is single-threaded (spawn_detached's contract).
+        // (mosrun is single-threaded, as spawn_detached requires.)
         match mos_engine::sys::spawn_detached(move || run_forked(c)) {
             Ok(()) => Ok((i64::from(child.as_raw()), token)),
             Err(e) => {
