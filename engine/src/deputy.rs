@@ -471,6 +471,51 @@ impl Deputy {
         Ok(m.u64_at(RET).load(Ordering::Relaxed) as i64)
     }
 
+    /// Forks the deputy (MOSIX: the child of a migrated process gets a deputy that is a fork of
+    /// its parent's, so it has the same descriptors, cwd, credentials and parent at home). The
+    /// fork is injected while the deputy is parked; the child starts traced and stopped, its
+    /// memory is released (the loop page and the shared memory are the parent's), every signal
+    /// but SIGKILL/SIGSTOP blocked, and it is detached sleeping in `pause()`, for another tracer
+    /// to seize ([`Tracee::seize`], then [`Deputy::release`]). Signals that arrive for it
+    /// meanwhile stay pending. Returns its pid, or the fork's negative errno.
+    pub fn fork(&mut self) -> Result<Result<nix::unistd::Pid, i64>, Error> {
+        let served = self.served();
+        let t = self.parked()?;
+        let child = t.inject_fork();
+        // The parent goes back to its loop (the registers it was parked with lead there).
+        if served {
+            if let Task::Parked(t) = std::mem::replace(&mut self.task, Task::Gone) {
+                self.task = Task::Serving(t.resume()?);
+            }
+        }
+        let mut c = match child? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let pid = c.pid();
+        let prepared = (|| {
+            c.set_sigmask(!((1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1))))?;
+            for m in procfs::maps(pid)?.iter().filter(|m| !m.is_special()) {
+                c.inject_ok("munmap(forked deputy)", libc::SYS_munmap, [m.start, m.len(), 0, 0, 0, 0])?;
+            }
+            let mut r = c.regs()?;
+            r.rip = c.gadget();
+            r.rax = libc::SYS_pause as u64;
+            r.orig_rax = u64::MAX;
+            c.set_regs(r)
+        })();
+        match prepared {
+            Ok(()) => {
+                c.detach(None)?;
+                Ok(Ok(pid))
+            }
+            Err(e) => {
+                c.kill();
+                Err(e)
+            }
+        }
+    }
+
     /// Ends the deputy the way the remote process ended, so the parent at home sees that status.
     pub fn end(mut self, status: ExitStatus) -> Result<(), Error> {
         let pid = self.pid;
@@ -678,6 +723,52 @@ mod tests {
         d.park().unwrap();
         d.end(ExitStatus::Code(7)).unwrap();
         assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 7));
+    }
+
+    /// wait4 run in deputy `d` for `child`: (result, raw status).
+    fn wait_in(d: &mut Deputy, child: Pid) -> (i64, i32) {
+        let (r, outs) = d
+            .execute(libc::SYS_wait4 as u32, [child.as_raw() as u64, 0, 0, 0, 0, 0], &[Buf::Out { arg: 1, len: 4, by_ret: false }])
+            .unwrap();
+        (r, outs.first().filter(|o| o.len() == 4).map_or(-1, |o| i32::from_le_bytes(o[..4].try_into().unwrap())))
+    }
+
+    #[test]
+    fn a_forked_deputy_is_the_deputys_child_and_can_be_served_by_another_tracer() {
+        let mut d = deputy(None);
+        let parent = d.pid;
+        // A descriptor of the deputy's own, which the child deputy must have too.
+        let (r, outs) = d.execute(libc::SYS_pipe2 as u32, [0; 6], &[Buf::Out { arg: 0, len: 8, by_ret: false }]).unwrap();
+        assert_eq!(r, 0);
+        let wr = u64::from(u32::from_le_bytes(outs[0][4..8].try_into().unwrap()));
+        let rd = u64::from(u32::from_le_bytes(outs[0][0..4].try_into().unwrap()));
+        let child = d.fork().unwrap().expect("fork in the deputy");
+        // The parent deputy goes on serving calls.
+        assert_eq!(d.execute(libc::SYS_getppid as u32, [0; 6], &[]).unwrap().0, i64::from(getpid().as_raw()));
+        // The child was left detached, in pause(): another thread (a tracer of its own, as the
+        // forked child's mosrun is) takes it over and makes it a served deputy.
+        let served = std::thread::spawn(move || {
+            let t = Tracee::<Running>::seize(child).expect("seize the child deputy").interrupt().expect("interrupt");
+            let mut c = Deputy::release(t, None).expect("release the child deputy");
+            assert!(c.served());
+            let ppid = c.execute(libc::SYS_getppid as u32, [0; 6], &[]).unwrap().0;
+            let data = b"from the child deputy".to_vec();
+            let w = c.execute(libc::SYS_write as u32, [wr, 0, data.len() as u64, 0, 0, 0], &[Buf::In { arg: 1, data }]).unwrap().0;
+            c.park().unwrap();
+            c.end(ExitStatus::Code(23)).unwrap();
+            (ppid, w)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(served, (i64::from(parent.as_raw()), 21), "the child's parent is the deputy; it has the deputy's pipe");
+        let (n, outs) = d.execute(libc::SYS_read as u32, [rd, 0, 100, 0, 0, 0], &[Buf::Out { arg: 1, len: 100, by_ret: true }]).unwrap();
+        assert_eq!((n, &outs[0][..]), (21, &b"from the child deputy"[..]));
+        // wait4 in the parent deputy sees the status the child deputy ended with.
+        let (r, st) = wait_in(&mut d, child);
+        assert_eq!((r, libc::WIFEXITED(st), libc::WEXITSTATUS(st)), (i64::from(child.as_raw()), true, 23));
+        d.park().unwrap();
+        d.end(ExitStatus::Code(0)).unwrap();
+        assert_eq!(waitpid(parent, None).unwrap(), WaitStatus::Exited(parent, 0));
     }
 
     #[test]

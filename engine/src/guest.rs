@@ -14,6 +14,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
@@ -44,6 +45,8 @@ pub enum Order {
     GoHome,
     /// Ask home to move the process on to this node (the local balancer's decision).
     MoveTo(u32),
+    /// A [`ForkSlot`] was queued: wakes the host loop, which drops it unless it is forking.
+    Slot,
 }
 
 impl Order {
@@ -51,6 +54,7 @@ impl Order {
         let (tag, n) = match self {
             Order::GoHome => (0u8, 0u32),
             Order::MoveTo(n) => (1, n),
+            Order::Slot => (2, 0),
         };
         let mut b = [tag, 0, 0, 0, 0];
         b[1..].copy_from_slice(&n.to_le_bytes());
@@ -61,6 +65,7 @@ impl Order {
         match (b.first()?, b.get(1..5)?) {
             (0, _) => Some(Order::GoHome),
             (1, n) => Some(Order::MoveTo(u32::from_le_bytes(n.try_into().ok()?))),
+            (2, _) => Some(Order::Slot),
             _ => None,
         }
     }
@@ -68,7 +73,7 @@ impl Order {
 
 /// The sending end of a guest's order channel; cheap to clone, usable from any thread.
 #[derive(Debug)]
-pub struct Orders(std::os::unix::net::UnixDatagram);
+pub struct Orders(std::os::unix::net::UnixDatagram, std::sync::mpsc::Sender<ForkSlot>);
 
 impl Orders {
     /// Queues `o` for the guest; fails when its host loop is gone (the guest ended).
@@ -77,19 +82,82 @@ impl Orders {
     }
 
     pub fn try_clone(&self) -> std::io::Result<Orders> {
-        self.0.try_clone().map(Orders)
+        Ok(Orders(self.0.try_clone()?, self.1.clone()))
     }
+
+    /// Hands the guest the place for the child it is forking (the child's deputy channel has
+    /// arrived from home). Fails (giving the slot back) when its host loop is gone.
+    pub fn fork_slot(&self, slot: ForkSlot) -> Result<(), ForkSlot> {
+        self.1.send(slot).map_err(|e| e.0)?;
+        let _ = self.send(Order::Slot);
+        Ok(())
+    }
+}
+
+/// Where a guest that forks sends its child: the hosting node made a new guest thread for the
+/// child (with the child's deputy channel from home) and waits on `image` for a copy of the
+/// parent (see [`crate::migrate::accept_fork_child`]).
+#[derive(Debug)]
+pub struct ForkSlot {
+    /// The child's home pid (its deputy's pid at home).
+    pub child_pid: u32,
+    /// The token of the `ForkJoin` that brought the child's deputy channel.
+    pub token: u64,
+    pub image: std::os::unix::net::UnixStream,
 }
 
 /// The receiving end, polled by [`serve`].
 #[derive(Debug)]
-pub struct Inbox(std::os::unix::net::UnixDatagram);
+pub struct Inbox(std::os::unix::net::UnixDatagram, std::sync::mpsc::Receiver<ForkSlot>);
 
 /// A new order channel.
 pub fn orders() -> std::io::Result<(Orders, Inbox)> {
     let (a, b) = std::os::unix::net::UnixDatagram::pair()?;
     b.set_nonblocking(true)?;
-    Ok((Orders(a), Inbox(b)))
+    let (tx, rx) = std::sync::mpsc::channel();
+    Ok((Orders(a, tx), Inbox(b, rx)))
+}
+
+/// How long a forking guest waits for its child's deputy channel from home.
+const FORK_JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A fork the remote side carries out itself (the child stays a guest here, with a deputy that is
+/// a fork of its parent's): `fork`, or `clone` with only the flags of a fork (exit signal
+/// SIGCHLD, no new stack, tid stores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForkShape {
+    /// CLONE_CHILD_SETTID: the child's tid (its home pid) is stored there in the child.
+    pub child_settid: Option<u64>,
+    /// CLONE_CHILD_CLEARTID: the child's clear_child_tid address.
+    pub child_cleartid: Option<u64>,
+    /// CLONE_PARENT_SETTID: the child's tid is stored there in the parent.
+    pub parent_settid: Option<u64>,
+}
+
+/// Is call `nr` with `args` a fork of the kind [`ForkShape`] describes? Anything else (threads,
+/// vfork, namespaces, clone3 ...) is not: it keeps its policy (run at home).
+pub fn fork_shape(nr: u32, args: &[u64; 6]) -> Option<ForkShape> {
+    const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
+    const CLONE_CHILD_CLEARTID: u64 = 0x0020_0000;
+    const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
+    match nr as libc::c_long {
+        libc::SYS_fork => Some(ForkShape { child_settid: None, child_cleartid: None, parent_settid: None }),
+        libc::SYS_clone => {
+            // clone(flags, newsp, parent_tid, child_tid, tls) on x86-64.
+            let flags = args[0];
+            let allowed = 0xff | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID;
+            if flags & !allowed != 0 || flags & 0xff != libc::SIGCHLD as u64 || args[1] != 0 {
+                return None;
+            }
+            let when = |f: u64, addr: u64| (flags & f != 0).then_some(addr);
+            Some(ForkShape {
+                child_settid: when(CLONE_CHILD_SETTID, args[3]),
+                child_cleartid: when(CLONE_CHILD_CLEARTID, args[3]),
+                parent_settid: when(CLONE_PARENT_SETTID, args[2]),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// How much of a returned buffer is valid.
@@ -642,6 +710,8 @@ struct Host<'a, S> {
     on_unsupported: OnUnsupported,
     /// Calls home was told about ([`DeputyMsg::Unsupported`]).
     told: Vec<u32>,
+    /// Places for children this guest forks ([`Orders::fork_slot`]).
+    forks: &'a std::sync::mpsc::Receiver<ForkSlot>,
 }
 
 impl<S: Wire> Host<'_, S> {
@@ -716,6 +786,9 @@ impl<S: Wire> Host<'_, S> {
             if read_cstr(pid, args[i]).is_ok_and(|p| policy::proc_file_needs_home(&p, self.g.home_pid)) {
                 disp = Disposition::Home;
             }
+        }
+        if let Some(shape) = fork_shape(nr, &args).filter(|_| n.data.arch == 0xc000_003e) {
+            return self.fork_call(listener, n.id, shape);
         }
         let own_sig = own_signal(nr, &args, self.g.home_pid);
         match disp {
@@ -890,6 +963,110 @@ impl<S: Wire> Host<'_, S> {
         Ok(None)
     }
 
+    /// The process forks (notification `id`, held): home forks the deputy and sends the child's
+    /// deputy channel to this node, whose new guest thread for the child receives a copy of the
+    /// process (memory, registers with fork returning 0 in the child, its home pid as tid); then
+    /// the parent's fork returns the child's home pid. On failure it returns an error and, if the
+    /// child deputy was made, that deputy ends (its supervisor at home sees the failure).
+    fn fork_call(&mut self, listener: i32, id: u64, shape: ForkShape) -> Result<Option<End>, Error> {
+        let pid = self.g.pid;
+        let answer = |r: Result<i64, i32>| {
+            let _ = sys::notif_send(listener, id, r, false);
+        };
+        self.seq += 1;
+        let seq = self.seq;
+        self.send(&DeputyMsg::Fork { seq })?;
+        let (ret, token) = loop {
+            let f = self.rx.read_frame(self.s)?;
+            match f.expect::<DeputyMsg>(Kind::Deputy)? {
+                DeputyMsg::Forked { seq: s, ret, token } if s == seq => break (ret, token),
+                m @ (DeputyMsg::Reply { .. } | DeputyMsg::Forked { .. }) => tracing::warn!(?m, seq, "answer out of sequence; ignored"),
+                m => {
+                    if let Some(end) = self.on_home_msg(m, true) {
+                        return Ok(Some(end));
+                    }
+                }
+            }
+        };
+        if ret <= 0 || ret > i64::from(i32::MAX) {
+            answer(Err(if ret < 0 { (-ret) as i32 } else { libc::EAGAIN }));
+        } else {
+            let child = ret as u32;
+            let deadline = Instant::now() + FORK_JOIN_TIMEOUT;
+            let slot = loop {
+                match self.forks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(slot) if slot.child_pid == child && slot.token == token => break Some(slot),
+                    // A late slot of an earlier fork that failed, or a connection that does not
+                    // know the token: dropped (that child, if any, ends).
+                    Ok(_) => continue,
+                    Err(_) => break None,
+                }
+            };
+            match slot {
+                None => {
+                    tracing::warn!(child, "the child's deputy channel did not arrive from home; fork fails with EAGAIN");
+                    answer(Err(libc::EAGAIN));
+                }
+                Some(slot) => self.copy_child(listener, id, child, shape, slot)?,
+            }
+        }
+        for sig in std::mem::take(&mut self.held) {
+            if let Ok(s) = Signal::try_from(sig) {
+                let _ = kill(pid, s);
+            }
+        }
+        for info in std::mem::take(&mut self.held_info) {
+            deliver(pid, &info);
+        }
+        Ok(None)
+    }
+
+    /// Makes the child: the process, held in its fork (notification `id`), is stopped and sent as a
+    /// migration stream to the child's guest thread (a full copy of its memory), with the child's
+    /// registers returning 0 from the call; then the process resumes with the fork's result.
+    fn copy_child(&mut self, listener: i32, id: u64, child: u32, shape: ForkShape, slot: ForkSlot) -> Result<(), Error> {
+        let pid = self.g.pid;
+        // As in `go_home`: the held notification is answered with ERESTARTSYS once the interrupt
+        // is requested; the task stops leaving the call, whose result is then set in its registers.
+        let mut t = Tracee::<Running>::seize(pid)?.interrupt_with(|| {
+            let _ = sys::notif_send(listener, id, Err(ERESTARTSYS), false);
+        })?;
+        let regs = t.regs()?;
+        let made = (|| -> Result<(), Error> {
+            let mut img = capture::capture(&mut t, child, self.g.home_node, mos_proto::migration::Reason::Manual)?;
+            let mut r = regs;
+            r.rax = 0;
+            r.orig_rax = u64::MAX;
+            img.context.regs = capture::regs_to_words(&r);
+            // What fork gives the child: its clear_child_tid, no robust list.
+            img.context.tid_address = shape.child_cleartid.unwrap_or(0);
+            img.context.robust_list = None;
+            let mut image = slot.image;
+            let _ = image.set_read_timeout(Some(crate::migrate::MIGRATION_TIMEOUT));
+            let _ = image.set_write_timeout(Some(crate::migrate::MIGRATION_TIMEOUT));
+            image.write_all(&shape.child_settid.unwrap_or(0).to_le_bytes())?;
+            capture::send(&mut image, &mut t, &img, Instant::now())?;
+            Ok(())
+        })();
+        let ret = match made {
+            Ok(()) => {
+                if let Some(addr) = shape.parent_settid {
+                    let _ = mem::write_mem(pid, addr, &(child as i32).to_le_bytes());
+                }
+                tracing::info!(child, "forked: the child runs here");
+                i64::from(child)
+            }
+            Err(e) => {
+                tracing::warn!(child, error = %e, "could not make the forked child here; fork fails with EAGAIN");
+                -i64::from(libc::EAGAIN)
+            }
+        };
+        let mut r = regs;
+        r.rax = ret as u64;
+        r.orig_rax = u64::MAX;
+        thaw(t, r)
+    }
+
     /// Is descriptor `fd` at home a stream socket (asked with a forwarded getsockopt SO_TYPE)?
     fn fd_is_stream(&mut self, fd: u64) -> Result<Result<bool, End>, Error> {
         let bufs = vec![Buf::Out { arg: 3, len: 4, by_ret: false }, Buf::InOut { arg: 4, data: 4u32.to_le_bytes().to_vec() }];
@@ -993,6 +1170,7 @@ pub fn serve<S: Wire>(stream: &mut S, g: &Guest, inbox: &Inbox) -> End {
         home_refused: false,
         on_unsupported: OnUnsupported::GoHome,
         told: Vec::new(),
+        forks: &inbox.1,
     };
     // The task and this thread hand over each call like a synchronous call, on one CPU.
     sys::notif_sync_wake_up(g.listener.as_raw_fd());
@@ -1008,6 +1186,9 @@ pub fn serve<S: Wire>(stream: &mut S, g: &Guest, inbox: &Inbox) -> End {
                 }
             }
         }
+        // A child's place can only be expected inside `fork_call`: any slot here is stale or not
+        // home's (a ForkJoin without the right token); dropping it ends that connection.
+        while h.forks.try_recv().is_ok() {}
         // A message from home already read ahead is handled without waiting for anything.
         let held = h.rx.has_frame() || h.s.buffered();
         let (sock_ready, notif_ready, exit_ready, order_ready) = {
@@ -1038,6 +1219,8 @@ pub fn serve<S: Wire>(stream: &mut S, g: &Guest, inbox: &Inbox) -> End {
                             tracing::warn!(error = %e, "could not ask home to move the process on");
                         }
                     }
+                    // Dropped at the top of the loop (it is not forking now).
+                    Some(Order::Slot) => {}
                     None => tracing::warn!("malformed order for a guest; ignored"),
                 }
             }
@@ -1082,5 +1265,37 @@ pub fn serve<S: Wire>(stream: &mut S, g: &Guest, inbox: &Inbox) -> End {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fork_shape_takes_fork_and_glibc_fork_clones_only() {
+        let plain = ForkShape { child_settid: None, child_cleartid: None, parent_settid: None };
+        assert_eq!(fork_shape(libc::SYS_fork as u32, &[0; 6]), Some(plain));
+        // glibc's fork(): CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD, child tid pointer.
+        let glibc = 0x0120_0000 | libc::SIGCHLD as u64;
+        assert_eq!(
+            fork_shape(libc::SYS_clone as u32, &[glibc, 0, 0, 0x7000, 0, 0]),
+            Some(ForkShape { child_settid: Some(0x7000), child_cleartid: Some(0x7000), parent_settid: None })
+        );
+        let ptid = 0x0010_0000 | libc::SIGCHLD as u64;
+        assert_eq!(
+            fork_shape(libc::SYS_clone as u32, &[ptid, 0, 0x6000, 0x7000, 0, 0]),
+            Some(ForkShape { child_settid: None, child_cleartid: None, parent_settid: Some(0x6000) })
+        );
+        // Threads, vfork, a new stack, another exit signal, namespaces, clone3, vfork(): not forks.
+        let thread = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD) as u64;
+        assert_eq!(fork_shape(libc::SYS_clone as u32, &[thread, 0x5000, 0, 0, 0, 0]), None);
+        let vfork = (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | libc::SIGCHLD as u64;
+        assert_eq!(fork_shape(libc::SYS_clone as u32, &[vfork, 0, 0, 0, 0, 0]), None);
+        assert_eq!(fork_shape(libc::SYS_clone as u32, &[libc::SIGCHLD as u64, 0x5000, 0, 0, 0, 0]), None);
+        assert_eq!(fork_shape(libc::SYS_clone as u32, &[libc::SIGUSR1 as u64, 0, 0, 0, 0, 0]), None);
+        assert_eq!(fork_shape(libc::SYS_clone as u32, &[libc::CLONE_NEWPID as u64 | libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), None);
+        assert_eq!(fork_shape(libc::SYS_clone3 as u32, &[0; 6]), None);
+        assert_eq!(fork_shape(libc::SYS_vfork as u32, &[0; 6]), None);
     }
 }

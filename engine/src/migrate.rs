@@ -12,6 +12,7 @@ use mos_proto::frame::{self, Kind};
 use mos_proto::migration::*;
 use mos_proto::secure::Credential;
 use nix::unistd::Pid;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -259,11 +260,36 @@ pub fn accept_guest_with(
     admit: impl FnOnce(&Offer) -> Result<(), String>,
     resumed: impl FnOnce(&Guest, &Stats),
 ) -> Result<(Guest, Stats), Error> {
-    let start = Instant::now();
     tune(stream.tcp());
     let _ = stream.set_read_timeout(Some(MIGRATION_TIMEOUT));
     let offer: Offer = frame::read_frame(stream)?.expect(Kind::Offer)?;
-    let refuse = |stream: &mut Channel, reason: String| {
+    let r = accept_offer(stream, offer, admit, resumed, None);
+    let _ = stream.set_read_timeout(None);
+    r
+}
+
+/// The stream of the local copy that makes a forked child (see [`crate::guest::ForkSlot`]): the
+/// parent's host sends `child_tid` first (u64 LE: where the child's fork stores its tid, 0 for
+/// nowhere), then the parent's image as a migration stream.
+pub fn accept_fork_child<S: Read + Write>(stream: &mut S) -> Result<(Guest, Stats), Error> {
+    let mut b = [0u8; 8];
+    stream.read_exact(&mut b)?;
+    let child_tid = u64::from_le_bytes(b);
+    let offer: Offer = frame::read_frame(stream)?.expect(Kind::Offer)?;
+    accept_offer(stream, offer, |_| Ok(()), |_, _| {}, Some(child_tid))
+}
+
+/// [`accept_guest_with`] once the `Offer` is read. `child_tid`: the process is a forked child; its
+/// home pid is stored at that address (unless 0) before it runs, as CLONE_CHILD_SETTID does.
+pub fn accept_offer<S: Read + Write>(
+    stream: &mut S,
+    offer: Offer,
+    admit: impl FnOnce(&Offer) -> Result<(), String>,
+    resumed: impl FnOnce(&Guest, &Stats),
+    child_tid: Option<u64>,
+) -> Result<(Guest, Stats), Error> {
+    let start = Instant::now();
+    let refuse = |stream: &mut S, reason: String| {
         let _ = frame::write_msg(stream, Kind::Refuse, &Refuse { reason: reason.clone() });
         Error::Refused(reason)
     };
@@ -300,6 +326,13 @@ pub fn accept_guest_with(
     };
     crate::fault::point("before-resumed");
     let pid = t.pid();
+    if let Some(addr) = child_tid.filter(|a| *a != 0) {
+        if let Err(e) = crate::mem::write_mem(pid, addr, &(offer.home_pid as i32).to_le_bytes()) {
+            let _ = frame::write_msg(stream, Kind::Failed, &Failed { reason: e.to_string() });
+            t.kill();
+            return Err(e);
+        }
+    }
     let pidfd = sys::pidfd_open(pid).map_err(|e| Error::Sys { what: "pidfd_open", pid: pid.as_raw(), errno: e })?;
     let stats =
         Stats { total_us: start.elapsed().as_micros() as u64, rounds: 1, pages_sent: got.pages, bytes_sent: got.bytes, ..Stats::default() };
@@ -310,6 +343,5 @@ pub fn accept_guest_with(
         return Err(e.into());
     }
     t.detach(None)?;
-    let _ = stream.set_read_timeout(None);
     Ok((guest, stats))
 }

@@ -348,6 +348,31 @@ impl Tracee<Stopped> {
         })
     }
 
+    /// Injects `fork` with PTRACE_O_TRACEFORK on, so the child starts traced by this thread and
+    /// stopped before it runs anything. Returns the child, stopped (its registers are the
+    /// injection's: the caller sets them), or the negative errno of the fork.
+    pub fn inject_fork(&mut self) -> Result<Result<Tracee<Stopped>, i64>, Error> {
+        let pid = self.pid;
+        let opts = |o: ptrace::Options| {
+            ptrace::setoptions(pid, o).map_err(|e| Error::Sys { what: "PTRACE_SETOPTIONS", pid: pid.as_raw(), errno: e })
+        };
+        let base = ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_EXITKILL;
+        opts(base | ptrace::Options::PTRACE_O_TRACEFORK)?;
+        let r = self.inject(libc::SYS_fork, [0; 6]);
+        opts(base)?;
+        let r = r?;
+        if r <= 0 {
+            return Ok(Err(if r == 0 { -i64::from(libc::EAGAIN) } else { r }));
+        }
+        let child = Pid::from_raw(r as i32);
+        // Its first stop: PTRACE_EVENT_STOP (or SIGSTOP, for a tracer that attached otherwise).
+        match wait_stop(child)? {
+            WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..) => {}
+            other => return Err(gone(child, other)),
+        }
+        Ok(Ok(Tracee { pid: child, gadget: self.gadget, pending_signals: Vec::new(), trap: None, scratch_regs: None, _s: PhantomData }))
+    }
+
     /// Lets the tracee run on, still traced (PTRACE_CONT, no signal): it stops again for signals
     /// (see [`Tracee::take_stops`]) and for [`Tracee::interrupt`].
     pub fn resume(self) -> Result<Tracee<Running>, Error> {

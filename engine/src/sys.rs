@@ -274,6 +274,49 @@ fn fork_stopped_child(prepare: impl FnOnce()) -> Result<Pid, Errno> {
     }
 }
 
+/// Runs `f` in a new process that is not the caller's child (forked twice: the middle process
+/// exits at once and is reaped here), with every descriptor but 0-2 closed first; the process
+/// exits with what `f` returns. Returns once the middle process is reaped (an error if it could
+/// not fork). The new process inherits the caller's signal mask and memory.
+///
+/// `f` runs arbitrary Rust code after fork, which is sound only in a single-threaded process: a
+/// caller with more than one thread gets `EBUSY` and nothing is forked.
+pub fn spawn_detached(f: impl FnOnce() -> i32) -> Result<(), Errno> {
+    let threads = std::fs::read_dir("/proc/self/task").map_err(|_| Errno::ENOENT)?.count();
+    if threads != 1 {
+        return Err(Errno::EBUSY);
+    }
+    // SAFETY: the caller is single-threaded (checked above; it cannot start a thread before this
+    // call returns), so the child may run any code; the parent branch only waits.
+    let mid = unsafe { libc::fork() };
+    if mid < 0 {
+        return Err(Errno::last());
+    }
+    if mid > 0 {
+        loop {
+            match nix::sys::wait::waitpid(Pid::from_raw(mid), None) {
+                Err(Errno::EINTR) => continue,
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Ok(()),
+                Ok(_) => return Err(Errno::EAGAIN),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    // SAFETY: the middle process is single-threaded (a fork of a single-threaded caller); it
+    // forks once more and exits with `_exit`, running no destructors of the caller's state.
+    let pid = unsafe { libc::fork() };
+    if pid != 0 {
+        // SAFETY: `_exit` ends the middle process at once.
+        unsafe { libc::_exit(if pid < 0 { 1 } else { 0 }) };
+    }
+    // SAFETY: close_range takes integers only; the descriptors closed are the caller's copies,
+    // which this process must not keep open (connections of the caller would outlive it).
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    let code = f();
+    // SAFETY: ends this process without unwinding into the caller's stack it was forked from.
+    unsafe { libc::_exit(code) }
+}
+
 /// Whether descriptor `fd1` of `pid1` and `fd2` of `pid2` are the same open file description
 /// (kcmp KCMP_FILE). `Err` when the kernel cannot tell (no kcmp, no ptrace access).
 pub fn same_open_file(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result<bool, Errno> {
@@ -569,4 +612,17 @@ pub fn userfaultfd(flags: u64) -> Result<OwnedFd, Errno> {
     }
     // SAFETY: `fd` was just returned by the kernel and is not owned elsewhere.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawn_detached_refuses_a_multi_threaded_caller() {
+        // The test harness runs this on a thread of its own beside the main thread.
+        let other = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        assert_eq!(spawn_detached(|| 0), Err(Errno::EBUSY));
+        other.join().unwrap();
+    }
 }

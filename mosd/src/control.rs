@@ -63,7 +63,10 @@ fn handle(mut c: UnixStream, node: &Node) -> Result<(), FrameError> {
                 .ok()
                 .and_then(|s| s.get(4).and_then(|v| v.parse::<i32>().ok()))
                 .unwrap_or(-1);
-            if ppid != peer_pid || (uid != 0 && uid != claimed) {
+            // Or a child forked by a registered process of the same user while it ran away: its
+            // deputy is a fork of that process's deputy, supervised by a mosrun of its own.
+            let forked = ppid > 0 && node.registry.home_uid(ppid as u32) == Some(claimed);
+            if (ppid != peer_pid && !forked) || (uid != 0 && uid != claimed) {
                 return reply(&mut c, &Reply::Error { message: format!("process {pid} is not a child of the registering mosrun") });
             }
             let writer = Arc::new(Mutex::new(c.try_clone()?));

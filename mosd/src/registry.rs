@@ -109,6 +109,16 @@ impl Registry {
         self.lock().guests.get(&local_pid).map(|g| g.orders.clone())
     }
 
+    /// The order channel of the guest that is process `home_pid` of node `home_node`.
+    pub fn guest_by_home(&self, home_node: u32, home_pid: u32) -> Option<(u32, Arc<Orders>)> {
+        self.lock().guests.values().find(|g| g.home_node == home_node && g.home_pid == home_pid).map(|g| (g.local_pid, g.orders.clone()))
+    }
+
+    /// The uid of own process `pid`, if it is registered here.
+    pub fn home_uid(&self, pid: u32) -> Option<u32> {
+        self.lock().home.get(&pid).map(|p| p.uid)
+    }
+
     /// Every guest's order channel.
     pub fn all_guest_orders(&self) -> Vec<Arc<Orders>> {
         self.lock().guests.values().map(|g| g.orders.clone()).collect()

@@ -66,6 +66,8 @@ struct Supervisor {
     returning: Vec<Vec<u8>>,
     /// Away: when the deputy was last looked at for real-time signals.
     rt_checked: std::time::Instant,
+    /// How mosrun was started (the supervisor of a forked child starts the same way).
+    opts: Options,
 }
 
 /// Where the program starts.
@@ -169,7 +171,7 @@ pub fn run(control_path: &Path, launch: Launch, opts: Options) -> Result<i32, Bo
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)?;
     let pidfd = mos_engine::sys::pidfd_open(pid)?;
     let command = program.join(" ");
-    let ckpt = Checkpoints::new(opts.checkpoint, program, pid.as_raw() as u32);
+    let ckpt = Checkpoints::new(opts.checkpoint.clone(), program, pid.as_raw() as u32);
     frame::write_msg(
         &mut control,
         Kind::Control,
@@ -202,11 +204,130 @@ pub fn run(control_path: &Path, launch: Launch, opts: Options) -> Result<i32, Bo
         warned: Vec::new(),
         returning: Vec::new(),
         rt_checked: std::time::Instant::now(),
+        opts: opts.clone(),
     };
     if let Some(n) = target.filter(|n| *n != home_node) {
         s.ask_move(n)?;
     }
-    Ok(s.event_loop(sfd))
+    Ok(s.event_loop(sfd, Where::Home))
+}
+
+/// What the supervisor of a child forked away needs (see [`Supervisor::on_fork`]).
+struct ForkedChild {
+    /// The child deputy at home (the child's home pid), detached in `pause()`.
+    pid: Pid,
+    parent: Pid,
+    node: u32,
+    addr: SocketAddr,
+    token: u64,
+    home_node: u32,
+    control_path: std::path::PathBuf,
+    command: Vec<String>,
+    opts: Options,
+}
+
+/// The supervisor of a child forked away, in a process of its own: takes the child deputy over
+/// (seize, served loop of its own), registers the child with mosd, opens its deputy channel to
+/// the node where the child runs ([`mos_proto::deputy::ForkJoin`]) and serves it as mosrun serves
+/// any process away. Returns mosrun's status.
+fn run_forked(c: ForkedChild) -> i32 {
+    let pid = c.pid;
+    match supervise_forked(c) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mosrun: the child {pid} forked away is lost: {e}");
+            let _ = kill(pid, Signal::SIGKILL);
+            1
+        }
+    }
+}
+
+fn supervise_forked(c: ForkedChild) -> Result<i32, BoxError> {
+    use mos_proto::deputy::ForkJoin;
+    use mos_proto::migration::{Failed, Resumed};
+    let t = mos_engine::ptrace::Tracee::seize(c.pid)?.interrupt()?;
+    let deputy = Deputy::release(t, None)?;
+    let mut control = UnixStream::connect(&c.control_path)?;
+    let command = c.command.join(" ");
+    let auto = c.opts.auto;
+    let mem_mb = c.opts.mem_mb;
+    let me = c.pid.as_raw() as u32;
+    frame::write_msg(
+        &mut control,
+        Kind::Control,
+        &Request::Register { pid: me, uid: nix::unistd::getuid().as_raw(), command, auto, mem_mb },
+    )?;
+    match frame::read_frame(&mut control)?.expect::<Reply>(Kind::Control)? {
+        Reply::Registered { .. } => {}
+        Reply::Error { message } => return Err(format!("mosd refused to supervise it: {message}").into()),
+        other => return Err(format!("unexpected reply from mosd: {other:?}").into()),
+    }
+    // With a cluster key, mosd vouches for this user on the child's connection too.
+    let cred = ticket(&c.control_path).map_err(|e| format!("cannot get a connection ticket from mosd: {e}"))?;
+    let mut stream = mos_engine::channel::connect(c.addr, cred.as_ref())?;
+    stream.set_read_timeout(Some(migrate::MIGRATION_TIMEOUT))?;
+    let join = ForkJoin { home_node: c.home_node, parent_pid: c.parent.as_raw() as u32, child_pid: me, token: c.token };
+    frame::write_msg(&mut stream, Kind::ForkJoin, &join)?;
+    let f = frame::read_frame(&mut stream)?;
+    let remote_pid = match f.kind {
+        Kind::Resumed => f.decode::<Resumed>()?.remote_pid,
+        Kind::Failed => return Err(format!("node {}: {}", c.node, f.decode::<Failed>()?.reason).into()),
+        other => return Err(format!("unexpected {other:?} frame from node {}", c.node).into()),
+    };
+    stream.set_read_timeout(None)?;
+    tracing::info!(pid = me, parent = c.parent.as_raw(), node = c.node, remote_pid, "forked child runs away");
+    let mut mask = SigSet::empty();
+    for s in RELAYED {
+        mask.add(s);
+    }
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block()?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)?;
+    let pidfd = mos_engine::sys::pidfd_open(c.pid)?;
+    let opts = Options { checkpoint: Default::default(), ..c.opts };
+    let mut s = Supervisor {
+        pid: c.pid,
+        home_node: c.home_node,
+        control: Some(control),
+        control_path: c.control_path,
+        pidfd,
+        pending: None,
+        rx: FrameReader::new(),
+        next_spin: SpinPolicy::new(NEXT_SPIN),
+        pending_mode: Mode::PreCopy,
+        ckpt: Checkpoints::new(Default::default(), c.command, me),
+        pending_ckpt: None,
+        on_unsupported: opts.on_unsupported,
+        warned: Vec::new(),
+        returning: Vec::new(),
+        rt_checked: std::time::Instant::now(),
+        opts,
+    };
+    s.tell(&Request::Moved { node: c.node });
+    let mut away = Away { deputy, stream, remote_pid, stats: Stats::default(), to_free: Vec::new(), armed: None };
+    s.send_policy(&mut away);
+    Ok(s.event_loop(sfd, Where::Away { node: c.node, away: Box::new(away) }))
+}
+
+/// A credential for a secure connection to another node, from the local mosd (`None`: the
+/// cluster has no key and connections stay plain).
+fn ticket(control_path: &Path) -> Result<Option<Credential>, BoxError> {
+    let mut side = UnixStream::connect(control_path)?;
+    let _ = side.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    frame::write_msg(&mut side, Kind::Control, &Request::Ticket)?;
+    match frame::read_frame(&mut side)?.expect::<Reply>(Kind::Control)? {
+        Reply::Ticket { credential } => Ok(credential),
+        Reply::Error { message } => Err(message.into()),
+        other => Err(format!("unexpected reply from mosd: {other:?}").into()),
+    }
+}
+
+/// An unguessable token for a fork's [`mos_proto::deputy::ForkJoin`].
+fn fork_token() -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
 }
 
 impl Supervisor {
@@ -221,14 +342,7 @@ impl Supervisor {
     /// A credential for a secure connection from mosd (on a side connection); None when the
     /// cluster has no key.
     fn credential(&self) -> Result<Option<Credential>, BoxError> {
-        let mut side = UnixStream::connect(&self.control_path)?;
-        let _ = side.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-        frame::write_msg(&mut side, Kind::Control, &Request::Ticket)?;
-        match frame::read_frame(&mut side)?.expect::<Reply>(Kind::Control)? {
-            Reply::Ticket { credential } => Ok(credential),
-            Reply::Error { message } => Err(message.into()),
-            other => Err(format!("unexpected reply from mosd: {other:?}").into()),
-        }
+        ticket(&self.control_path)
     }
 
     fn reap(&self) -> i32 {
@@ -254,8 +368,7 @@ impl Supervisor {
         }
     }
 
-    fn event_loop(&mut self, sfd: SignalFd) -> i32 {
-        let mut place = Where::Home;
+    fn event_loop(&mut self, sfd: SignalFd, mut place: Where) -> i32 {
         let mut last_probe = std::time::Instant::now();
         loop {
             let held = matches!(&place, Where::Away { away, .. } if self.rx.has_frame() || away.stream.buffered());
@@ -539,6 +652,15 @@ impl Supervisor {
                 let code = self.reap();
                 return Err(code);
             }
+            DeputyMsg::Fork { seq } => {
+                let (ret, token) = match self.on_fork(&mut away, node) {
+                    Ok(r) => r,
+                    Err(e) => return Err(self.deputy_failed(away, e)),
+                };
+                if let Err(e) = frame::write_msg(&mut away.stream, Kind::Deputy, &DeputyMsg::Forked { seq, ret, token }) {
+                    return Err(self.lost(away.deputy, &format!("lost the connection to node {node}: {e}")));
+                }
+            }
             DeputyMsg::Unsupported { nr } => self.warn_unsupported(nr, node),
             DeputyMsg::Queued { info } => self.returning.push(info),
             DeputyMsg::Reroute { node: to } => {
@@ -550,6 +672,45 @@ impl Supervisor {
             other => tracing::warn!(?other, "unexpected message from the remote side; ignored"),
         }
         Ok(Where::Away { node, away: Box::new(away) })
+    }
+
+    /// The process forked away: the deputy forks (the child deputy has its descriptors, cwd,
+    /// credentials and parent), and a supervisor of its own, in a new process, takes the child
+    /// deputy over and opens the child's deputy channel. Returns the fork's result for the remote
+    /// side (the child's home pid, or -errno) and the channel's token.
+    fn on_fork(&mut self, away: &mut Away, node: u32) -> Result<(i64, u64), EngineError> {
+        let again = -i64::from(libc::EAGAIN);
+        let (addr, token) = match (away.stream.peer_addr(), fork_token()) {
+            (Ok(a), Ok(t)) => (a, t),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot fork away");
+                return Ok((again, 0));
+            }
+        };
+        let child = match away.deputy.fork()? {
+            Ok(c) => c,
+            Err(errno) => return Ok((errno, 0)),
+        };
+        let c = ForkedChild {
+            pid: child,
+            parent: self.pid,
+            node,
+            addr,
+            token,
+            home_node: self.home_node,
+            control_path: self.control_path.clone(),
+            command: self.ckpt.command().to_vec(),
+            opts: self.opts.clone(),
+        };
+        // (mosrun is single-threaded, as spawn_detached requires.)
+        match mos_engine::sys::spawn_detached(move || run_forked(c)) {
+            Ok(()) => Ok((i64::from(child.as_raw()), token)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the forked child's supervisor");
+                let _ = kill(child, Signal::SIGKILL);
+                Ok((again, 0))
+            }
+        }
     }
 
     fn come_home(&mut self, mut away: Away, node: u32, offer: &Offer) -> Where {

@@ -13,6 +13,10 @@
 //! remote ── Unsupported{nr} ───────────▶ home   (mosrun -w) call `nr` failed remotely with ENOSYS
 //! remote ◀─ Queued{info} ──────────────── home   a signal with its siginfo (real-time ones, queued)
 //! remote ── Queued{info}… Offer ────────▶ home   signals pending remotely as the process leaves
+//! remote ── Fork{seq} ─────────────────▶ home   the process forks: home forks the deputy
+//! remote ◀─ Forked{seq,ret} ───────────── home   the child deputy's pid (or -errno); its own
+//!                                                deputy channel follows on a new connection
+//!                                                (`Kind::ForkJoin` frame, see [`ForkJoin`])
 //! ```
 use serde::{Deserialize, Serialize};
 
@@ -101,4 +105,27 @@ pub enum DeputyMsg {
     /// `Offer`: this signal is pending on the process as it leaves; home queues it once the
     /// process is back and drops it if the return fails.
     Queued { info: Vec<u8> },
+    /// From the remote side: the process called fork (or a clone that is a fork): home forks the
+    /// deputy and answers [`DeputyMsg::Forked`]. The notification is held meanwhile.
+    Fork { seq: u64 },
+    /// Answer to `Fork{seq}`: the child deputy's pid at home (the child's home pid), or a negative
+    /// errno. With a pid, home then opens the child's deputy channel ([`ForkJoin`]) carrying the
+    /// same random `token`: the remote side takes only that connection as the child's.
+    Forked { seq: u64, ret: i64, token: u64 },
+}
+
+/// First frame (`Kind::ForkJoin`) of a connection from home to the node where a guest forked:
+/// this connection is the deputy channel of its child. The node answers `Resumed` once the
+/// child runs there (a copy of the parent's memory and registers, its fork returning 0), or
+/// `Failed`/`Refuse`; then the connection carries [`DeputyMsg`]s as any deputy channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkJoin {
+    pub home_node: u32,
+    /// Home pid of the forking process (the guest on that node).
+    pub parent_pid: u32,
+    /// Home pid of the child (its deputy at home).
+    pub child_pid: u32,
+    /// The token of the parent's [`DeputyMsg::Forked`] (unguessable: only home, which sent it on
+    /// the parent's deputy channel, knows it).
+    pub token: u64,
 }

@@ -47,6 +47,9 @@ pub enum Kind {
     FileTable = 21,
     /// Checkpoint file: the last frame, length and SHA-256 of everything before it (raw, 40 bytes).
     CheckpointEnd = 22,
+    /// Home -> remote mosd, first frame of a new connection: the deputy channel of a child forked
+    /// by a guest there ([`crate::deputy::ForkJoin`]).
+    ForkJoin = 40,
 }
 
 impl Kind {
@@ -67,6 +70,7 @@ impl Kind {
             20 => Kind::CheckpointHeader,
             21 => Kind::FileTable,
             22 => Kind::CheckpointEnd,
+            40 => Kind::ForkJoin,
             _ => return None,
         })
     }

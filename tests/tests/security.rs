@@ -206,3 +206,29 @@ fn a_ticket_for_another_user_cannot_move_a_root_process() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The deputy channel of a child forked away (`ForkJoin`, kind 40) is taken only from home: a
+/// connection naming no guest, or a guest that is not forking, or without home's token, gets
+/// `Failed` and no child; the guest goes on undisturbed.
+#[test]
+fn fork_join_without_homes_token_gets_no_child() {
+    use mos_proto::deputy::ForkJoin;
+    use mos_proto::frame::{self, Kind};
+    let c = Cluster::start(2);
+    let mut job = c.spawn_mosrun(1, mos_tests::wl::COUNTER_STATIC, &["4000", "5"]);
+    let pid = job.pid();
+    c.wait_registered(1, pid);
+    c.migrate(1, pid, "2");
+    assert!(c.ps_row(2, pid, true).is_some(), "node 2 does not host {pid}");
+    let target = format!("{}:{}", c.addr(2), c.port());
+    for (parent_pid, what) in [(pid + 100_000, "no such guest"), (pid, "a guest that is not forking, wrong token")] {
+        let mut s = TcpStream::connect(&target).expect("connect to node 2");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        frame::write_msg(&mut s, Kind::ForkJoin, &ForkJoin { home_node: 1, parent_pid, child_pid: pid + 1, token: 42 }).unwrap();
+        let f = frame::read_frame(&mut s).unwrap_or_else(|e| panic!("{what}: no answer from node 2: {e}"));
+        assert_eq!(f.kind, Kind::Failed, "{what}: node 2 answered {:?}", f.kind);
+    }
+    assert!(!c.log(2).contains("forked child resumed here"), "node 2 made a child: {}", c.log(2));
+    assert!(c.ps_row(2, pid, true).is_some(), "the guest is gone from node 2: {}", c.log(2));
+    job.proc.kill();
+}

@@ -32,7 +32,8 @@ const NODE2_HOSTNAME: &str = "mos-zdtm-node2";
 #[derive(Debug, Clone, Copy)]
 enum Step {
     /// Waits for the line `gate N`; under MOS first moves the process (gate 1: home -> node 2;
-    /// gate 2: node 2 -> home) and checks where it is; then opens the gate (SIGWINCH).
+    /// gate 2: node 2 -> home; gate 3: home -> node 2 again, for a case that came home by itself
+    /// during phase 1) and checks where it is; then opens the gate (SIGWINCH).
     Gate(u32),
     /// Waits for the line; under MOS brings the process home from node 2 (where it must be),
     /// whatever it is doing; then creates `ctl/homeN`.
@@ -46,6 +47,9 @@ enum Step {
     Stdin(&'static str, &'static str),
     /// Closes the process's stdin.
     CloseStdin,
+    /// Waits for the line; under MOS, every other process of home node 1 (a child forked away)
+    /// must run on node 2: each is brought home with `mosctl migrate`; then creates `ctl/homeN`.
+    ChildrenHome(&'static str, u32),
     /// Waits for the line; when the process runs on node 2, checks that the task running it there
     /// has these `Uid:`, `Gid:` and `Groups:` lines in its /proc status; then sends SIGUSR1.
     StubIds(&'static str, [&'static str; 3]),
@@ -61,11 +65,14 @@ struct Case {
     stays_away: bool,
     /// The process gets a stdin pipe from the test (else /dev/null).
     stdin: bool,
+    /// It forks during phase 1 on node 2: each child must have been made on node 2 (as a guest
+    /// of its own there), not at home.
+    forks_away: u32,
 }
 
 const GATES: &[Step] = &[Gate(1), Gate(2)];
 /// The usual case: migrated at gate 1, brought home at gate 2, never home in between.
-const AWAY: Case = Case { steps: GATES, stays_away: true, stdin: false };
+const AWAY: Case = Case { steps: GATES, stays_away: true, stdin: false, forks_away: 0 };
 /// A case whose phase 1 makes a call that brings the process home.
 const COMES_HOME: Case = Case { stays_away: false, ..AWAY };
 /// A case that ends during phase 1, on node 2.
@@ -133,7 +140,10 @@ impl Run<'_> {
     fn gate(&mut self, n: u32) {
         self.wait_line(&format!("gate {n}"));
         if let Some(c) = self.mos {
-            if n == 1 {
+            if n == 3 {
+                assert_eq!(self.node(c), 1, "gate 3 is for a process that came home by itself, but it is not home");
+            }
+            if n == 1 || n == 3 {
                 c.migrate(1, self.pid, "2");
                 assert_eq!(self.node(c), 2, "after `mosctl migrate {} 2` the home node does not show it on node 2", self.pid);
                 assert!(c.ps_row(2, self.pid, true).is_some(), "node 2 does not host pid {}: {}", self.pid, c.ps(2));
@@ -190,6 +200,29 @@ impl Run<'_> {
                 self.proc.write_stdin(text.as_bytes());
             }
             CloseStdin => self.proc.close_stdin(),
+            ChildrenHome(line, n) => {
+                self.wait_line(line);
+                if let Some(c) = self.mos {
+                    let ps = c.ps(1);
+                    let others: Vec<u64> = ps["processes"]
+                        .as_array()
+                        .expect("ps rows")
+                        .iter()
+                        .filter(|r| r["guest"].as_bool() == Some(false) && r["pid"].as_u64() != Some(u64::from(self.pid)))
+                        .map(|r| {
+                            assert_eq!(r["node"].as_u64(), Some(2), "a child forked away is not on node 2: {r}");
+                            r["pid"].as_u64().expect("pid")
+                        })
+                        .collect();
+                    assert!(!others.is_empty(), "home node 1 lists no child forked away: {ps}");
+                    for child in others {
+                        c.migrate(1, child as u32, "home");
+                        let row = c.ps_row(1, child as u32, false).expect("the child is still listed");
+                        assert_eq!(row["node"].as_u64(), Some(1), "the child is not home after `mosctl migrate {child} home`");
+                    }
+                }
+                std::fs::write(self.ctl.join(format!("home{n}")), b"").expect("create ctl/homeN");
+            }
             StubIds(line, want) => {
                 self.wait_line(line);
                 if self.mos.is_some_and(|c| self.node(c) == 2) {
@@ -272,6 +305,10 @@ fn run_case(name: &str, case: Case) {
         // It ended during phase 1: on node 2, which logs the end of its guest (just after telling home).
         wait_until(after(Duration::from_secs(20)), "node 2 to log the end of its guest", || c.log(2).contains("guest ended").then_some(()));
     }
+    if case.forks_away > 0 {
+        let made = c.log(2).matches("forked child resumed here").count() as u32;
+        assert_eq!(made, case.forks_away, "zdtm {name}: children made on node 2 (its log: {})", c.log(2));
+    }
     assert_same_output(&job.stdout(), &want.stdout, &format!("zdtm {name}: stdout"));
     assert_same_output(&job.stderr(), &want.stderr, &format!("zdtm {name}: stderr"));
     assert_eq!(
@@ -333,12 +370,30 @@ cases! {
     pipe_child: AWAY;
     /// Children forked before the move (one a zombie by then) waited for while away and at home.
     child_before: AWAY;
-    /// fork after the move (the process comes home for it today); the child writes a home file.
-    child_after: COMES_HOME;
+    /// fork after the move: the child is made on node 2 (a copy of the parent there, its deputy
+    /// a fork of the parent's); it checks its parent, writes a home file and exits with a status
+    /// the parent waits for (away and, in phase 2, at home).
+    child_after: Case { forks_away: 1, ..AWAY };
+    /// fork while away, the parent working at the same time; the child checks its pid and parent,
+    /// handles a signal it raises, writes by a relative path and forks a grandchild (made on node
+    /// 2 too) that it waits for; the parent takes SIGCHLD and the child's status.
+    fork_away: Case { forks_away: 2, ..AWAY };
+    /// fork while away, and the child execs (it comes home for that, as its own process: the
+    /// parent stays on node 2); the new program writes a home file and ends with a status the
+    /// parent waits for.
+    fork_exec: Case { forks_away: 1, ..AWAY };
+    /// A child forked away waits (a local call); its parent is brought home without it (the child
+    /// stays on node 2, listed at home as its own process), then the child is brought home with
+    /// `mosctl migrate`; its parent, at home, writes to their pipe and wakes it with a signal; the
+    /// child reads, writes a home file and ends; the parent waits for it.
+    fork_outlives: Case { steps: &[Gate(1), Gate(2), ChildrenHome("[2] waiting for the child's move", 2)], forks_away: 1, ..AWAY };
     /// SIGCHLD of a child forked before the move reaches the handler while away.
     sigchld: AWAY;
     /// execve after the move: the new image keeps pid, descriptors, environment, mask, ignored signals.
     execve: COMES_HOME;
+    /// execve after the move brings the process home; the new program is then migrated again
+    /// (gate 3), works on node 2 (stays there until gate 2) and ends at home with its own status.
+    execve_away: Case { steps: &[Gate(1), Gate(3), Gate(2)], ..AWAY };
 
     // Signals
     /// A SIGUSR1 handler runs for a signal sent by the test to the home pid, for kill and raise.

@@ -912,6 +912,174 @@ static void child_after_phase(int n) {
     say("getpid unchanged: %d\n", getpid() == ca_parent);
 }
 
+/* Case fork_away: fork while away; the child (on node 2 too) checks its pid and parent, raises a
+ * signal it handles, writes a home file by a relative path, forks a grandchild (also away) and
+ * waits for it; the parent meanwhile writes a home file, then waits for the child (SIGCHLD
+ * handler, status). */
+static pid_t fa_parent;
+static volatile sig_atomic_t fa_chld, fa_usr2;
+static void fa_on_chld(int s) {
+    (void)s;
+    fa_chld++;
+}
+static void fa_on_usr2(int s) {
+    (void)s;
+    fa_usr2++;
+}
+static void fork_away_before(void) {
+    fa_parent = getpid();
+    struct sigaction sa = {0};
+    sa.sa_handler = fa_on_chld;
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    SHOW(sigaction(SIGCHLD, &sa, NULL));
+    SHOW(chdir(W));
+}
+static void fork_away_phase(int n) {
+    int to_child[2], from_child[2];
+    char name[32], text[64];
+    if (pipe(to_child) || pipe(from_child)) die("pipe");
+    fflush(stdout);
+    pid_t p = fork();
+    if (p < 0) die("fork");
+    if (p == 0) {
+        close(to_child[1]);
+        close(from_child[0]);
+        pid_t told = 0;
+        if (read(to_child[0], &told, sizeof told) != (ssize_t)sizeof told) die("read pid");
+        say("child %d: getpid is what fork returned: %d\n", n, getpid() == told);
+        say("child: its parent is the forking process: %d\n", getppid() == fa_parent);
+        struct sigaction sa = {0};
+        sa.sa_handler = fa_on_usr2;
+        SHOW(sigaction(SIGUSR2, &sa, NULL));
+        SHOW(raise(SIGUSR2));
+        say("child: SIGUSR2 handled %d time(s)\n", (int)fa_usr2);
+        snprintf(name, sizeof name, "fa_child%d.txt", n);
+        snprintf(text, sizeof text, "written by the child, phase %d\n", n);
+        put_file(name, text);
+        fflush(stdout);
+        pid_t g = fork();
+        if (g < 0) die("fork grandchild");
+        if (g == 0) {
+            say("grandchild: its parent is the child: %d\n", getppid() == told);
+            snprintf(name, sizeof name, "fa_grand%d.txt", n);
+            put_file(name, "written by the grandchild\n");
+            fflush(stdout);
+            _exit(7);
+        }
+        show_wait("grandchild", g, 0);
+        say("child: done\n");
+        fflush(stdout);
+        /* Nothing printed after this: the parent prints from here on. */
+        if (write(from_child[1], "x", 1) != 1) _exit(99);
+        _exit(30 + n);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    if (write(to_child[1], &p, sizeof p) != (ssize_t)sizeof p) die("write pid");
+    /* The parent works at the same time as the child. */
+    snprintf(name, sizeof name, "fa_parent%d.txt", n);
+    int fd = open(name, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    for (int i = 0; i < 200; i++)
+        if (write(fd, "p", 1) != 1) die("write");
+    close(fd);
+    char c = 0;
+    SHOW(read(from_child[0], &c, 1));
+    show_wait("child", p, 0);
+    say("SIGCHLD handled: %d\n", wait_flag(&fa_chld, n));
+    snprintf(name, sizeof name, "fa_child%d.txt", n);
+    show_file(name, wp(name));
+    snprintf(name, sizeof name, "fa_grand%d.txt", n);
+    show_file(name, wp(name));
+    struct stat st;
+    snprintf(name, sizeof name, "fa_parent%d.txt", n);
+    SHOW(stat(name, &st));
+    say("parent's file: %lld bytes\n", (long long)st.st_size);
+    close(to_child[1]);
+    close(from_child[0]);
+}
+
+/* Case fork_exec: fork while away, the child execs (it comes home for that) a program that
+ * writes a home file and ends with a status the parent waits for. */
+static char fe_self[4096];
+static void fork_exec_before(void) {
+    fa_parent = getpid();
+    ssize_t r = readlink("/proc/self/exe", fe_self, sizeof fe_self - 1);
+    if (r < 0) die("readlink exe");
+    fe_self[r] = 0;
+}
+static void fork_exec_phase(int n) {
+    char ph[8], parent[32];
+    snprintf(ph, sizeof ph, "%d", n);
+    snprintf(parent, sizeof parent, "%d", (int)fa_parent);
+    fflush(stdout);
+    pid_t p = fork();
+    if (p < 0) die("fork");
+    if (p == 0) {
+        char *args[] = {ARGV[0], "fork_exec_post", (char *)ROOT, ph, parent, NULL};
+        execv(fe_self, args);
+        _exit(98);
+    }
+    show_wait("exec'd child", p, 0);
+    char name[32];
+    snprintf(name, sizeof name, "fe%d.txt", n);
+    show_file(name, wp(name));
+}
+/* The program the child of case fork_exec runs. */
+static int fork_exec_post(const char *ph, const char *parent) {
+    PH = atoi(ph);
+    say("exec'd child: its parent is the forking process: %d\n", getppid() == atoi(parent));
+    char name[32];
+    snprintf(name, sizeof name, "fe%s.txt", ph);
+    put_file(wp(name), "written by the exec'd child\n");
+    fflush(stdout);
+    return 40 + PH;
+}
+
+/* Case fork_outlives: a child forked away waits while its parent is brought home, is then moved
+ * home itself by the test, and is woken by its parent at home (signal), reads what it wrote. */
+static int fo_pipe[2];
+static pid_t fo_child;
+static void fork_outlives_phase(int n) {
+    if (n == 1) {
+        if (pipe(fo_pipe)) die("pipe");
+        fflush(stdout);
+        fo_child = fork();
+        if (fo_child < 0) die("fork");
+        if (fo_child == 0) {
+            close(fo_pipe[1]);
+            /* Waits with a local call (a forwarded one in flight would hold its mosrun). */
+            sigset_t w;
+            sigemptyset(&w);
+            sigaddset(&w, GATE_SIGNAL);
+            struct timespec t = {120, 0};
+            int s;
+            while ((s = sigtimedwait(&w, NULL, &t)) < 0 && errno == EINTR) {
+            }
+            say("child: woken by its parent: %d\n", s == GATE_SIGNAL);
+            char c = 0;
+            ssize_t r = read(fo_pipe[0], &c, 1);
+            say("child: read %zd byte(s): %c\n", r, r == 1 ? c : '-');
+            put_file(wp("fo.txt"), "written by the child after its parent moved\n");
+            fflush(stdout);
+            _exit(9);
+        }
+        close(fo_pipe[0]);
+        say("forked: %d\n", fo_child > 0);
+        return;
+    }
+    say("waiting for the child's move\n");
+    /* The test moves the child home and creates ctl/home2. */
+    char path[4200];
+    snprintf(path, sizeof path, "%s/home2", CTL);
+    for (int i = 0; i < 60000 && access(path, F_OK) != 0; i++) sleep_ms(1);
+    SHOW(write(fo_pipe[1], "x", 1));
+    /* Printed only once the child has ended: the output order is fixed. */
+    int k = kill(fo_child, GATE_SIGNAL);
+    show_wait("child", fo_child, 0);
+    say("kill: %d\n", k);
+    show_file("fo.txt", wp("fo.txt"));
+}
+
 static volatile sig_atomic_t chld;
 static int sc_p1[2], sc_p2[2];
 static pid_t sc_c1, sc_c2;
@@ -988,6 +1156,51 @@ static int execve_post(const char *pid) {
     show_file("exec.txt", wp("exec.txt"));
     say("phase done\n");
     return 0;
+}
+
+/* Case execve_away: exec while away (the process comes home for it), then the new program is
+ * migrated again (gate 3) and works there: it is still a migratable process. */
+static void execve_away_before(void) {
+    int fd = open(wp("exec_away.txt"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    SHOW(dup2(fd, 60));
+    close(fd);
+    SHOW(write(60, "before exec\n", 12));
+    ssize_t r = readlink("/proc/self/exe", ex_self, sizeof ex_self - 1);
+    if (r < 0) die("readlink exe");
+    ex_self[r] = 0;
+}
+static void execve_away_phase(int n) {
+    char pid[32];
+    if (n == 2) {
+        say("not reached\n");
+        return;
+    }
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    char *args[] = {ARGV[0], "execve_away_post", (char *)ROOT, pid, NULL};
+    say("exec now\n");
+    execv(ex_self, args);
+    say("execv failed: %s\n", strerror(errno));
+}
+/* The program after the exec of case execve_away: gate 3 (moved out again), work away, gate 2
+ * (brought home), work at home. */
+static int execve_away_post(const char *pid) {
+    PH = 1;
+    block_gate_signal();
+    say("after exec: same pid %d\n", getpid() == atoi(pid));
+    SHOW(fcntl(60, F_GETFD));
+    gate(3);
+    say("moved again: same pid %d\n", getpid() == atoi(pid));
+    SHOW(write(60, "after exec, away\n", 17));
+    put_file(wp("new_away.txt"), "made by the new program away\n");
+    show_file("new_away.txt", wp("new_away.txt"));
+    show_file("exec_away.txt", wp("exec_away.txt"));
+    say("phase done\n");
+    gate(2);
+    PH = 2;
+    SHOW(write(60, "at home\n", 8));
+    show_file("exec_away.txt", wp("exec_away.txt"));
+    say("phase done\n");
+    return 21;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -2579,8 +2792,12 @@ static const struct zcase CASES[] = {
     {"pipe_child", pipe_child_before, pipe_child_phase, pipe_child_finish},
     {"child_before", child_before_before, child_before_phase, NULL},
     {"child_after", child_after_before, child_after_phase, NULL},
+    {"fork_away", fork_away_before, fork_away_phase, NULL},
+    {"fork_exec", fork_exec_before, fork_exec_phase, NULL},
+    {"fork_outlives", NULL, fork_outlives_phase, NULL},
     {"sigchld", sigchld_before, sigchld_phase, NULL},
     {"execve", execve_before, execve_phase, NULL},
+    {"execve_away", execve_away_before, execve_away_phase, NULL},
     {"sig_handler", sig_handler_before, sig_handler_phase, NULL},
     {"siginfo", siginfo_before, siginfo_phase, NULL},
     {"sigmask", sigmask_before, sigmask_phase, NULL},
@@ -2641,6 +2858,8 @@ int main(int argc, char **argv) {
     snprintf(CTL, sizeof CTL, "%s/ctl", ROOT);
     block_gate_signal();
     if (!strcmp(argv[1], "execve_post")) return execve_post(argc > 3 ? argv[3] : "0");
+    if (!strcmp(argv[1], "execve_away_post")) return execve_away_post(argc > 3 ? argv[3] : "0");
+    if (!strcmp(argv[1], "fork_exec_post")) return fork_exec_post(argc > 3 ? argv[3] : "0", argc > 4 ? argv[4] : "0");
     const struct zcase *c = NULL;
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++)
         if (!strcmp(CASES[i].name, argv[1])) c = &CASES[i];
