@@ -69,6 +69,7 @@ pub fn whole_frame(data: &[u8]) {
             postcard_body::<Command>(f.kind, &f.body);
         }
         Kind::MapUpdate => postcard_body::<MapUpdate>(f.kind, &f.body),
+        Kind::ForkJoin => postcard_body::<mos_proto::deputy::ForkJoin>(f.kind, &f.body),
         Kind::CheckpointHeader => postcard_body::<mos_proto::checkpoint::Header>(f.kind, &f.body),
         Kind::FileTable => postcard_body::<mos_proto::checkpoint::FileTable>(f.kind, &f.body),
         Kind::CheckpointEnd => {
