@@ -98,6 +98,10 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode) -> 
             let (t, img, sent) = stop_copy(&mut stream, pid, home_node)?;
             (t, img, sent, None)
         }
+        Mode::Lazy => {
+            let (t, img, sent) = lazy(&mut stream, pid, home_node)?;
+            (t, img, sent, None)
+        }
         // Without dirty tracking (an older kernel, or the process cannot take one more
         // descriptor) the move is stop-and-copy.
         Mode::PreCopy if !crate::precopy::supported() => {
@@ -176,6 +180,48 @@ fn stop_copy<S: std::io::Read + std::io::Write>(
     Ok((t, img, sent))
 }
 
+/// Post-copy: freeze, send everything but the lazy areas, wait for `Resumed`, then serve the lazy
+/// phase ([`crate::postcopy`]) with the process frozen here. If that fails, the remote copy is
+/// given up and the process resumes here.
+fn lazy(stream: &mut TcpStream, pid: Pid, home_node: u32) -> Result<(Tracee<Stopped>, capture::Image, capture::Sent), Failure> {
+    let fail = |e: Error| Failure { source: e, at_home: true };
+    let mut t = capture::freeze(pid).map_err(fail)?;
+    let frozen_at = Instant::now();
+    let img = match capture::capture(&mut t, pid.as_raw() as u32, home_node, Reason::Manual) {
+        Ok(i) => i,
+        Err(e) => {
+            let mut r = t.regs().map_err(fail)?;
+            crate::ptrace::fixup_restart(&mut r, true);
+            let _ = thaw(t, r);
+            return Err(fail(e));
+        }
+    };
+    let back_home = |t: Tracee<Stopped>, e: Error| match thaw(t, img.home_regs) {
+        Ok(()) => fail(e),
+        Err(te) => Failure { source: te, at_home: false },
+    };
+    let (mut sent, areas) = match capture::send_mode(stream, &mut t, &img, frozen_at, true) {
+        Ok(s) => s,
+        Err(e) => return Err(back_home(t, e)),
+    };
+    if !areas.is_empty() {
+        let resumed_at = Instant::now();
+        match crate::postcopy::serve_home(stream, pid, &areas, resumed_at) {
+            Ok(s) => {
+                sent.stats.lazy_us = s.lazy_us;
+                sent.stats.faults = s.faults;
+                sent.stats.pages_sent += s.pages;
+                sent.stats.bytes_sent += s.bytes;
+            }
+            Err(e) => {
+                tracing::warn!(pid = pid.as_raw(), error = %e, "lazy phase failed: the process resumes at home");
+                return Err(back_home(t, e));
+            }
+        }
+    }
+    Ok((t, img, sent))
+}
+
 /// Receives a process coming home (its `Offer` already read from the deputy channel) into the
 /// deputy. On success the process runs natively at home again. On failure the deputy is put back
 /// in its released state and the remote copy keeps running.
@@ -209,7 +255,7 @@ pub fn receive_home(away: &mut TcpStream, deputy: Deputy, offer: &Offer) -> Resu
         return redeputy(t, e.into());
     }
     let _ = away.set_read_timeout(Some(MIGRATION_TIMEOUT));
-    let r = restore::receive(away, offer, &mut t, Options { set_exe: false, install_filter: false });
+    let r = restore::receive(away, offer, &mut t, Options { set_exe: false, install_filter: false, lazy: false });
     let _ = away.set_read_timeout(None);
     let got = match r {
         Ok((_, got)) => got,
@@ -269,6 +315,8 @@ pub fn accept_guest_with(
         Ok(t) => t,
         Err(e) => return Err(refuse(stream, format!("cannot start a stub process: {e}"))),
     };
+    // Taken now, used by a post-copy only.
+    let uffd = crate::postcopy::take_stub_uffd(&mut t);
     let accept = match restore::check_offer(&t, &offer) {
         Ok(a) => a,
         Err(reason) => {
@@ -282,7 +330,7 @@ pub fn accept_guest_with(
         return Err(e.into());
     }
     crate::fault::point("after-accept");
-    let (listener, got) = match restore::receive(stream, &offer, &mut t, Options { set_exe: true, install_filter: true }) {
+    let (listener, got) = match restore::receive(stream, &offer, &mut t, Options { set_exe: true, install_filter: true, lazy: true }) {
         Ok((Some(l), got)) => (l, got),
         Ok((None, _)) => unreachable!("install_filter was requested"),
         Err(e) => {
@@ -291,6 +339,17 @@ pub fn accept_guest_with(
             return Err(e);
         }
     };
+    if !got.lazy.is_empty() {
+        let armed = match &uffd {
+            Some(u) => crate::postcopy::arm_guest(u, t.pid(), &got.lazy),
+            None => Err(Error::Restore("this node cannot take a lazy migration (no userfaultfd)".into())),
+        };
+        if let Err(e) = armed {
+            let _ = frame::write_msg(stream, Kind::Failed, &Failed { reason: e.to_string() });
+            t.kill();
+            return Err(e);
+        }
+    }
     crate::fault::point("before-resumed");
     let pid = t.pid();
     let pidfd = sys::pidfd_open(pid).map_err(|e| Error::Sys { what: "pidfd_open", pid: pid.as_raw(), errno: e })?;
@@ -303,6 +362,22 @@ pub fn accept_guest_with(
         return Err(e.into());
     }
     t.detach(None)?;
+    let mut stats = stats;
+    if let (false, Some(uffd)) = (got.lazy.is_empty(), uffd) {
+        match crate::postcopy::serve_guest(stream, uffd, &got.lazy) {
+            Ok(f) => {
+                stats.total_us = start.elapsed().as_micros() as u64;
+                stats.faults = f.faults;
+                stats.pages_sent += f.pages;
+                stats.bytes_sent += f.bytes;
+            }
+            Err(e) => {
+                // Home resumes the process; this copy must not run on.
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                return Err(e);
+            }
+        }
+    }
     let _ = stream.set_read_timeout(None);
     Ok((guest, stats))
 }

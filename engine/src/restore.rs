@@ -33,6 +33,8 @@ pub struct Options {
     pub set_exe: bool,
     /// Install the remote component's seccomp filter and return its listener.
     pub install_filter: bool,
+    /// Accept a post-copy (`LazyAreas`): only a guest, which has the stub's userfaultfd.
+    pub lazy: bool,
 }
 
 /// Decides whether this node can take the offer, given the task it would restore into.
@@ -442,6 +444,8 @@ pub struct Received {
     pub frames: u64,
     pub pages: u64,
     pub bytes: u64,
+    /// Post-copy: the areas left for after `Resumed` (`LazyAreas`), each one whole anonymous VMA.
+    pub lazy: Vec<(u64, u64)>,
 }
 
 /// Receives `Vmas`, `Pages`* and `Context` after this side sent `Accept`, rebuilding the process in
@@ -465,6 +469,15 @@ pub fn receive<R: Read>(
                 crate::fault::page_frame(got.frames);
                 got.pages += n / 4096;
                 got.bytes += f.body.len() as u64;
+            }
+            Kind::LazyAreas if opts.lazy && got.lazy.is_empty() => {
+                let la: LazyAreas = f.decode()?;
+                for &(s, e) in &la.ranges {
+                    if !vmas.vmas.iter().any(|v| v.start == s && v.end == e && v.backing == Backing::Anon) {
+                        return Err(Error::Restore(format!("lazy area {s:#x}-{e:#x} is not an anonymous area of the map")));
+                    }
+                }
+                got.lazy = la.ranges;
             }
             Kind::MapUpdate => {
                 let mu: MapUpdate = f.decode()?;
