@@ -418,10 +418,13 @@ fn fault_loop(uffd: &OwnedFd, stop: &OwnedFd, w: &mut TcpStream, lazy: &[(u64, u
 }
 
 fn fill_loop(stream: &mut TcpStream, uffd: &OwnedFd, shared: &Mutex<Shared>, filled: &mut Filled) -> Result<(), Error> {
+    let mut frames = 0u64;
     loop {
         let f = frame::read_frame(stream)?;
         match f.kind {
             Kind::Pages => {
+                frames += 1;
+                crate::fault::lazy_frame(frames);
                 let (runs, data) = pages::decode(&f.body)?;
                 let mut off = 0usize;
                 for r in &runs {

@@ -73,3 +73,29 @@ fn lazy_churn_is_exact_static() {
     // It writes 25 random pages every 2 ms, and prints every 100 steps only.
     assert!(num(&st, "faults") >= 1, "the process resumed before its pages and writes all the time, so it must have faulted: {st}");
 }
+
+/// The target dies in the middle of the lazy phase (MOS_FAULT=mid-lazy, after 20 page frames):
+/// the move fails, the process resumes at home from where it froze (home kept it intact) and its
+/// output is still exact.
+#[test]
+fn target_dies_during_the_lazy_phase() {
+    let args = ["64", "3000", "2000", "25"];
+    let program = wl::CHURN_STATIC;
+    let want = reference(program, &args, REF_TIMEOUT);
+    assert_eq!(want.status.code(), Some(0), "reference run: {}", text(&want.stderr));
+    let mut c = Cluster::start(2);
+    c.restart_node(2, &[("MOS_FAULT", "mid-lazy"), ("MOS_FAULT_AFTER", "20")]);
+    let (mut job, pid) = c.start_job(1, program, &args);
+    job.wait_lines(3, LINE_TIMEOUT);
+    let out = c.mosctl(1, &["migrate", "--lazy", &pid.to_string(), "2"]);
+    assert!(!out.status.success(), "the move succeeded although node 2 died in its lazy phase: {}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("keeps running at home"), "{}", text(&out.stderr));
+    let st = c.wait_node_exit(2, Duration::from_secs(10));
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL), "node 2 ended with {}", describe(&st));
+    assert!(job.try_status().is_none(), "the job ended when the move failed");
+    let row = c.ps_row(1, pid, false).unwrap_or_else(|| panic!("node 1 does not list {pid}: {}", c.ps(1)));
+    assert_eq!(num(&row, "node"), 1, "the process should be at home (node 1): {row}");
+    let status = job.wait(END_TIMEOUT);
+    assert_same_output(&job.stdout(), &want.stdout, "churn after its target died in the lazy phase");
+    assert_eq!(status.code(), Some(0), "{}", describe(&status));
+}
