@@ -432,7 +432,7 @@ pub fn send<S: Read + Write>(stream: &mut S, t: &mut Tracee<Stopped>, img: &Imag
 }
 
 /// Post-copy candidates: private anonymous, readable and writable areas of at least this size.
-pub const LAZY_MIN: u64 = 256 << 10;
+pub const LAZY_MIN: u64 = 64 << 10;
 
 /// The areas a post-copy leaves for after `Resumed` (see [`LAZY_MIN`]).
 pub fn lazy_areas(img: &Image, vmas: &Vmas) -> Vec<(u64, u64)> {
@@ -443,6 +443,26 @@ pub fn lazy_areas(img: &Image, vmas: &Vmas) -> Vec<(u64, u64)> {
         .filter(|(m, v)| v.backing == Backing::Anon && !m.is_file() && !m.shared && m.read && m.write && m.len() >= LAZY_MIN)
         .map(|(m, _)| (m.start, m.end))
         .collect()
+}
+
+/// Post-copy: the pages of the lazy areas that the receiver's kernel writes while it restores the
+/// process (the rseq area: registering it makes the kernel store the CPU number there), sent now
+/// whatever they hold: a page present before the areas are registered never faults, so it must
+/// hold the process's data.
+fn send_restore_touched<W: Write>(w: &mut W, pid: Pid, img: &Image, lazy: &[(u64, u64)], stats: &mut Stats) -> Result<(), Error> {
+    let Some(r) = img.context.rseq.as_ref() else { return Ok(()) };
+    let page = PAGE_SIZE as u64;
+    let (s, e) = (r.ptr & !(page - 1), (r.ptr + u64::from(r.len.max(1))).div_ceil(page) * page);
+    if !lazy.iter().any(|(ls, le)| *ls <= s && e <= *le) {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; (e - s) as usize];
+    mem::readv(pid, &[(s, buf.len())], &mut buf)?;
+    let table = pages::encode_runs(&[PageRun { addr: s, npages: ((e - s) / page) as u32 }]);
+    frame::write_raw(w, Kind::Pages, &[&table, &buf])?;
+    stats.pages_sent += (e - s) / page;
+    stats.bytes_sent += (table.len() + buf.len()) as u64;
+    Ok(())
 }
 
 /// [`send`]; with `lazy`, a post-copy: `LazyAreas` follows `Vmas` and the pages of those areas
@@ -470,6 +490,7 @@ pub fn send_mode<S: Read + Write>(
         frame::write_msg(stream, Kind::LazyAreas, &LazyAreas { ranges: lazy.clone() })?;
     }
     send_pages_except(stream, t.pid(), img, &vmas, &mut stats, &lazy)?;
+    send_restore_touched(stream, t.pid(), img, &lazy, &mut stats)?;
     frame::write_msg(stream, Kind::Context, &img.context)?;
     stream.flush()?;
     let reply = read_reply(stream, t)?;

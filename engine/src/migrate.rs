@@ -341,7 +341,8 @@ pub fn accept_guest_with(
     };
     if !got.lazy.is_empty() {
         let armed = match &uffd {
-            Some(u) => crate::postcopy::arm_guest(u, t.pid(), &got.lazy),
+            Some(u) => crate::postcopy::check_untouched(t.pid(), &got.lazy, &got.filled)
+                .and_then(|()| crate::postcopy::arm_guest(u, t.pid(), &got.lazy)),
             None => Err(Error::Restore("this node cannot take a lazy migration (no userfaultfd)".into())),
         };
         if let Err(e) = armed {

@@ -304,6 +304,27 @@ pub fn arm_guest(uffd: &OwnedFd, pid: Pid, lazy: &[(u64, u64)]) -> Result<(), Er
     Ok(())
 }
 
+/// Checks, before the lazy areas are registered, that every page present in them was written from
+/// the stream (`filled`): a page something else touched during the restore would never fault, and
+/// would keep the wrong data.
+pub fn check_untouched(pid: Pid, lazy: &[(u64, u64)], filled: &[(u64, u64)]) -> Result<(), Error> {
+    let filled = normalize(filled.to_vec());
+    for &(s, e) in lazy {
+        let mut a = s;
+        while a < e {
+            let n = ((e - a) / PAGE).min(4096);
+            for (i, p) in mem::pagemap(pid, a, n as usize)?.iter().enumerate() {
+                let addr = a + i as u64 * PAGE;
+                if p.populated() && area_of(&filled, addr).is_none() {
+                    return Err(Error::Restore(format!("page {addr:#x} of a lazy area was touched during the restore")));
+                }
+            }
+            a += n * PAGE;
+        }
+    }
+    Ok(())
+}
+
 /// What the target did in the lazy phase.
 #[derive(Debug, Default, Clone)]
 pub struct Filled {

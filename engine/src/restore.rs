@@ -251,6 +251,11 @@ fn apply_update(t: &mut Tracee<Stopped>, offer: &Offer, vmas: &mut Vmas, scratch
 
 /// Writes one `Pages` frame into the task, checking every run lies inside the image's map.
 fn fill(pid: nix::unistd::Pid, vmas: &Vmas, body: &[u8]) -> Result<u64, Error> {
+    fill_noting(pid, vmas, body, &mut Vec::new())
+}
+
+/// [`fill`], adding the runs written to `filled`.
+fn fill_noting(pid: nix::unistd::Pid, vmas: &Vmas, body: &[u8], filled: &mut Vec<(u64, u64)>) -> Result<u64, Error> {
     let (runs, data) = pages::decode(body)?;
     let mut ranges = Vec::with_capacity(runs.len());
     // A run may span adjacent VMAs.
@@ -262,6 +267,7 @@ fn fill(pid: nix::unistd::Pid, vmas: &Vmas, body: &[u8]) -> Result<u64, Error> {
             return Err(Error::Restore(format!("page run {:#x}-{end:#x} lies outside the memory map", r.addr)));
         }
         ranges.push((r.addr, r.bytes()));
+        filled.push((r.addr, end));
     }
     mem::writev(pid, &ranges, data)?;
     Ok(data.len() as u64)
@@ -446,6 +452,8 @@ pub struct Received {
     pub bytes: u64,
     /// Post-copy: the areas left for after `Resumed` (`LazyAreas`), each one whole anonymous VMA.
     pub lazy: Vec<(u64, u64)>,
+    /// With `Options::lazy`: the ranges written from `Pages` frames.
+    pub filled: Vec<(u64, u64)>,
 }
 
 /// Receives `Vmas`, `Pages`* and `Context` after this side sent `Accept`, rebuilding the process in
@@ -464,7 +472,7 @@ pub fn receive<R: Read>(
         let f = frame::read_frame(stream)?;
         match f.kind {
             Kind::Pages => {
-                let n = fill(t.pid(), &vmas, &f.body)?;
+                let n = if opts.lazy { fill_noting(t.pid(), &vmas, &f.body, &mut got.filled)? } else { fill(t.pid(), &vmas, &f.body)? };
                 got.frames += 1;
                 crate::fault::page_frame(got.frames);
                 got.pages += n / 4096;

@@ -67,6 +67,8 @@ fn lazy_churn_is_exact_dynamic() {
     assert!(num(&st, "faults") >= 1, "{st}");
 }
 
+/// (A static binary keeps its TLS, and so its rseq area, in its heap, which is lazy: the restore's
+/// rseq registration must not leave that page zero.)
 #[test]
 fn lazy_churn_is_exact_static() {
     let st = lazy_move(wl::CHURN_STATIC, &["64", "3000", "2000", "25"], 3);
