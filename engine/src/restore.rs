@@ -452,7 +452,7 @@ pub struct Received {
     pub bytes: u64,
     /// Post-copy: the areas left for after `Resumed` (`LazyAreas`), each one whole anonymous VMA.
     pub lazy: Vec<(u64, u64)>,
-    /// With `Options::lazy`: the ranges written from `Pages` frames.
+    /// In a post-copy: the ranges written from `Pages` frames.
     pub filled: Vec<(u64, u64)>,
 }
 
@@ -472,7 +472,7 @@ pub fn receive<R: Read>(
         let f = frame::read_frame(stream)?;
         match f.kind {
             Kind::Pages => {
-                let n = if opts.lazy { fill_noting(t.pid(), &vmas, &f.body, &mut got.filled)? } else { fill(t.pid(), &vmas, &f.body)? };
+                let n = if !got.lazy.is_empty() { fill_noting(t.pid(), &vmas, &f.body, &mut got.filled)? } else { fill(t.pid(), &vmas, &f.body)? };
                 got.frames += 1;
                 crate::fault::page_frame(got.frames);
                 got.pages += n / 4096;
