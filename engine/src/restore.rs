@@ -472,7 +472,11 @@ pub fn receive<R: Read>(
         let f = frame::read_frame(stream)?;
         match f.kind {
             Kind::Pages => {
-                let n = if !got.lazy.is_empty() { fill_noting(t.pid(), &vmas, &f.body, &mut got.filled)? } else { fill(t.pid(), &vmas, &f.body)? };
+                let n = if !got.lazy.is_empty() {
+                    fill_noting(t.pid(), &vmas, &f.body, &mut got.filled)?
+                } else {
+                    fill(t.pid(), &vmas, &f.body)?
+                };
                 got.frames += 1;
                 crate::fault::page_frame(got.frames);
                 got.pages += n / 4096;
