@@ -22,6 +22,18 @@ fn num(v: &Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("no numeric `{k}` in {v}"))
 }
 
+/// A userfaultfd descriptor of `pid`, or an area registered with one (VmFlags `um`/`uw`).
+fn uffd_trace(pid: u32) -> Option<String> {
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        let l = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
+        if l.contains("userfaultfd") {
+            return Some(format!("fd {:?} -> {l}", e.file_name()));
+        }
+    }
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    smaps.lines().find(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "uw" || f == "um")).map(str::to_string)
+}
+
 /// Runs `program args` under mosrun on node 1, waits for `lines` lines, moves it lazily to node 2,
 /// checks its output against a run without MOS and returns the statistics.
 fn lazy_move(program: &str, args: &[&str], lines: usize) -> Value {
@@ -37,6 +49,11 @@ fn lazy_move(program: &str, args: &[&str], lines: usize) -> Value {
     assert!(job.try_status().is_none(), "the job ended before the move could be checked");
     let row = c.ps_row(1, pid, false).unwrap_or_else(|| panic!("node 1 does not list {pid}: {}", c.ps(1)));
     assert_eq!(num(&row, "node"), 2, "{row}");
+    // The lazy phase is over when mosctl returns: the guest keeps no registered area (closing the
+    // userfaultfd unregistered them all) and holds no userfaultfd descriptor.
+    let guest = c.ps_row(2, pid, true).unwrap_or_else(|| panic!("node 2 does not list {pid} as a guest: {}", c.ps(2)));
+    let local = num(&guest, "local_pid") as u32;
+    assert_eq!(uffd_trace(local), None, "the guest still has a userfaultfd trace after the lazy phase");
     // Home frees its copy once node 2 has every page.
     wait_until(after(Duration::from_secs(10)), "the home copy to be freed", || rss_kib(pid).filter(|k| *k < 16 * 1024));
     let status = job.wait(END_TIMEOUT);
