@@ -300,9 +300,21 @@ pub fn vmas_for(img: &Image, files_present: &[bool]) -> Vmas {
 /// Streams the pages of every VMA. Never-touched pages, zero pages and pages still equal to the
 /// receiver's copy of the backing file are skipped.
 pub fn send_pages<W: Write>(w: &mut W, pid: Pid, img: &Image, vmas: &Vmas, stats: &mut Stats) -> Result<(), Error> {
+    send_pages_except(w, pid, img, vmas, stats, &[])
+}
+
+/// [`send_pages`] for every area but those starting at an address in `lazy` (post-copy).
+pub fn send_pages_except<W: Write>(
+    w: &mut W,
+    pid: Pid,
+    img: &Image,
+    vmas: &Vmas,
+    stats: &mut Stats,
+    lazy: &[(u64, u64)],
+) -> Result<(), Error> {
     let mut buf = vec![0u8; MAX_PAGES_PER_FRAME * PAGE_SIZE];
     for (m, v) in img.maps.iter().filter(|m| !m.is_special()).zip(&vmas.vmas) {
-        if !m.read {
+        if !m.read || lazy.iter().any(|(s, _)| *s == m.start) {
             continue;
         }
         // A file the receiver lacks travels by value: every page inside the file, present or not.
@@ -399,7 +411,7 @@ pub struct Sent {
 /// them, and the process was lost); a signal is recorded in `pending_signals`, so that [`thaw`]
 /// delivers it if the migration fails. (If it succeeds, such a signal is lost: the context does
 /// not carry pending signals yet.)
-fn read_reply<S: Read>(stream: &mut S, t: &mut Tracee<Stopped>) -> Result<frame::Frame, Error> {
+pub(crate) fn read_reply<S: Read>(stream: &mut S, t: &mut Tracee<Stopped>) -> Result<frame::Frame, Error> {
     loop {
         let f = frame::read_frame(stream)?;
         if f.kind != Kind::Deputy {
@@ -416,6 +428,52 @@ fn read_reply<S: Read>(stream: &mut S, t: &mut Tracee<Stopped>) -> Result<frame:
 /// Runs the sender's half of the protocol over `stream` for a frozen process.
 /// On `Err`, the process is untouched: call [`thaw`] to let it continue.
 pub fn send<S: Read + Write>(stream: &mut S, t: &mut Tracee<Stopped>, img: &Image, frozen_at: Instant) -> Result<Sent, Error> {
+    send_mode(stream, t, img, frozen_at, false).map(|(s, _)| s)
+}
+
+/// Post-copy candidates: private anonymous, readable and writable areas of at least this size.
+pub const LAZY_MIN: u64 = 64 << 10;
+
+/// The areas a post-copy leaves for after `Resumed` (see [`LAZY_MIN`]).
+pub fn lazy_areas(img: &Image, vmas: &Vmas) -> Vec<(u64, u64)> {
+    img.maps
+        .iter()
+        .filter(|m| !m.is_special())
+        .zip(&vmas.vmas)
+        .filter(|(m, v)| v.backing == Backing::Anon && !m.is_file() && !m.shared && m.read && m.write && m.len() >= LAZY_MIN)
+        .map(|(m, _)| (m.start, m.end))
+        .collect()
+}
+
+/// Post-copy: the pages of the lazy areas that the receiver's kernel writes while it restores the
+/// process (the rseq area: registering it makes the kernel store the CPU number there), sent now
+/// whatever they hold: a page present before the areas are registered never faults, so it must
+/// hold the process's data.
+fn send_restore_touched<W: Write>(w: &mut W, pid: Pid, img: &Image, lazy: &[(u64, u64)], stats: &mut Stats) -> Result<(), Error> {
+    let Some(r) = img.context.rseq.as_ref() else { return Ok(()) };
+    let page = PAGE_SIZE as u64;
+    let (s, e) = (r.ptr & !(page - 1), (r.ptr + u64::from(r.len.max(1))).div_ceil(page) * page);
+    if !lazy.iter().any(|(ls, le)| *ls <= s && e <= *le) {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; (e - s) as usize];
+    mem::readv(pid, &[(s, buf.len())], &mut buf)?;
+    let table = pages::encode_runs(&[PageRun { addr: s, npages: ((e - s) / page) as u32 }]);
+    frame::write_raw(w, Kind::Pages, &[&table, &buf])?;
+    stats.pages_sent += (e - s) / page;
+    stats.bytes_sent += (table.len() + buf.len()) as u64;
+    Ok(())
+}
+
+/// [`send`]; with `lazy`, a post-copy: `LazyAreas` follows `Vmas` and the pages of those areas
+/// are left out (they follow `Resumed`, [`crate::postcopy`]). Returns the lazy areas.
+pub fn send_mode<S: Read + Write>(
+    stream: &mut S,
+    t: &mut Tracee<Stopped>,
+    img: &Image,
+    frozen_at: Instant,
+    lazy: bool,
+) -> Result<(Sent, Vec<(u64, u64)>), Error> {
     let mut stats = Stats { rounds: 1, ..Stats::default() };
     frame::write_msg(stream, Kind::Offer, &img.offer)?;
     let reply = read_reply(stream, t)?;
@@ -427,7 +485,12 @@ pub fn send<S: Read + Write>(stream: &mut S, t: &mut Tracee<Stopped>, img: &Imag
     };
     let vmas = vmas_for(img, &accept.files_present);
     frame::write_msg(stream, Kind::Vmas, &vmas)?;
-    send_pages(stream, t.pid(), img, &vmas, &mut stats)?;
+    let lazy = if lazy { lazy_areas(img, &vmas) } else { Vec::new() };
+    if !lazy.is_empty() {
+        frame::write_msg(stream, Kind::LazyAreas, &LazyAreas { ranges: lazy.clone() })?;
+    }
+    send_pages_except(stream, t.pid(), img, &vmas, &mut stats, &lazy)?;
+    send_restore_touched(stream, t.pid(), img, &lazy, &mut stats)?;
     frame::write_msg(stream, Kind::Context, &img.context)?;
     stream.flush()?;
     let reply = read_reply(stream, t)?;
@@ -435,7 +498,7 @@ pub fn send<S: Read + Write>(stream: &mut S, t: &mut Tracee<Stopped>, img: &Imag
         Kind::Resumed => {
             let r: Resumed = reply.decode()?;
             stats.frozen_us = frozen_at.elapsed().as_micros() as u64;
-            Ok(Sent { remote_pid: r.remote_pid, stats, frozen_at })
+            Ok((Sent { remote_pid: r.remote_pid, stats, frozen_at }, lazy))
         }
         Kind::Failed => Err(Error::PeerFailed(reply.decode::<Failed>()?.reason)),
         Kind::Refuse => Err(Error::Refused(reply.decode::<Refuse>()?.reason)),

@@ -667,7 +667,7 @@ pub fn recover(path: &Path, overrides: &[(u32, PathBuf)]) -> Result<Recovered, E
             )));
         }
         install_fds(&mut t, &loaded, overrides)?;
-        restore::receive(&mut r, &loaded.offer, &mut t, Options { set_exe: true, install_filter: false })?;
+        restore::receive(&mut r, &loaded.offer, &mut t, Options { set_exe: true, install_filter: false, lazy: false })?;
         let end = frame::read_frame(&mut r)?;
         if end.kind != Kind::CheckpointEnd {
             return Err(err(format!("the checkpoint {name} is malformed: a {:?} frame after the context", end.kind)));

@@ -103,6 +103,18 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode, cre
             let (t, img, sent) = stop_copy(&mut stream, pid, home_node)?;
             (t, img, sent, None)
         }
+        Mode::Lazy => {
+            let Channel::Plain(tcp) = &mut stream else {
+                // The lazy phase reads and writes the connection from two threads, which the
+                // encrypted stream cannot do yet.
+                return Err(fail(Error::Unsupported {
+                    pid: pid.as_raw(),
+                    reason: "post-copy (--lazy) is not available on a cluster with a key yet; use pre-copy (the default)".into(),
+                }));
+            };
+            let (t, img, sent) = lazy(tcp, pid, home_node)?;
+            (t, img, sent, None)
+        }
         // Without dirty tracking (an older kernel, or the process cannot take one more
         // descriptor) the move is stop-and-copy.
         Mode::PreCopy if !crate::precopy::supported() => {
@@ -184,6 +196,48 @@ fn stop_copy<S: std::io::Read + std::io::Write>(
     Ok((t, img, sent))
 }
 
+/// Post-copy: freeze, send everything but the lazy areas, wait for `Resumed`, then serve the lazy
+/// phase ([`crate::postcopy`]) with the process frozen here. If that fails, the remote copy is
+/// given up and the process resumes here.
+fn lazy(stream: &mut TcpStream, pid: Pid, home_node: u32) -> Result<(Tracee<Stopped>, capture::Image, capture::Sent), Failure> {
+    let fail = |e: Error| Failure { source: e, at_home: true };
+    let mut t = capture::freeze(pid).map_err(fail)?;
+    let frozen_at = Instant::now();
+    let img = match capture::capture(&mut t, pid.as_raw() as u32, home_node, Reason::Manual) {
+        Ok(i) => i,
+        Err(e) => {
+            let mut r = t.regs().map_err(fail)?;
+            crate::ptrace::fixup_restart(&mut r, true);
+            let _ = thaw(t, r);
+            return Err(fail(e));
+        }
+    };
+    let back_home = |t: Tracee<Stopped>, e: Error| match thaw(t, img.home_regs) {
+        Ok(()) => fail(e),
+        Err(te) => Failure { source: te, at_home: false },
+    };
+    let (mut sent, areas) = match capture::send_mode(stream, &mut t, &img, frozen_at, true) {
+        Ok(s) => s,
+        Err(e) => return Err(back_home(t, e)),
+    };
+    if !areas.is_empty() {
+        let resumed_at = Instant::now();
+        match crate::postcopy::serve_home(stream, pid, &areas, resumed_at) {
+            Ok(s) => {
+                sent.stats.lazy_us = s.lazy_us;
+                sent.stats.faults = s.faults;
+                sent.stats.pages_sent += s.pages;
+                sent.stats.bytes_sent += s.bytes;
+            }
+            Err(e) => {
+                tracing::warn!(pid = pid.as_raw(), error = %e, "lazy phase failed: the process resumes at home");
+                return Err(back_home(t, e));
+            }
+        }
+    }
+    Ok((t, img, sent))
+}
+
 /// Receives a process coming home (its `Offer` already read from the deputy channel) into the
 /// deputy. On success the process runs natively at home again. On failure the deputy is put back
 /// in its released state and the remote copy keeps running.
@@ -217,7 +271,7 @@ pub fn receive_home(away: &mut Channel, deputy: Deputy, offer: &Offer) -> Result
         return redeputy(t, e.into());
     }
     let _ = away.set_read_timeout(Some(MIGRATION_TIMEOUT));
-    let r = restore::receive(away, offer, &mut t, Options { set_exe: false, install_filter: false });
+    let r = restore::receive(away, offer, &mut t, Options { set_exe: false, install_filter: false, lazy: false });
     let _ = away.set_read_timeout(None);
     let got = match r {
         Ok((_, got)) => got,
@@ -276,18 +330,60 @@ pub fn accept_fork_child<S: Read + Write>(stream: &mut S) -> Result<(Guest, Stat
     stream.read_exact(&mut b)?;
     let child_tid = u64::from_le_bytes(b);
     let offer: Offer = frame::read_frame(stream)?.expect(Kind::Offer)?;
-    accept_offer(stream, offer, |_| Ok(()), |_, _| {}, Some(child_tid))
+    let (guest, stats, lazy) = receive_offer(stream, offer, |_| Ok(()), |_, _| {}, Some(child_tid))?;
+    if lazy.is_some() {
+        // The local copy of a forking guest is always sent whole.
+        let _ = nix::sys::signal::kill(guest.pid, nix::sys::signal::Signal::SIGKILL);
+        return Err(Error::Restore("a forked child's copy asked for a lazy phase".into()));
+    }
+    Ok((guest, stats))
 }
 
 /// [`accept_guest_with`] once the `Offer` is read. `child_tid`: the process is a forked child; its
 /// home pid is stored at that address (unless 0) before it runs, as CLONE_CHILD_SETTID does.
-pub fn accept_offer<S: Read + Write>(
-    stream: &mut S,
+/// A post-copy's lazy phase is served here, on a plain connection only (home refuses to start
+/// one on an encrypted connection).
+pub fn accept_offer(
+    stream: &mut Channel,
     offer: Offer,
     admit: impl FnOnce(&Offer) -> Result<(), String>,
     resumed: impl FnOnce(&Guest, &Stats),
     child_tid: Option<u64>,
 ) -> Result<(Guest, Stats), Error> {
+    let start = Instant::now();
+    let (guest, mut stats, lazy) = receive_offer(stream, offer, admit, resumed, child_tid)?;
+    let Some((uffd, areas)) = lazy else { return Ok((guest, stats)) };
+    let served = match stream {
+        Channel::Plain(tcp) => crate::postcopy::serve_guest(tcp, uffd, &areas),
+        Channel::Secure(_) => Err(Error::Restore("a lazy migration on an encrypted connection".into())),
+    };
+    match served {
+        Ok(f) => {
+            stats.total_us = start.elapsed().as_micros() as u64;
+            stats.faults = f.faults;
+            stats.pages_sent += f.pages;
+            stats.bytes_sent += f.bytes;
+            Ok((guest, stats))
+        }
+        Err(e) => {
+            // Home resumes the process; this copy must not run on.
+            let _ = nix::sys::signal::kill(guest.pid, nix::sys::signal::Signal::SIGKILL);
+            Err(e)
+        }
+    }
+}
+
+/// The userfaultfd and the lazy areas of a post-copy whose lazy phase is still to serve.
+type LazyPhase = Option<(std::os::fd::OwnedFd, Vec<(u64, u64)>)>;
+
+/// Receives a process into a new stub and resumes it; returns what a post-copy still needs.
+fn receive_offer<S: Read + Write>(
+    stream: &mut S,
+    offer: Offer,
+    admit: impl FnOnce(&Offer) -> Result<(), String>,
+    resumed: impl FnOnce(&Guest, &Stats),
+    child_tid: Option<u64>,
+) -> Result<(Guest, Stats, LazyPhase), Error> {
     let start = Instant::now();
     let refuse = |stream: &mut S, reason: String| {
         let _ = frame::write_msg(stream, Kind::Refuse, &Refuse { reason: reason.clone() });
@@ -302,6 +398,8 @@ pub fn accept_offer<S: Read + Write>(
         Ok(t) => t,
         Err(e) => return Err(refuse(stream, format!("cannot start a stub process: {e}"))),
     };
+    // Taken now, used by a post-copy only.
+    let uffd = crate::postcopy::take_stub_uffd(&mut t);
     let accept = match restore::check_offer(&t, &offer) {
         Ok(a) => a,
         Err(reason) => {
@@ -315,7 +413,7 @@ pub fn accept_offer<S: Read + Write>(
         return Err(e.into());
     }
     crate::fault::point("after-accept");
-    let (listener, got) = match restore::receive(stream, &offer, &mut t, Options { set_exe: true, install_filter: true }) {
+    let (listener, got) = match restore::receive(stream, &offer, &mut t, Options { set_exe: true, install_filter: true, lazy: true }) {
         Ok((Some(l), got)) => (l, got),
         Ok((None, _)) => unreachable!("install_filter was requested"),
         Err(e) => {
@@ -324,6 +422,18 @@ pub fn accept_offer<S: Read + Write>(
             return Err(e);
         }
     };
+    if !got.lazy.is_empty() {
+        let armed = match &uffd {
+            Some(u) => crate::postcopy::check_untouched(t.pid(), &got.lazy, &got.filled)
+                .and_then(|()| crate::postcopy::arm_guest(u, t.pid(), &got.lazy)),
+            None => Err(Error::Restore("this node cannot take a lazy migration (no userfaultfd)".into())),
+        };
+        if let Err(e) = armed {
+            let _ = frame::write_msg(stream, Kind::Failed, &Failed { reason: e.to_string() });
+            t.kill();
+            return Err(e);
+        }
+    }
     crate::fault::point("before-resumed");
     let pid = t.pid();
     if let Some(addr) = child_tid.filter(|a| *a != 0) {
@@ -343,5 +453,9 @@ pub fn accept_offer<S: Read + Write>(
         return Err(e.into());
     }
     t.detach(None)?;
-    Ok((guest, stats))
+    let lazy = match (got.lazy.is_empty(), uffd) {
+        (false, Some(uffd)) => Some((uffd, got.lazy)),
+        _ => None,
+    };
+    Ok((guest, stats, lazy))
 }

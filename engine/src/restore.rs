@@ -33,6 +33,8 @@ pub struct Options {
     pub set_exe: bool,
     /// Install the remote component's seccomp filter and return its listener.
     pub install_filter: bool,
+    /// Accept a post-copy (`LazyAreas`): only a guest, which has the stub's userfaultfd.
+    pub lazy: bool,
 }
 
 /// Decides whether this node can take the offer, given the task it would restore into.
@@ -249,6 +251,11 @@ fn apply_update(t: &mut Tracee<Stopped>, offer: &Offer, vmas: &mut Vmas, scratch
 
 /// Writes one `Pages` frame into the task, checking every run lies inside the image's map.
 fn fill(pid: nix::unistd::Pid, vmas: &Vmas, body: &[u8]) -> Result<u64, Error> {
+    fill_noting(pid, vmas, body, &mut Vec::new())
+}
+
+/// [`fill`], adding the runs written to `filled`.
+fn fill_noting(pid: nix::unistd::Pid, vmas: &Vmas, body: &[u8], filled: &mut Vec<(u64, u64)>) -> Result<u64, Error> {
     let (runs, data) = pages::decode(body)?;
     let mut ranges = Vec::with_capacity(runs.len());
     // A run may span adjacent VMAs.
@@ -260,6 +267,7 @@ fn fill(pid: nix::unistd::Pid, vmas: &Vmas, body: &[u8]) -> Result<u64, Error> {
             return Err(Error::Restore(format!("page run {:#x}-{end:#x} lies outside the memory map", r.addr)));
         }
         ranges.push((r.addr, r.bytes()));
+        filled.push((r.addr, end));
     }
     mem::writev(pid, &ranges, data)?;
     Ok(data.len() as u64)
@@ -442,6 +450,10 @@ pub struct Received {
     pub frames: u64,
     pub pages: u64,
     pub bytes: u64,
+    /// Post-copy: the areas left for after `Resumed` (`LazyAreas`), each one whole anonymous VMA.
+    pub lazy: Vec<(u64, u64)>,
+    /// In a post-copy: the ranges written from `Pages` frames.
+    pub filled: Vec<(u64, u64)>,
 }
 
 /// Receives `Vmas`, `Pages`* and `Context` after this side sent `Accept`, rebuilding the process in
@@ -460,11 +472,24 @@ pub fn receive<R: Read>(
         let f = frame::read_frame(stream)?;
         match f.kind {
             Kind::Pages => {
-                let n = fill(t.pid(), &vmas, &f.body)?;
+                let n = if !got.lazy.is_empty() {
+                    fill_noting(t.pid(), &vmas, &f.body, &mut got.filled)?
+                } else {
+                    fill(t.pid(), &vmas, &f.body)?
+                };
                 got.frames += 1;
                 crate::fault::page_frame(got.frames);
                 got.pages += n / 4096;
                 got.bytes += f.body.len() as u64;
+            }
+            Kind::LazyAreas if opts.lazy && got.lazy.is_empty() => {
+                let la: LazyAreas = f.decode()?;
+                for &(s, e) in &la.ranges {
+                    if !vmas.vmas.iter().any(|v| v.start == s && v.end == e && v.backing == Backing::Anon) {
+                        return Err(Error::Restore(format!("lazy area {s:#x}-{e:#x} is not an anonymous area of the map")));
+                    }
+                }
+                got.lazy = la.ranges;
             }
             Kind::MapUpdate => {
                 let mu: MapUpdate = f.decode()?;

@@ -208,6 +208,9 @@ pub fn notif_id_valid(listener: RawFd, id: u64) -> bool {
     r == 0
 }
 
+/// Descriptor of the stub's userfaultfd (created while the stub is still root), if it has one.
+pub const STUB_UFFD: RawFd = 0;
+
 /// Identity the stub takes before it is traced.
 #[derive(Debug, Clone, Copy)]
 pub struct StubIdentity {
@@ -215,7 +218,8 @@ pub struct StubIdentity {
     pub gid: u32,
 }
 
-/// Forks a stub child that drops every descriptor, takes `id`, asks to die with its parent thread,
+/// Forks a stub child that drops every descriptor, creates a userfaultfd at descriptor 0 (see
+/// [`STUB_UFFD`]), takes `id`, asks to die with its parent thread,
 /// gets no core files,
 /// sets no_new_privs (so an unprivileged stub may install a seccomp filter), asks to be traced and
 /// stops itself. Returns the child's pid; the caller waits for its SIGSTOP.
@@ -228,6 +232,10 @@ pub fn fork_stub(id: StubIdentity) -> Result<Pid, Errno> {
         // child exits at once with a distinct code.
         unsafe {
             libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            // While still privileged: a userfaultfd for this address space that also takes faults
+            // from kernel mode (an unprivileged one cannot), at descriptor 0. The caller takes it
+            // (post-copy) and closes it here; if the kernel has none, descriptor 0 stays free.
+            libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK);
             libc::syscall(libc::SYS_setsid);
             if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) < 0 && id.uid != 0 {
                 libc::_exit(120);
@@ -612,6 +620,58 @@ pub fn userfaultfd(flags: u64) -> Result<OwnedFd, Errno> {
     }
     // SAFETY: `fd` was just returned by the kernel and is not owned elsewhere.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// UFFDIO_COPY of `len` bytes from `src` (this process) to `dst` (the userfaultfd's process),
+/// waking the faulting threads. Returns the bytes copied before an error, with the error.
+pub fn uffd_copy(uffd: RawFd, dst: u64, src: &[u8]) -> Result<(), (u64, Errno)> {
+    /// _IOWR(0xAA, 0x03, struct uffdio_copy) (40 bytes).
+    const UFFDIO_COPY: libc::c_ulong = 0xC028_AA03;
+    let mut c: [u64; 5] = [dst, src.as_ptr() as u64, src.len() as u64, 0, 0];
+    // SAFETY: UFFDIO_COPY reads one struct uffdio_copy {dst, src, len, mode} and writes its `copy`
+    // field: five u64, which `c` is; the kernel reads `len` bytes at `src`, which `src` holds.
+    if unsafe { libc::ioctl(uffd, UFFDIO_COPY, c.as_mut_ptr()) } < 0 {
+        let e = Errno::last();
+        return Err((if (c[4] as i64) > 0 { c[4] } else { 0 }, e));
+    }
+    Ok(())
+}
+
+/// UFFDIO_ZEROPAGE of `[start, start+len)`, waking the faulting threads.
+pub fn uffd_zeropage(uffd: RawFd, start: u64, len: u64) -> Result<(), Errno> {
+    /// _IOWR(0xAA, 0x04, struct uffdio_zeropage) (32 bytes).
+    const UFFDIO_ZEROPAGE: libc::c_ulong = 0xC020_AA04;
+    let mut z: [u64; 4] = [start, len, 0, 0];
+    // SAFETY: UFFDIO_ZEROPAGE reads one struct uffdio_zeropage {range {start, len}, mode} and
+    // writes its `zeropage` field: four u64, which `z` is.
+    if unsafe { libc::ioctl(uffd, UFFDIO_ZEROPAGE, z.as_mut_ptr()) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// One `struct uffd_msg` (32 bytes): the event and its first three 64-bit arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct UffdMsg {
+    pub event: u8,
+    pub args: [u64; 3],
+}
+
+/// Reads the pending messages of a non-blocking userfaultfd into `out` (none: `Ok(0)`).
+pub fn uffd_read(uffd: RawFd, out: &mut Vec<UffdMsg>) -> Result<usize, Errno> {
+    let mut buf = [0u8; 32 * 64];
+    // SAFETY: read(2) into a local buffer of the length given.
+    let n = unsafe { libc::read(uffd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = Errno::last();
+        return if e == Errno::EAGAIN { Ok(0) } else { Err(e) };
+    }
+    let n = n as usize / 32;
+    for m in buf.chunks_exact(32).take(n) {
+        let w = |i: usize| u64::from_le_bytes(m[i..i + 8].try_into().expect("8 bytes"));
+        out.push(UffdMsg { event: m[0], args: [w(8), w(16), w(24)] });
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -70,6 +70,10 @@ pub fn whole_frame(data: &[u8]) {
         }
         Kind::MapUpdate => postcard_body::<MapUpdate>(f.kind, &f.body),
         Kind::ForkJoin => postcard_body::<mos_proto::deputy::ForkJoin>(f.kind, &f.body),
+        Kind::LazyAreas => postcard_body::<mos_proto::migration::LazyAreas>(f.kind, &f.body),
+        Kind::PageRequest => postcard_body::<mos_proto::migration::PageRequest>(f.kind, &f.body),
+        Kind::LazyEnd => postcard_body::<mos_proto::migration::LazyEnd>(f.kind, &f.body),
+        Kind::LazyDone => postcard_body::<mos_proto::migration::LazyDone>(f.kind, &f.body),
         Kind::CheckpointHeader => postcard_body::<mos_proto::checkpoint::Header>(f.kind, &f.body),
         Kind::FileTable => postcard_body::<mos_proto::checkpoint::FileTable>(f.kind, &f.body),
         Kind::CheckpointEnd => {

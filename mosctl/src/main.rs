@@ -41,8 +41,13 @@ enum Cmd {
         wait: bool,
         /// Move out of home with stop-and-copy (freeze, then copy everything) instead of the
         /// default pre-copy (copy while the process runs, then a short freeze).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "lazy")]
         stop_copy: bool,
+        /// Post-copy: the process resumes on NODE at once; its memory follows, fetched on fault
+        /// and pushed in the background. Home keeps its copy until NODE has every page: if home
+        /// fails before then the process is lost; if the link fails, it resumes at home.
+        #[arg(long)]
+        lazy: bool,
     },
     /// Checkpoint a process (owner or root): write it to FILE (default: the next file of its
     /// `mosrun -C` series, `ckpt.PID.N` without -C) and let it continue. `mosctl migrate PID
@@ -106,8 +111,14 @@ fn main() {
         Cmd::Checkpoint { pid, file, json } => {
             checkpoint::run(&args.control, pid, file.as_deref(), mos_proto::control::AfterCheckpoint::Continue, json)
         }
-        Cmd::Migrate { pid, node, json, wait: _, stop_copy } => {
-            let mode = if stop_copy { Mode::StopCopy } else { Mode::PreCopy };
+        Cmd::Migrate { pid, node, json, wait: _, stop_copy, lazy } => {
+            let mode = if lazy {
+                Mode::Lazy
+            } else if stop_copy {
+                Mode::StopCopy
+            } else {
+                Mode::PreCopy
+            };
             migrate::run(&args.control, pid, &node, mode, json)
         }
         Cmd::Ps { json } => views::ps(&args.control, json),

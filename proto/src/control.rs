@@ -78,6 +78,9 @@ pub enum Mode {
     PreCopy,
     /// Freeze first, then copy everything (`mosctl migrate --stop-copy`).
     StopCopy,
+    /// Post-copy (`mosctl migrate --lazy`): the process resumes on the target at once; its large
+    /// anonymous areas follow, fetched on fault and pushed in the background.
+    Lazy,
 }
 
 /// `mosctl stay|nostay|lstay|nolstay|block|noblock|expel|bring|shutdown`.

@@ -41,6 +41,15 @@ pub enum Kind {
     Control = 10,
     /// Pre-copy: the memory map changed while the process ran ([`crate::migration::MapUpdate`]).
     MapUpdate = 11,
+    /// Post-copy: the areas whose pages come after `Resumed` ([`crate::migration::LazyAreas`]).
+    LazyAreas = 12,
+    /// Post-copy, receiver to sender: the process faulted on these pages ([`crate::migration::PageRequest`]).
+    PageRequest = 13,
+    /// Post-copy, sender to receiver: every page has been sent ([`crate::migration::LazyEnd`]).
+    LazyEnd = 14,
+    /// Post-copy, receiver to sender: every page is in place; the sender may free its copy
+    /// ([`crate::migration::LazyDone`]).
+    LazyDone = 15,
     /// Checkpoint file: the first frame ([`crate::checkpoint::Header`]).
     CheckpointHeader = 20,
     /// Checkpoint file: the open descriptors ([`crate::checkpoint::FileTable`]).
@@ -67,6 +76,10 @@ impl Kind {
             9 => Kind::Deputy,
             10 => Kind::Control,
             11 => Kind::MapUpdate,
+            12 => Kind::LazyAreas,
+            13 => Kind::PageRequest,
+            14 => Kind::LazyEnd,
+            15 => Kind::LazyDone,
             20 => Kind::CheckpointHeader,
             21 => Kind::FileTable,
             22 => Kind::CheckpointEnd,

@@ -13,6 +13,15 @@
 //!          ◀───────────────────   Resumed{remote_pid} | Failed{reason}
 //!   (sender releases the memory; the connection becomes the deputy channel)
 //! ```
+//! Post-copy (`mosctl migrate --lazy`): after `Vmas` the sender sends `LazyAreas`, then the pages
+//! of the other areas only, and `Context`; the receiver resumes the process with the lazy areas
+//! registered with userfaultfd. Then, until the lazy phase ends:
+//! ```text
+//!          ◀───────────────────   PageRequest{addr,npages}   (a fault; answered first)
+//!   Pages* ───────────────────▶   requested pages, and every other non-zero page (pushed)
+//!   LazyEnd ──────────────────▶   all pushed: the receiver closes the userfaultfd
+//!          ◀───────────────────   LazyDone{}                 the sender frees its copy
+//! ```
 //! Until the sender has read `Resumed`, the process can always continue where it was.
 use serde::{Deserialize, Serialize};
 
@@ -241,6 +250,10 @@ pub struct Stats {
     pub pages_skipped_absent: u64,
     pub pages_skipped_file: u64,
     pub bytes_sent: u64,
+    /// Post-copy: from `Resumed` to the receiver holding every page (0 otherwise).
+    pub lazy_us: u64,
+    /// Post-copy: page requests the sender served for faults of the running process.
+    pub faults: u64,
 }
 
 impl Stats {
@@ -263,4 +276,31 @@ pub fn fnv1a(data: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// Post-copy: the areas (page-aligned `[start, end)`, sorted, disjoint, each inside one VMA of the
+/// map) whose pages are not sent before `Context` but fetched on fault and pushed afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LazyAreas {
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// Post-copy: the process faulted at `addr`; send the `npages` pages from there first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRequest {
+    pub addr: u64,
+    pub npages: u32,
+}
+
+/// Post-copy: the sender has sent every non-zero page of the lazy areas (`pushed` of them
+/// unasked); pages never sent are zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LazyEnd {
+    pub pushed: u64,
+}
+
+/// Post-copy: the receiver has every page; the process no longer needs the sender's copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LazyDone {
+    pub faults: u64,
 }

@@ -10,7 +10,9 @@ use common::*;
 use mos_proto::control::{AdminOp, Command, Reply, Request};
 use mos_proto::deputy::DeputyMsg;
 use mos_proto::frame::{self, Header, Kind, HEADER_LEN, MAGIC, MAX_FRAME, MAX_SMALL_FRAME, MIN_VERSION, VERSION};
-use mos_proto::migration::{fnv1a, Accept, Context, Failed, MapUpdate, Offer, Refuse, Resumed, Vmas};
+use mos_proto::migration::{
+    fnv1a, Accept, Context, Failed, LazyAreas, LazyDone, LazyEnd, MapUpdate, Offer, PageRequest, Refuse, Resumed, Vmas,
+};
 use mos_proto::pages::{self, PageRun, MAX_PAGES_PER_FRAME, MAX_RUNS};
 use mos_proto::{FrameError, PAGE_SIZE};
 use serde::{de::DeserializeOwned, Serialize};
@@ -106,6 +108,10 @@ fn kind_numbers_are_pinned() {
         (Kind::Deputy, 9),
         (Kind::Control, 10),
         (Kind::MapUpdate, 11),
+        (Kind::LazyAreas, 12),
+        (Kind::PageRequest, 13),
+        (Kind::LazyEnd, 14),
+        (Kind::LazyDone, 15),
         (Kind::CheckpointHeader, 20),
         (Kind::FileTable, 21),
         (Kind::CheckpointEnd, 22),
@@ -278,8 +284,8 @@ golden!(
     Kind::Control,
     Request,
     request_done_ok(),
-    "4d4f5300 0100 0a00 14000000 00000000
-     010300b960b2920401d804ac02c8013232fb804b"
+    "4d4f5300 0100 0a00 16000000 00000000
+     010300b960b2920401d804ac02c8013232fb804b0000"
 );
 golden!(
     request_done_err_golden,
@@ -312,9 +318,9 @@ golden!(
     Kind::Control,
     Reply,
     reply_ps(),
-    "4d4f5300 0100 0a00 31000000 00000000
+    "4d4f5300 0100 0a00 33000000 00000000
      02029221010208736c656570203130000001b960b2920401d804ac02c8013232
-     fb804b4d030105612e6f75740101a94600"
+     fb804b00004d030105612e6f75740101a94600"
 );
 golden!(
     reply_status_golden,
@@ -330,8 +336,8 @@ golden!(
     Kind::Control,
     Reply,
     reply_migrated(),
-    "4d4f5300 0100 0a00 12000000 00000000
-     04b960b2920401d804ac02c8013232fb804b"
+    "4d4f5300 0100 0a00 14000000 00000000
+     04b960b2920401d804ac02c8013232fb804b0000"
 );
 golden!(
     reply_error_golden,
@@ -431,6 +437,25 @@ golden!(
 );
 golden!(request_migrate_mode_golden, Kind::Control, Request, request_migrate_mode(), "4d4f5300 0100 0a00 06000000 00000000  0b9221013201");
 golden!(command_migrate_mode_golden, Kind::Control, Command, command_migrate_mode(), "4d4f5300 0100 0a00 04000000 00000000  02050000");
+
+// ---------------------------------------------------------------- post-copy
+
+golden!(
+    lazy_areas_golden,
+    Kind::LazyAreas,
+    LazyAreas,
+    LazyAreas { ranges: vec![(0x7f00_0000_0000, 0x7f00_0400_0000)] },
+    "4d4f5300 0100 0c00 0f000000 00000000  018080808080e01f808080a080e01f"
+);
+golden!(
+    page_request_golden,
+    Kind::PageRequest,
+    PageRequest,
+    PageRequest { addr: 0x7f00_0001_0000, npages: 16 },
+    "4d4f5300 0100 0d00 08000000 00000000  8080848080e01f10"
+);
+golden!(lazy_end_golden, Kind::LazyEnd, LazyEnd, LazyEnd { pushed: 16384 }, "4d4f5300 0100 0e00 03000000 00000000  808001");
+golden!(lazy_done_golden, Kind::LazyDone, LazyDone, LazyDone { faults: 3 }, "4d4f5300 0100 0f00 01000000 00000000  03");
 
 // ---------------------------------------------------------------- fuzz seeds
 

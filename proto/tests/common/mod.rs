@@ -156,6 +156,8 @@ pub fn stats() -> Stats {
         pages_skipped_absent: 50,
         pages_skipped_file: 50,
         bytes_sent: 300 * 4096 + 123,
+        lazy_us: 0,
+        faults: 0,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Pre-copy benchmark: a process with N MiB of touched memory that dirties about 50 MB/s and
 //! prints its own CLOCK_MONOTONIC time every ~2 ms is migrated home -> node 2 with pre-copy and,
-//! in the same run, with stop-and-copy (`mosctl migrate --stop-copy`); for each: frozen time, the
+//! in the same run, with stop-and-copy (`mosctl migrate --stop-copy`) and post-copy (`mosctl
+//! migrate --lazy`: also the time from resuming to the last page, and the faults served from
+//! home; its output lines are forwarded calls, which wait for the last page); for each: frozen time, the
 //! largest gap between the process's consecutive timestamps while it moved (and before, as the
 //! machine's baseline), total time, MB/s, rounds, pages; and whether the process's own check of
 //! every page after the move passed.
@@ -29,6 +31,23 @@ struct Row {
     verified: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    PreCopy,
+    StopCopy,
+    Lazy,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::PreCopy => "pre-copy",
+            Mode::StopCopy => "stop-and-copy",
+            Mode::Lazy => "lazy",
+        }
+    }
+}
+
 /// Largest gap between consecutive timestamps among those intervals that overlap `[a, b]`, and
 /// among those that end before `a`.
 /// Also returns where the largest gap during the move ended, in µs after `a`.
@@ -48,7 +67,7 @@ fn gaps(ts: &[u64], a: u64, b: u64) -> (u64, u64, i64) {
     (during, before, at)
 }
 
-fn run(c: &Cluster, mib: u64, stop_copy: bool) -> Row {
+fn run(c: &Cluster, mib: u64, mode: Mode) -> Row {
     // Steps of 2 ms: 1 s before the move, the move, and a few seconds after.
     let steps = "5000";
     let mib_s = mib.to_string();
@@ -57,8 +76,10 @@ fn run(c: &Cluster, mib: u64, stop_copy: bool) -> Row {
     std::thread::sleep(Duration::from_secs(1));
     let pid_s = pid.to_string();
     let mut args = vec!["migrate", "--wait", "--json"];
-    if stop_copy {
-        args.push("--stop-copy");
+    match mode {
+        Mode::PreCopy => {}
+        Mode::StopCopy => args.push("--stop-copy"),
+        Mode::Lazy => args.push("--lazy"),
     }
     args.extend_from_slice(&[&pid_s, "2"]);
     let a = mono_us();
@@ -83,7 +104,7 @@ fn run(c: &Cluster, mib: u64, stop_copy: bool) -> Row {
     eprintln!("{mib} MiB: largest gap ended {:.1} ms after the request, which took {:.1} ms", at as f64 / 1e3, (b - a) as f64 / 1e3);
     Row {
         mib,
-        mode: if stop_copy { "stop-and-copy" } else { "pre-copy" },
+        mode: mode.name(),
         stats,
         wall_ms: (b - a) as f64 / 1e3,
         gap_move_ms: during as f64 / 1e3,
@@ -104,26 +125,39 @@ fn main() {
     let c = Cluster::start(2);
     let mut rows = Vec::new();
     for (i, mib) in sizes.iter().enumerate() {
-        // Side by side: both modes for each size, the order alternating between sizes.
-        let order = if i % 2 == 0 { [false, true] } else { [true, false] };
-        for stop_copy in order {
-            let r = run(&c, *mib, stop_copy);
+        // Side by side: the three modes for each size, the order rotating between sizes.
+        let mut order = [Mode::PreCopy, Mode::StopCopy, Mode::Lazy];
+        order.rotate_left(i % 3);
+        for mode in order {
+            let r = run(&c, *mib, mode);
             eprintln!("{} MiB {}: {}", r.mib, r.mode, r.stats);
             rows.push(r);
         }
     }
     let n = |r: &Row, k: &str| r.stats[k].as_u64().unwrap_or(0);
-    println!("pre-copy vs stop-and-copy, home -> node 2 over loopback, workload dirtying 51 MB/s (same run)");
+    println!("pre-copy vs stop-and-copy vs lazy (post-copy), home -> node 2 over loopback, workload dirtying 51 MB/s (same run)");
     println!(
-        "{:>5} {:<14} {:>6} {:>10} {:>12} {:>12} {:>10} {:>8} {:>10} {:>11} {:>8}",
-        "MiB", "mode", "rounds", "frozen ms", "max gap ms", "gap before", "total ms", "MB/s", "pages sent", "pages scan", "check"
+        "{:>5} {:<14} {:>6} {:>10} {:>12} {:>12} {:>10} {:>8} {:>10} {:>11} {:>13} {:>7} {:>8}",
+        "MiB",
+        "mode",
+        "rounds",
+        "frozen ms",
+        "max gap ms",
+        "gap before",
+        "total ms",
+        "MB/s",
+        "pages sent",
+        "pages scan",
+        "last page ms",
+        "faults",
+        "check"
     );
     let mut json = Vec::new();
     for r in &rows {
         let total_us = n(r, "total_us").max(1);
         let mbs = n(r, "bytes_sent") as f64 / total_us as f64;
         println!(
-            "{:>5} {:<14} {:>6} {:>10.1} {:>12.1} {:>12.1} {:>10.1} {:>8.0} {:>10} {:>11} {:>8}",
+            "{:>5} {:<14} {:>6} {:>10.1} {:>12.1} {:>12.1} {:>10.1} {:>8.0} {:>10} {:>11} {:>13} {:>7} {:>8}",
             r.mib,
             r.mode,
             n(r, "rounds"),
@@ -134,6 +168,8 @@ fn main() {
             mbs,
             n(r, "pages_sent"),
             n(r, "pages_scanned"),
+            if r.mode == "lazy" { format!("{:.1}", n(r, "lazy_us") as f64 / 1e3) } else { "-".into() },
+            if r.mode == "lazy" { n(r, "faults").to_string() } else { "-".into() },
             if r.verified { "ok" } else { "FAILED" }
         );
         json.push(format!(
