@@ -167,6 +167,23 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode, cre
     Ok(Away { deputy, stream, remote_pid: sent.remote_pid, stats, to_free, armed })
 }
 
+/// Freezes the process and captures its context and memory map; on failure it runs on as it was.
+fn freeze_and_capture(pid: Pid, home_node: u32) -> Result<(Tracee<Stopped>, capture::Image, Instant), Failure> {
+    let fail = |e: Error| Failure { source: e, at_home: true };
+    let mut t = capture::freeze(pid).map_err(fail)?;
+    let frozen_at = Instant::now();
+    match capture::capture(&mut t, pid.as_raw() as u32, home_node, Reason::Manual) {
+        Ok(img) => Ok((t, img, frozen_at)),
+        Err(e) => {
+            // Registers are untouched by capture; resume as it was.
+            let mut r = t.regs().map_err(fail)?;
+            crate::ptrace::fixup_restart(&mut r, true);
+            let _ = thaw(t, r);
+            Err(fail(e))
+        }
+    }
+}
+
 /// Stop-and-copy: freeze, capture, send everything, wait for `Resumed`.
 fn stop_copy<S: std::io::Read + std::io::Write>(
     stream: &mut S,
@@ -174,18 +191,7 @@ fn stop_copy<S: std::io::Read + std::io::Write>(
     home_node: u32,
 ) -> Result<(Tracee<Stopped>, capture::Image, capture::Sent), Failure> {
     let fail = |e: Error| Failure { source: e, at_home: true };
-    let mut t = capture::freeze(pid).map_err(fail)?;
-    let frozen_at = Instant::now();
-    let img = match capture::capture(&mut t, pid.as_raw() as u32, home_node, Reason::Manual) {
-        Ok(i) => i,
-        Err(e) => {
-            // Registers are untouched by capture; resume as it was.
-            let mut r = t.regs().map_err(fail)?;
-            crate::ptrace::fixup_restart(&mut r, true);
-            let _ = thaw(t, r);
-            return Err(fail(e));
-        }
-    };
+    let (mut t, img, frozen_at) = freeze_and_capture(pid, home_node)?;
     let sent = match capture::send(stream, &mut t, &img, frozen_at) {
         Ok(s) => s,
         Err(e) => {
@@ -201,17 +207,7 @@ fn stop_copy<S: std::io::Read + std::io::Write>(
 /// given up and the process resumes here.
 fn lazy(stream: &mut TcpStream, pid: Pid, home_node: u32) -> Result<(Tracee<Stopped>, capture::Image, capture::Sent), Failure> {
     let fail = |e: Error| Failure { source: e, at_home: true };
-    let mut t = capture::freeze(pid).map_err(fail)?;
-    let frozen_at = Instant::now();
-    let img = match capture::capture(&mut t, pid.as_raw() as u32, home_node, Reason::Manual) {
-        Ok(i) => i,
-        Err(e) => {
-            let mut r = t.regs().map_err(fail)?;
-            crate::ptrace::fixup_restart(&mut r, true);
-            let _ = thaw(t, r);
-            return Err(fail(e));
-        }
-    };
+    let (mut t, img, frozen_at) = freeze_and_capture(pid, home_node)?;
     let back_home = |t: Tracee<Stopped>, e: Error| match thaw(t, img.home_regs) {
         Ok(()) => fail(e),
         Err(te) => Failure { source: te, at_home: false },
