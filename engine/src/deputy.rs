@@ -639,11 +639,15 @@ mod tests {
         let pid = Pid::from_raw(std::process::Command::new("sleep").arg("1000").spawn().expect("spawn sleep").id() as i32);
         // The process must have started (its rseq registered, its memory mapped) before the freeze.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while procfs::maps(pid).map_or(true, |m| !m.iter().any(|m| m.name.ends_with("/sleep"))) {
+        // Started means: `sleep` mapped and blocked in its nanosleep (state S), past its start-up.
+        let started = |pid| {
+            procfs::maps(pid).is_ok_and(|m| m.iter().any(|m| m.name.ends_with("/sleep")))
+                && procfs::status(pid).is_ok_and(|st| st.state == 'S')
+        };
+        while !started(pid) {
             assert!(Instant::now() < deadline, "sleep did not start");
             std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(20));
         let t = Tracee::<Running>::seize(pid).expect("seize").interrupt().expect("interrupt");
         let rseq = t.rseq().expect("rseq config").map(|(ptr, len, sig)| Rseq { ptr, len, sig });
         if let Some(n) = nofile {

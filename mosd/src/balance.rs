@@ -4,6 +4,7 @@
 use crate::Node;
 use mos_brain::node::Why;
 use mos_engine::guest::Order;
+use mos_proto::control::Mode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,11 +27,18 @@ pub fn execute(node: &Arc<Node>, pid: u32, to: u32, why: Why) {
         Ok(t) => t,
         Err(e) => return tracing::warn!(pid, to, error = %e, "balancer chose a node not in the map"),
     };
-    let rx = match node.registry.command_migrate(pid, target, 0) {
+    // Memory ushering freezes at once (stop-and-copy): the node is short of memory, and a process
+    // left running through pre-copy rounds keeps growing and may be killed by the OOM killer
+    // before it is moved. Load balancing has time, so it moves live (pre-copy).
+    let mode = match why {
+        Why::Memory => Mode::StopCopy,
+        Why::Load => Mode::PreCopy,
+    };
+    let rx = match node.registry.command_migrate_mode(pid, target, mode, 0) {
         Ok(rx) => rx,
         Err(e) => return tracing::debug!(pid, error = %e, "the process is gone"),
     };
-    tracing::info!(pid, to, ?why, "balancer: moving a process");
+    tracing::info!(pid, to, ?why, ?mode, "balancer: moving a process");
     let _ = std::thread::Builder::new().name("auto-migrate".into()).spawn(move || match rx.recv_timeout(MOVE_WAIT) {
         Ok(Ok(st)) => tracing::info!(pid, to, frozen_ms = st.frozen_us / 1000, "automatic migration done"),
         Ok(Err(e)) => tracing::warn!(pid, to, error = %e, "automatic migration failed; the process stays"),

@@ -84,6 +84,9 @@ fn a_growing_job_is_ushered_away_from_a_node_out_of_memory() {
         (placement(&c, &[pid]) == vec![2]).then_some(())
     });
     assert!(c.log(1).contains("why=Memory"), "the move was not decided by memory ushering:\n{}", c.log(1));
+    // Ushering freezes at once: a growing job left running through pre-copy rounds can reach
+    // the memory limit before it is moved.
+    assert!(c.log(1).contains("mode=StopCopy"), "memory ushering did not use stop-and-copy:\n{}", c.log(1));
     finish(&c, vec![(job, pid)], &args);
 }
 
