@@ -34,6 +34,9 @@ pub struct VNodeSpec {
     pub cpu: Option<f64>,
     /// Memory limit in bytes (without swap); None = no limit.
     pub mem_bytes: Option<u64>,
+    /// The CPUs the node may run on (a cpuset list such as `0` or `0-1`), as if it were a
+    /// machine of its own with those CPUs; None = all of the host's.
+    pub cpus: Option<String>,
     /// Own network namespace on the set's bridge (address 10.X.Y.I) instead of 127.0.0.I.
     pub netns: bool,
     /// Absolute directories that look empty to the node's processes.
@@ -107,6 +110,7 @@ impl VNodes {
         let want_hide = specs.iter().any(|s| !s.hide.is_empty());
         let cpu = hierarchy("cpu", specs.iter().any(|s| s.cpu.is_some()))?;
         let mem = if want_mem { Some(hierarchy("memory", true)?) } else { None };
+        let cpuset = if specs.iter().any(|s| s.cpus.is_some()) { Some(hierarchy("cpuset", true)?) } else { None };
         let tools = Tools {
             nsenter: if want_net { Some(need_tool("nsenter", "network namespaces")?) } else { None },
             unshare: if want_hide { Some(need_tool("unshare", "hidden directories")?) } else { None },
@@ -115,7 +119,7 @@ impl VNodes {
         if want_net {
             need_tool("ip", "network namespaces")?;
         }
-        let bases: Vec<&Path> = [Some(&cpu), mem.as_ref()].into_iter().flatten().map(|h| h.base.as_path()).collect();
+        let bases: Vec<&Path> = [Some(&cpu), mem.as_ref(), cpuset.as_ref()].into_iter().flatten().map(|h| h.base.as_path()).collect();
         clean_leftovers(tag, &bases);
 
         let me = std::process::id();
@@ -125,7 +129,7 @@ impl VNodes {
         let mut set = VNodes { id, nodes: Vec::new(), bridge: None, tools };
         let subnet = if want_net { Some(set.make_bridge()?) } else { None };
         for (k, spec) in specs.iter().enumerate() {
-            set.add_node(k as u32 + 1, spec, &cpu, mem.as_ref(), subnet)?;
+            set.add_node(k as u32 + 1, spec, &cpu, mem.as_ref(), cpuset.as_ref(), subnet)?;
         }
         Ok(set)
     }
@@ -210,6 +214,7 @@ impl VNodes {
         spec: &VNodeSpec,
         cpu: &Hierarchy,
         mem: Option<&Hierarchy>,
+        cpuset: Option<&Hierarchy>,
         subnet: Option<(u8, u8)>,
     ) -> Result<(), String> {
         let name = format!("mos-{}-{i}", self.id);
@@ -247,6 +252,19 @@ impl VNodes {
                 write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
                 write_if_present(&dir.join("memory.memsw.limit_in_bytes"), &bytes.to_string())?;
                 write_if_present(&dir.join("memory.swappiness"), "0")?;
+            }
+        }
+        if let (Some(cpus), Some(set)) = (&spec.cpus, cpuset) {
+            let dir = set.base.join(&name);
+            if !node.cgroups.contains(&dir) {
+                make_dir(&dir)?;
+                node.cgroups.push(dir.clone());
+            }
+            write(&dir.join("cpuset.cpus"), cpus)?;
+            if !set.v2 {
+                // A v1 cpuset takes no task before its memory nodes are set: the parent's.
+                let mems = std::fs::read_to_string(set.base.join("cpuset.mems")).map_err(|e| format!("cpuset.mems: {e}"))?;
+                write(&dir.join("cpuset.mems"), mems.trim())?;
             }
         }
 
@@ -303,6 +321,12 @@ fn check_spec(i: u32, s: &VNodeSpec) -> Result<(), String> {
     if let Some(m) = s.mem_bytes {
         if m < 4 << 20 {
             return Err(format!("virtual node {i}: memory limit {m} bytes (at least 4 MiB)"));
+        }
+    }
+    if let Some(c) = &s.cpus {
+        let ok = !c.is_empty() && c.split(',').all(|r| r.split('-').all(|n| n.parse::<u32>().is_ok()) && r.split('-').count() <= 2);
+        if !ok {
+            return Err(format!("virtual node {i}: CPU list {c:?} (use a cpuset list such as 0 or 0-1,3)"));
         }
     }
     for d in &s.hide {

@@ -49,6 +49,21 @@ fn memory_limit_stops_a_process_touching_more() {
     assert!(!big.status.success(), "touching 256 MiB in a 64 MiB virtual node succeeded");
 }
 
+#[test]
+fn a_cpuset_confines_a_node_to_its_cpus() {
+    let v = create("vncpuset", &[VNodeSpec { cpus: Some("1".into()), ..Default::default() }, VNodeSpec::default()]);
+    let list = |i: u32| {
+        let out =
+            run(v.command(i, Path::new("/bin/sh"), &["-c", "grep Cpus_allowed_list /proc/self/status"]), "read Cpus_allowed_list", TIMEOUT);
+        assert!(out.status.success(), "sh in node {i}: {}", describe(&out.status));
+        String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap_or("").to_string()
+    };
+    assert_eq!(list(1), "1", "node 1 is confined to CPU 1");
+    assert_ne!(list(2), "1", "node 2 has no cpuset: all the host's CPUs");
+    let bad = VNodes::create("vnbadcpus", &[VNodeSpec { cpus: Some("one".into()), ..Default::default() }]);
+    assert!(bad.is_err_and(|e| e.contains("CPU list")), "a malformed CPU list is refused");
+}
+
 /// A TCP listener made in the network namespace `ns` (a thread enters it; the socket stays there).
 fn listen_in(ns: PathBuf) -> TcpListener {
     std::thread::spawn(move || {
