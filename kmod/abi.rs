@@ -6,23 +6,22 @@
 //! given [`ABI_VERSION`] never change; a change of either is a new version.
 
 use core::mem::size_of;
-use kernel::ioctl::{_IOR, _IOWR};
+use kernel::ioctl::{_IOR, _IOW, _IOWR};
 use kernel::types::{AsBytes, FromBytes};
 
 /// The version of this ABI. Userspace passes the version it was built for in [`Info::abi`].
-pub(crate) const ABI_VERSION: u32 = 1;
+pub(crate) const ABI_VERSION: u32 = 2;
 
 /// The ioctl type byte of `/dev/mosix`.
 pub(crate) const MAGIC: u32 = 0xB7;
 
 /// Feature bits of [`Version::features`] and [`Info::features`]: which native-engine operations
-/// this build of the module provides. None yet (the portable engine does all the work).
+/// this build of the module provides.
 pub(crate) mod feature {
-    /// Freeze and thaw a MOSIX process without ptrace (not implemented yet).
-    #[allow(dead_code)]
+    /// Freeze and thaw a MOSIX process without ptrace ([`MOSIX_IOC_FREEZE`], [`MOSIX_IOC_THAW`]).
     pub(crate) const FREEZE: u32 = 1 << 0;
-    /// Capture a process's user context as the migration stream (not implemented yet).
-    #[allow(dead_code)]
+    /// Capture a frozen process's user context ([`MOSIX_IOC_CONTEXT`]); its pages are read by
+    /// the caller (process_vm_readv) while it stays frozen.
     pub(crate) const CAPTURE: u32 = 1 << 1;
     /// Restore a migration stream into the calling task (not implemented yet).
     #[allow(dead_code)]
@@ -31,7 +30,7 @@ pub(crate) mod feature {
     #[allow(dead_code)]
     pub(crate) const INTERCEPT: u32 = 1 << 3;
     /// What this build provides.
-    pub(crate) const PROVIDED: u32 = 0;
+    pub(crate) const PROVIDED: u32 = FREEZE | CAPTURE;
 }
 
 /// Answer of [`MOSIX_IOC_VERSION`]. Any caller may ask, whatever ABI it was built for.
@@ -62,7 +61,70 @@ pub(crate) struct Info {
     pub(crate) reserved: u64,
 }
 
+/// Argument of [`MOSIX_IOC_FREEZE`] and [`MOSIX_IOC_THAW`].
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Target {
+    /// The process (in the caller's pid namespace).
+    pub(crate) pid: i32,
+    /// Freeze: how long to wait for the process to stop, in ms (0: 10 s). Thaw: must be 0.
+    pub(crate) timeout_ms: u32,
+    /// Must be zero (else `EINVAL`).
+    pub(crate) reserved: u64,
+}
+
+/// One signal action of [`Context::sigactions`], as `rt_sigaction` reports it.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SigAction {
+    pub(crate) handler: u64,
+    pub(crate) flags: u64,
+    pub(crate) restorer: u64,
+    pub(crate) mask: u64,
+}
+
+/// Argument of [`MOSIX_IOC_CONTEXT`]: the user context of the process frozen through this
+/// descriptor, everything the portable engine learns with ptrace and injected system calls.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Context {
+    /// In: the frozen process (it must be the one frozen through this descriptor).
+    pub(crate) pid: i32,
+    /// In: size of the buffer at `xstate`; out: bytes of NT_X86_XSTATE written there.
+    pub(crate) xstate_len: u32,
+    /// In: user address of a buffer for the XSAVE image (as PTRACE_GETREGSET NT_X86_XSTATE).
+    pub(crate) xstate: u64,
+    /// Out: `struct user_regs_struct` (as PTRACE_GETREGS), 27 words.
+    pub(crate) regs: [u64; 27],
+    /// Out: blocked signals.
+    pub(crate) sigmask: u64,
+    /// Out: the program break.
+    pub(crate) brk: u64,
+    /// Out: `set_tid_address` (clear_child_tid).
+    pub(crate) tid_address: u64,
+    /// Out: robust futex list head (0: none) and its length (24 when set).
+    pub(crate) robust_list: u64,
+    pub(crate) robust_len: u64,
+    /// Out: registered rseq area, its length and signature (0, 0, 0: none).
+    pub(crate) rseq: u64,
+    pub(crate) rseq_len: u32,
+    pub(crate) rseq_sig: u32,
+    /// Out: alternate signal stack (as `sigaltstack` reports it; flags SS_DISABLE when none).
+    pub(crate) altstack_sp: u64,
+    pub(crate) altstack_size: u64,
+    pub(crate) altstack_flags: i32,
+    /// Out: zero.
+    pub(crate) reserved0: u32,
+    /// Out: the action of signal i + 1 (SIGKILL's and SIGSTOP's are zero).
+    pub(crate) sigactions: [SigAction; 64],
+    /// In: must be zero (else `EINVAL`).
+    pub(crate) reserved: u64,
+}
+
 // Layouts are part of the ABI: no padding anywhere.
+const _: () = assert!(size_of::<Target>() == 16);
+const _: () = assert!(size_of::<SigAction>() == 32);
+const _: () = assert!(size_of::<Context>() == 16 + 27 * 8 + 5 * 8 + 16 + 24 + 64 * 32 + 8);
 const _: () = assert!(size_of::<Version>() == 8);
 const _: () = assert!(size_of::<Info>() == 24);
 
@@ -75,7 +137,22 @@ unsafe impl FromBytes for Info {}
 // SAFETY: as above, no padding, so every byte is initialised.
 unsafe impl AsBytes for Info {}
 
+// SAFETY: integers only, no padding (asserted): every bit pattern is valid.
+unsafe impl FromBytes for Target {}
+// SAFETY: as above, no padding, so every byte is initialised.
+unsafe impl AsBytes for Target {}
+// SAFETY: integers and arrays of integer structs, no padding (asserted).
+unsafe impl FromBytes for Context {}
+// SAFETY: as above, no padding, so every byte is initialised.
+unsafe impl AsBytes for Context {}
+
 /// `_IOR(0xB7, 0, struct mosix_version)`: the module's ABI version and features.
 pub(crate) const MOSIX_IOC_VERSION: u32 = _IOR::<Version>(MAGIC, 0);
 /// `_IOWR(0xB7, 1, struct mosix_info)`: checks the caller's ABI version, reports the module state.
 pub(crate) const MOSIX_IOC_INFO: u32 = _IOWR::<Info>(MAGIC, 1);
+/// `_IOW(0xB7, 2, struct mosix_target)`: freezes a process (see the module doc).
+pub(crate) const MOSIX_IOC_FREEZE: u32 = _IOW::<Target>(MAGIC, 2);
+/// `_IOW(0xB7, 3, struct mosix_target)`: lets the process frozen through this descriptor go on.
+pub(crate) const MOSIX_IOC_THAW: u32 = _IOW::<Target>(MAGIC, 3);
+/// `_IOWR(0xB7, 4, struct mosix_context)`: the frozen process's user context.
+pub(crate) const MOSIX_IOC_CONTEXT: u32 = _IOWR::<Context>(MAGIC, 4);

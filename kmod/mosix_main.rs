@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 //! mosix.ko: the native-mode kernel module of MOS, a MOSIX-style cluster for Linux.
 //!
-//! Built out of tree against MOS's own Rust-enabled 6.12 kernel (`qemu-harness/run build`); this
-//! first version provides the device and its versioned ABI, not yet the native engine (freeze,
-//! capture, restore, system-call interception: see docs/NATIVE.md, "Not done").
+//! Built out of tree against MOS's own Rust-enabled 6.12 kernel (`qemu-harness/run build`). It
+//! provides the device, its versioned ABI and the first part of the native engine: freezing a
+//! process without ptrace and capturing its user context (`freeze.rs`). Restoring a stream into a
+//! task and intercepting a remote component's system calls are not done yet (docs/NATIVE.md).
 //!
-//! # Userspace contract (ABI version 1)
+//! # Userspace contract (ABI version 2)
 //!
 //! * Loading the module creates `/dev/mosix`, a misc character device (dynamic minor), mode 0600.
 //!   Opening it needs `CAP_SYS_ADMIN` (`EPERM` otherwise): only the MOS daemons drive it. While a
@@ -14,14 +15,37 @@
 //!   endian, without padding (C twin: `kmod/include/mosix.h`); numbers and layouts of a version
 //!   never change:
 //!   - `MOSIX_IOC_VERSION = _IOR(0xB7, 0, struct mosix_version { u32 abi; u32 features; })`:
-//!     fills in the module's ABI version (1) and the feature bits it provides (none yet: bit 0
-//!     freeze/thaw, bit 1 capture, bit 2 restore, bit 3 system-call interception). Returns 0.
+//!     fills in the module's ABI version (2) and the feature bits it provides (bit 0 freeze/thaw
+//!     and bit 1 context capture; bit 2 restore and bit 3 system-call interception are not
+//!     provided yet). Returns 0.
 //!     Every client asks this first and uses only the version it knows.
 //!   - `MOSIX_IOC_INFO = _IOWR(0xB7, 1, struct mosix_info { u32 abi; u32 size; u32 features;
 //!     u32 open_files; u64 reserved; })`: the caller sets `abi` to the version it was built for
 //!     (`EPROTO` if it differs from the module's), `size` to `sizeof(struct mosix_info)` and
 //!     `reserved` to 0 (`EINVAL` otherwise); the module fills in `abi`, `features` and
 //!     `open_files` (descriptors of `/dev/mosix` open now). Returns 0.
+//!   - `MOSIX_IOC_FREEZE = _IOW(0xB7, 2, struct mosix_target { s32 pid; u32 timeout_ms; u64
+//!     reserved; })`: freezes process `pid` without ptrace: it parks in the kernel on its way back
+//!     to user mode (an interrupted system call is restarted when it is thawed, as after a ptrace
+//!     interrupt), runs no user code, and only SIGKILL ends the park. Returns 0 once it is parked.
+//!     The process must be a child of the caller (the program its mosrun runs: only MOSIX
+//!     processes are touched; `EPERM` otherwise), single-threaded and not the caller (`EINVAL`),
+//!     and alive (`ESRCH`). One process per descriptor (`EBUSY` while one is frozen through it).
+//!     If it has not parked within `timeout_ms` (0: 10 s), for example because it is stopped by
+//!     SIGSTOP, the freeze is abandoned and `ETIMEDOUT` returned; a signal to the caller abandons
+//!     it too (`EINTR`/restart). `reserved` must be 0 (`EINVAL`).
+//!   - `MOSIX_IOC_THAW = _IOW(0xB7, 3, struct mosix_target)`: lets the process frozen through this
+//!     descriptor go on (`timeout_ms` and `reserved` 0, else `EINVAL`); `ESRCH` if `pid` is not
+//!     frozen through it, or was killed while frozen. **Closing the descriptor thaws** a process
+//!     still frozen through it, so a freezer that dies never leaves a process frozen.
+//!   - `MOSIX_IOC_CONTEXT = _IOWR(0xB7, 4, struct mosix_context)`: the user context of the
+//!     process frozen through this descriptor (`ESRCH` for any other): its registers as
+//!     PTRACE_GETREGS, its XSAVE image as PTRACE_GETREGSET(NT_X86_XSTATE) into the caller's
+//!     buffer (`xstate`, `xstate_len` in and out), blocked signals, brk, clear-tid address, robust
+//!     list, rseq registration, alternate signal stack and all 64 signal actions: what the
+//!     portable engine learns with ptrace and injected system calls. Its memory is read by the
+//!     caller (process_vm_readv, /proc/PID/maps) while it stays frozen. `reserved` must be 0.
+//!   - Only one ioctl at a time per descriptor: a concurrent one gets `EBUSY`.
 //!   - A pointer the module cannot read or write gives `EFAULT`; any other request `ENOTTY`.
 //! * Errors never leave a trace in the kernel log beyond one line per load/unload.
 
@@ -31,15 +55,17 @@ use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
 
 mod abi;
+mod freeze;
 mod sys;
 
-use abi::{Info, Version, ABI_VERSION, MOSIX_IOC_INFO, MOSIX_IOC_VERSION};
+use abi::{Info, Version, ABI_VERSION, MOSIX_IOC_CONTEXT, MOSIX_IOC_FREEZE, MOSIX_IOC_INFO, MOSIX_IOC_THAW, MOSIX_IOC_VERSION};
+use freeze::FileState;
 
 module! {
     type: Mosix,
     name: "mosix",
     author: "MOS project",
-    description: "MOS native mode: /dev/mosix (ABI version 1)",
+    description: "MOS native mode: /dev/mosix (ABI version 2)",
     license: "GPL",
 }
 
@@ -69,22 +95,29 @@ impl Drop for Mosix {
 struct MosixDevice;
 
 impl sys::Device for MosixDevice {
-    fn open() -> Result {
+    type File = FileState;
+
+    fn open() -> Result<KBox<FileState>> {
         if !sys::capable_sys_admin() {
             return Err(EPERM);
         }
+        let state = KBox::new(FileState::new(), GFP_KERNEL)?;
         OPEN_FILES.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(state)
     }
 
-    fn release() {
+    fn release(file: KBox<FileState>) {
+        freeze::release(&file);
         OPEN_FILES.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn ioctl(cmd: u32, arg: usize) -> Result<i32> {
+    fn ioctl(file: &FileState, cmd: u32, arg: usize) -> Result<i32> {
         match cmd {
             MOSIX_IOC_VERSION => version(arg),
             MOSIX_IOC_INFO => info(arg),
+            MOSIX_IOC_FREEZE => freeze::freeze(file, arg),
+            MOSIX_IOC_THAW => freeze::thaw(file, arg),
+            MOSIX_IOC_CONTEXT => freeze::context(file, arg),
             _ => Err(ENOTTY),
         }
     }

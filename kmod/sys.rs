@@ -6,7 +6,8 @@
 use core::marker::PhantomData;
 use kernel::bindings;
 use kernel::error::to_result;
-use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
+use core::sync::atomic::AtomicU32;
+use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::prelude::*;
 
 // `file_operations` reaches `struct mod_arch_specific`, empty in this configuration: rustc flags
@@ -16,16 +17,30 @@ extern "C" {
     // mosix_shim.c: owns the `struct miscdevice` (not in kernel::bindings on 6.12).
     fn mosix_shim_misc_register(fops: *const bindings::file_operations) -> c_int;
     fn mosix_shim_misc_deregister();
+    // mosix_shim.c: the native engine's wrappers (see there).
+    fn mosix_shim_is_parent(child: *mut bindings::task_struct, parent: *mut bindings::task_struct) -> c_int;
+    fn mosix_shim_task_work_add(
+        t: *mut bindings::task_struct,
+        work: *mut bindings::callback_head,
+        f: unsafe extern "C" fn(*mut bindings::callback_head),
+    ) -> c_int;
+    fn mosix_shim_park(state: *mut u32, while_is: u32) -> c_int;
+    fn mosix_shim_wait_change(state: *mut u32, while_is: u32, timeout_ms: c_uint) -> c_long;
+    fn mosix_shim_wake();
+    fn mosix_shim_save_user_fpu();
+    fn mosix_shim_regset(t: *mut bindings::task_struct, note_type: c_uint, buf: *mut c_void, size: c_uint) -> c_int;
 }
 
 /// What `/dev/mosix` does; every method runs in the context of the calling task.
 pub(crate) trait Device {
+    /// What one open descriptor holds.
+    type File: Send + Sync;
     /// A task opens the device; an error refuses the open.
-    fn open() -> Result;
+    fn open() -> Result<KBox<Self::File>>;
     /// The last reference to a descriptor opened successfully is gone.
-    fn release();
+    fn release(file: KBox<Self::File>);
     /// `ioctl(fd, cmd, arg)`; `Ok(v)` becomes the (non-negative) return value.
-    fn ioctl(cmd: u32, arg: usize) -> Result<i32>;
+    fn ioctl(file: &Self::File, cmd: u32, arg: usize) -> Result<i32>;
 }
 
 /// `/dev/mosix`, registered as a misc character device with dynamic minor, until dropped.
@@ -77,23 +92,36 @@ impl<T: Device> Drop for Registration<T> {
     }
 }
 
-/// `file_operations::open`: misc_open() has already installed our `fops` on the file.
-unsafe extern "C" fn open_trampoline<T: Device>(_inode: *mut bindings::inode, _file: *mut bindings::file) -> c_int {
+/// `file_operations::open`: misc_open() has already installed our `fops` on the file (and set
+/// `private_data` to its miscdevice, which we replace by the descriptor's own state).
+unsafe extern "C" fn open_trampoline<T: Device>(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
     match T::open() {
-        Ok(()) => 0,
+        Ok(state) => {
+            // SAFETY: the VFS passes the `struct file` being opened, valid and not yet shared;
+            // `private_data` is ours to set. The box is taken back in `release_trampoline`.
+            unsafe { (*file).private_data = KBox::into_raw(state).cast() };
+            0
+        }
         Err(e) => e.to_errno(),
     }
 }
 
-/// `file_operations::release`: called once per successfully opened file.
-unsafe extern "C" fn release_trampoline<T: Device>(_inode: *mut bindings::inode, _file: *mut bindings::file) -> c_int {
-    T::release();
+/// `file_operations::release`: called once per successfully opened file, after its last ioctl.
+unsafe extern "C" fn release_trampoline<T: Device>(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+    // SAFETY: `private_data` was set by `open_trampoline` from `KBox::into_raw` of a
+    // `KBox<T::File>` and is taken back once: release runs once per open file, and no ioctl runs
+    // on it any more (the file's last reference is gone).
+    let state = unsafe { KBox::from_raw((*file).private_data.cast::<T::File>()) };
+    T::release(state);
     0
 }
 
 /// `file_operations::unlocked_ioctl`.
-unsafe extern "C" fn ioctl_trampoline<T: Device>(_file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
-    match T::ioctl(cmd, arg as usize) {
+unsafe extern "C" fn ioctl_trampoline<T: Device>(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+    // SAFETY: the VFS holds a reference to the open file for the whole call, so `private_data`
+    // (set in `open_trampoline`, freed only in `release_trampoline`) points to a live `T::File`.
+    let state = unsafe { &*(*file).private_data.cast::<T::File>() };
+    match T::ioctl(state, cmd, arg as usize) {
         Ok(v) => v as c_long,
         Err(e) => e.to_errno() as c_long,
     }
@@ -109,4 +137,211 @@ pub(crate) fn capable_sys_admin() -> bool {
 /// The errno `EPROTO` (not among 6.12's `kernel::error::code` constants).
 pub(crate) fn eproto() -> Error {
     Error::from_errno(-(bindings::EPROTO as c_int))
+}
+
+/// The errno `ESRCH`.
+pub(crate) fn esrch() -> Error {
+    Error::from_errno(-(bindings::ESRCH as c_int))
+}
+
+/// The errno `ETIMEDOUT`.
+pub(crate) fn etimedout() -> Error {
+    Error::from_errno(-(bindings::ETIMEDOUT as c_int))
+}
+
+/// A counted reference to a task (`get_task_struct`/`put_task_struct`).
+///
+/// # Invariants
+///
+/// `self.0` points to a task whose reference count this value holds one of.
+pub(crate) struct TaskRef(*mut bindings::task_struct);
+
+// SAFETY: a counted task reference may be used and dropped from any thread (put_task_struct is
+// callable from any context that may sleep or not: it defers the free).
+unsafe impl Send for TaskRef {}
+// SAFETY: `&TaskRef` only gives reads of the task through the kernel's own accessors.
+unsafe impl Sync for TaskRef {}
+
+/// The user-visible state of a parked task that the native engine reports (see `abi::Context`).
+pub(crate) struct TaskState {
+    pub(crate) sigmask: u64,
+    pub(crate) tid_address: u64,
+    pub(crate) robust_list: u64,
+    pub(crate) rseq: u64,
+    pub(crate) rseq_len: u32,
+    pub(crate) rseq_sig: u32,
+    pub(crate) altstack_sp: u64,
+    pub(crate) altstack_size: u64,
+    pub(crate) altstack_flags: u32,
+    pub(crate) brk: u64,
+}
+
+impl TaskRef {
+    /// The task with pid `nr` in the caller's pid namespace.
+    pub(crate) fn by_pid(nr: i32) -> Option<TaskRef> {
+        if nr <= 0 {
+            return None;
+        }
+        // SAFETY: find_get_pid takes any number and returns a counted `struct pid` or NULL.
+        let pid = unsafe { bindings::find_get_pid(nr) };
+        if pid.is_null() {
+            return None;
+        }
+        // SAFETY: `pid` is a valid counted pid; get_pid_task returns a counted task or NULL.
+        let t = unsafe { bindings::get_pid_task(pid, bindings::pid_type_PIDTYPE_PID) };
+        // SAFETY: drops the reference find_get_pid took.
+        unsafe { bindings::put_pid(pid) };
+        (!t.is_null()).then_some(TaskRef(t))
+    }
+
+    /// Another counted reference to the same task.
+    pub(crate) fn clone_ref(&self) -> TaskRef {
+        // SAFETY: `self.0` is a live task (type invariant); this takes one more reference.
+        unsafe { bindings::get_task_struct(self.0) };
+        TaskRef(self.0)
+    }
+
+    /// Whether the calling task is this task's real parent.
+    pub(crate) fn is_child_of_current(&self) -> bool {
+        // SAFETY: both are live tasks (type invariant; `current` is always live); the shim reads
+        // `real_parent` under RCU.
+        unsafe { mosix_shim_is_parent(self.0, bindings::get_current()) != 0 }
+    }
+
+    /// Whether this is the calling task.
+    pub(crate) fn is_current(&self) -> bool {
+        // SAFETY: get_current has no preconditions.
+        self.0 == unsafe { bindings::get_current() }
+    }
+
+    /// `task->flags` (PF_*).
+    fn flags(&self) -> u32 {
+        // SAFETY: the task is live (type invariant); `flags` is a plain word the task updates only
+        // for itself; a racy read of it is what the kernel's own PF_ checks do.
+        unsafe { core::ptr::read_volatile(&(*self.0).flags) }
+    }
+
+    /// A kernel thread (it has no user context to move).
+    pub(crate) fn is_kthread(&self) -> bool {
+        self.flags() & bindings::PF_KTHREAD != 0
+    }
+
+    /// The task has begun to exit.
+    pub(crate) fn is_exiting(&self) -> bool {
+        self.flags() & bindings::PF_EXITING != 0
+    }
+
+    /// Threads in its thread group.
+    pub(crate) fn nr_threads(&self) -> i32 {
+        // SAFETY: the task is live; `signal` lives as long as the task_struct (freed with it);
+        // nr_threads is an int read racily, as /proc does.
+        unsafe { core::ptr::read_volatile(&(*(*self.0).signal).nr_threads) }
+    }
+
+    /// Queues `f` to run in the task's own context before it next returns to user mode (it is
+    /// kicked out of interruptible waits as by a signal).
+    ///
+    /// # Safety
+    ///
+    /// `work` must stay valid and unmoved until `f` has been called with it; `f` must be safe to
+    /// call from the task's context with that pointer.
+    pub(crate) unsafe fn task_work_add(&self, work: *mut bindings::callback_head, f: unsafe extern "C" fn(*mut bindings::callback_head)) -> Result {
+        // SAFETY: the task is live (type invariant); the caller guarantees `work` and `f`.
+        to_result(unsafe { mosix_shim_task_work_add(self.0, work, f) })
+    }
+
+    /// Copies the task's user regset `note_type` into `buf`, as PTRACE_GETREGSET: the bytes
+    /// written. The task must not be running in user mode (parked or stopped).
+    pub(crate) fn regset(&self, note_type: u32, buf: &mut [u8]) -> Result<usize> {
+        let size = c_uint::try_from(buf.len()).map_err(|_| EINVAL)?;
+        // SAFETY: the task is live; `buf` is a kernel buffer valid for `size` bytes of writes.
+        let r = unsafe { mosix_shim_regset(self.0, note_type, buf.as_mut_ptr().cast(), size) };
+        to_result(r.min(0))?;
+        Ok(r as usize)
+    }
+
+    /// The signal action of signal `sig` (1..=64): handler, flags, restorer, mask.
+    pub(crate) fn sigaction(&self, sig: usize) -> [u64; 4] {
+        // SAFETY: the task is live and `sighand` lives while the task is not reaped; the task is
+        // parked, and with one thread (checked before freezing) it is the only writer of its
+        // actions, so the words are stable. `sig` - 1 is below 64 (callers' range).
+        unsafe {
+            let a = &(*(*self.0).sighand).action[sig - 1].sa;
+            let h: usize = core::mem::transmute(a.sa_handler);
+            let r: usize = core::mem::transmute(a.sa_restorer);
+            [h as u64, a.sa_flags as u64, r as u64, a.sa_mask.sig[0] as u64]
+        }
+    }
+
+    /// Signal mask, alternate stack, rseq, robust list, clear-tid address and brk.
+    pub(crate) fn state(&self) -> Result<TaskState> {
+        // SAFETY: the task is live (type invariant) and parked (callers' contract): these fields
+        // are written only by the task itself, so reading them here is stable.
+        let mut st = unsafe {
+            let t = &*self.0;
+            TaskState {
+                sigmask: t.blocked.sig[0] as u64,
+                tid_address: t.clear_child_tid as u64,
+                robust_list: t.robust_list as u64,
+                rseq: t.rseq as u64,
+                rseq_len: t.rseq_len,
+                rseq_sig: t.rseq_sig,
+                altstack_sp: t.sas_ss_sp as u64,
+                altstack_size: t.sas_ss_size as u64,
+                altstack_flags: t.sas_ss_flags,
+                brk: 0,
+            }
+        };
+        // SAFETY: the task is live; get_task_mm returns a counted mm or NULL (kernel thread or
+        // exiting), released by mmput below.
+        let mm = unsafe { bindings::get_task_mm(self.0) };
+        if mm.is_null() {
+            return Err(esrch());
+        }
+        // SAFETY: `mm` is counted until mmput; brk is a word read as /proc/PID/stat reads it.
+        unsafe {
+            st.brk = core::ptr::read_volatile(&(*mm).__bindgen_anon_1.brk) as u64;
+            bindings::mmput(mm);
+        }
+        Ok(st)
+    }
+}
+
+impl Drop for TaskRef {
+    fn drop(&mut self) {
+        // SAFETY: drops the reference this value holds (type invariant).
+        unsafe { bindings::put_task_struct(self.0) };
+    }
+}
+
+/// Sleeps, killable only, while `state` holds `while_is`: Ok when it changed, Err when the
+/// calling task was killed. No other signal ends the wait.
+pub(crate) fn park(state: &AtomicU32, while_is: u32) -> Result {
+    // SAFETY: `state` is a live atomic u32 for the whole wait (borrowed); the shim only reads it
+    // with READ_ONCE, as AtomicU32 has the layout of u32.
+    to_result(unsafe { mosix_shim_park(state.as_ptr(), while_is) })
+}
+
+/// Sleeps while `state` holds `while_is`, at most `timeout_ms`: Ok(true) when it changed,
+/// Ok(false) on timeout, Err(ERESTARTSYS) when a signal came.
+pub(crate) fn wait_change(state: &AtomicU32, while_is: u32, timeout_ms: u32) -> Result<bool> {
+    // SAFETY: as in `park`.
+    let r = unsafe { mosix_shim_wait_change(state.as_ptr(), while_is, timeout_ms) };
+    if r < 0 {
+        return Err(Error::from_errno(r as c_int));
+    }
+    Ok(r > 0)
+}
+
+/// Wakes every waiter of `park` and `wait_change` (they recheck their state).
+pub(crate) fn wake() {
+    // SAFETY: no preconditions: wakes the module's static wait queue.
+    unsafe { mosix_shim_wake() };
+}
+
+/// Saves the calling task's user FPU registers to its fpstate (so they can be read from there
+/// while it sleeps in the kernel); they are reloaded on its return to user mode.
+pub(crate) fn save_user_fpu() {
+    // SAFETY: no preconditions: kernel_fpu_begin/end in the calling task's context.
+    unsafe { mosix_shim_save_user_fpu() };
 }

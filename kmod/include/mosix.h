@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
 /*
- * The userspace ABI of /dev/mosix (mosix.ko), version 1. The Rust side is kmod/abi.rs; the
+ * The userspace ABI of /dev/mosix (mosix.ko), version 2. The Rust side is kmod/abi.rs; the
  * contract is the doc comment of kmod/mosix_main.rs.
  */
 #ifndef MOSIX_H
@@ -8,7 +8,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define MOSIX_ABI_VERSION 1
+#define MOSIX_ABI_VERSION 2
 #define MOSIX_IOC_MAGIC 0xB7
 
 #define MOSIX_FEATURE_FREEZE (1u << 0)
@@ -29,7 +29,44 @@ struct mosix_info {
 	__u64 reserved;   /* in: 0 */
 };
 
+struct mosix_target {
+	__s32 pid;
+	__u32 timeout_ms; /* freeze: how long to wait for it to park (0: 10 s); thaw: 0 */
+	__u64 reserved;   /* 0 */
+};
+
+struct mosix_sigaction {
+	__u64 handler;
+	__u64 flags;
+	__u64 restorer;
+	__u64 mask;
+};
+
+struct mosix_context {
+	__s32 pid;          /* in: the process frozen through this descriptor */
+	__u32 xstate_len;   /* in: size of the buffer at xstate; out: bytes written */
+	__u64 xstate;       /* in: user address of the XSAVE buffer */
+	__u64 regs[27];     /* out: struct user_regs_struct */
+	__u64 sigmask;
+	__u64 brk;
+	__u64 tid_address;
+	__u64 robust_list;
+	__u64 robust_len;
+	__u64 rseq;
+	__u32 rseq_len;
+	__u32 rseq_sig;
+	__u64 altstack_sp;
+	__u64 altstack_size;
+	__s32 altstack_flags;
+	__u32 reserved0;
+	struct mosix_sigaction sigactions[64]; /* signal i + 1 */
+	__u64 reserved;     /* in: 0 */
+};
+
 #define MOSIX_IOC_VERSION _IOR(MOSIX_IOC_MAGIC, 0, struct mosix_version)
 #define MOSIX_IOC_INFO _IOWR(MOSIX_IOC_MAGIC, 1, struct mosix_info)
+#define MOSIX_IOC_FREEZE _IOW(MOSIX_IOC_MAGIC, 2, struct mosix_target)
+#define MOSIX_IOC_THAW _IOW(MOSIX_IOC_MAGIC, 3, struct mosix_target)
+#define MOSIX_IOC_CONTEXT _IOWR(MOSIX_IOC_MAGIC, 4, struct mosix_context)
 
 #endif

@@ -3,9 +3,15 @@
  * "MOSIX_PROBE_FAIL (N failures)"; exit status 0 only when every check passed. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include "mosix.h"
 
@@ -23,6 +29,122 @@ static int expect_errno(int fd, unsigned long cmd, void *arg, int want) {
 	return r == -1 && errno == want;
 }
 
+static void on_usr1(int sig) { (void)sig; }
+
+static void pause_ms(int ms) {
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* A child that counts in shared memory, with a SIGUSR1 handler and an alternate stack. */
+static pid_t counting_child(volatile uint64_t *counter) {
+	pid_t p = fork();
+	if (p == 0) {
+		static char alt[SIGSTKSZ];
+		stack_t ss = {.ss_sp = alt, .ss_size = sizeof alt};
+		sigaltstack(&ss, NULL);
+		struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_RESTART | SA_ONSTACK};
+		sigaction(SIGUSR1, &sa, NULL);
+		for (;;)
+			(*counter)++;
+	}
+	return p;
+}
+
+/* Freeze, context, thaw of a child; the refusals of bad requests. */
+static void native_engine(int fd) {
+	volatile uint64_t *counter = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t c = counting_child(counter);
+	pause_ms(200);
+	struct mosix_target t = {.pid = c};
+	check(ioctl(fd, MOSIX_IOC_FREEZE, &t) == 0, "MOSIX_IOC_FREEZE of a counting child");
+	uint64_t a = *counter;
+	pause_ms(300);
+	uint64_t b = *counter;
+	check(a == b, "a frozen child does not run");
+	FILE *st = NULL;
+	char path[64], line[256], state = '?';
+	snprintf(path, sizeof path, "/proc/%d/status", c);
+	if ((st = fopen(path, "r"))) {
+		while (fgets(line, sizeof line, st))
+			if (!strncmp(line, "State:", 6))
+				state = line[7];
+		fclose(st);
+	}
+	check(state == 'D', "a frozen child is parked in the kernel (state D, not stopped or traced)");
+	check(expect_errno(fd, MOSIX_IOC_FREEZE, &t, EBUSY), "a second FREEZE on the same descriptor -> EBUSY");
+
+	static char xs[16384];
+	static struct mosix_context ctx;
+	memset(&ctx, 0, sizeof ctx);
+	ctx.pid = c;
+	ctx.xstate = (uintptr_t)xs;
+	ctx.xstate_len = sizeof xs;
+	int r = ioctl(fd, MOSIX_IOC_CONTEXT, &ctx);
+	check(r == 0, "MOSIX_IOC_CONTEXT of the frozen child");
+	/* user_regs_struct: rip is word 16, cs 17, rsp 19, fs_base 21 */
+	check(ctx.regs[16] != 0 && ctx.regs[17] == 0x33 && ctx.regs[19] != 0 && ctx.regs[21] != 0,
+	      "its registers: rip, cs 0x33, rsp, fs_base");
+	check(ctx.xstate_len >= 576 && ctx.xstate_len <= sizeof xs, "its XSAVE image (at least legacy + header)");
+	check(ctx.sigactions[SIGUSR1 - 1].handler == (uintptr_t)on_usr1 &&
+	          (ctx.sigactions[SIGUSR1 - 1].flags & (SA_RESTART | SA_ONSTACK)) == (SA_RESTART | SA_ONSTACK),
+	      "its SIGUSR1 handler and flags");
+	check(ctx.altstack_size == SIGSTKSZ && ctx.altstack_sp != 0, "its alternate signal stack");
+	check(ctx.brk != 0, "its program break");
+	struct mosix_context bad = ctx;
+	bad.pid = getpid();
+	check(expect_errno(fd, MOSIX_IOC_CONTEXT, &bad, ESRCH), "CONTEXT of a process not frozen here -> ESRCH");
+	bad = ctx;
+	bad.reserved = 1;
+	check(expect_errno(fd, MOSIX_IOC_CONTEXT, &bad, EINVAL), "CONTEXT with reserved != 0 -> EINVAL");
+
+	check(ioctl(fd, MOSIX_IOC_THAW, &t) == 0, "MOSIX_IOC_THAW");
+	pause_ms(200);
+	check(*counter != b, "a thawed child runs again");
+	check(expect_errno(fd, MOSIX_IOC_THAW, &t, ESRCH), "THAW of a process not frozen -> ESRCH");
+
+	/* Closing the descriptor thaws. */
+	int fd2 = open("/dev/mosix", O_RDWR | O_CLOEXEC);
+	check(fd2 >= 0 && ioctl(fd2, MOSIX_IOC_FREEZE, &t) == 0, "FREEZE through a second descriptor");
+	a = *counter;
+	pause_ms(200);
+	check(a == *counter, "frozen again");
+	close(fd2);
+	pause_ms(200);
+	check(a != *counter, "closing the descriptor thaws it");
+
+	/* SIGKILL ends a park; THAW then says so. */
+	check(ioctl(fd, MOSIX_IOC_FREEZE, &t) == 0, "FREEZE before SIGKILL");
+	kill(c, SIGKILL);
+	int status = 0;
+	check(waitpid(c, &status, 0) == c && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "SIGKILL ends a frozen child");
+	check(expect_errno(fd, MOSIX_IOC_THAW, &t, ESRCH), "THAW of a child killed while frozen -> ESRCH");
+
+	/* A stopped child never parks: the freeze gives up, the child is untouched. */
+	c = counting_child(counter);
+	pause_ms(100);
+	kill(c, SIGSTOP);
+	waitpid(c, &status, WUNTRACED);
+	struct mosix_target quick = {.pid = c, .timeout_ms = 300};
+	check(expect_errno(fd, MOSIX_IOC_FREEZE, &quick, ETIMEDOUT), "FREEZE of a SIGSTOPped child -> ETIMEDOUT");
+	kill(c, SIGCONT);
+	a = *counter;
+	pause_ms(200);
+	check(a != *counter, "it runs after SIGCONT");
+
+	struct mosix_target init = {.pid = 1};
+	check(expect_errno(fd, MOSIX_IOC_FREEZE, &init, EPERM), "FREEZE of a process that is not our child (init) -> EPERM");
+	struct mosix_target self = {.pid = getpid()};
+	check(expect_errno(fd, MOSIX_IOC_FREEZE, &self, EINVAL) || expect_errno(fd, MOSIX_IOC_FREEZE, &self, EPERM),
+	      "FREEZE of the caller itself is refused");
+	struct mosix_target none = {.pid = 999999};
+	check(expect_errno(fd, MOSIX_IOC_FREEZE, &none, ESRCH), "FREEZE of no process -> ESRCH");
+	struct mosix_target res = {.pid = c, .reserved = 1};
+	check(expect_errno(fd, MOSIX_IOC_FREEZE, &res, EINVAL), "FREEZE with reserved != 0 -> EINVAL");
+	kill(c, SIGKILL);
+	waitpid(c, &status, 0);
+}
+
 int main(void) {
 	int fd = open("/dev/mosix", O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
@@ -32,7 +154,8 @@ int main(void) {
 	struct mosix_version v;
 	memset(&v, 0xff, sizeof v);
 	int r = ioctl(fd, MOSIX_IOC_VERSION, &v);
-	check(r == 0 && v.abi == MOSIX_ABI_VERSION, "MOSIX_IOC_VERSION answers ABI version 1");
+	check(r == 0 && v.abi == MOSIX_ABI_VERSION, "MOSIX_IOC_VERSION answers ABI version 2");
+	check(v.features == (MOSIX_FEATURE_FREEZE | MOSIX_FEATURE_CAPTURE), "features: freeze and capture");
 
 	struct mosix_info in = {.abi = MOSIX_ABI_VERSION, .size = sizeof in};
 	r = ioctl(fd, MOSIX_IOC_INFO, &in);
@@ -55,6 +178,7 @@ int main(void) {
 	check(fd2 >= 0 && ioctl(fd2, MOSIX_IOC_INFO, &two) == 0 && two.open_files == 2, "a second descriptor: two open files");
 	if (fd2 >= 0)
 		close(fd2);
+	native_engine(fd);
 	close(fd);
 	if (failures) {
 		printf("MOSIX_PROBE_FAIL (%d failures)\n", failures);

@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The native engine's freeze, thaw and context capture (feature bits FREEZE and CAPTURE).
+//!
+//! Freezing queues a task_work on the target (`TWA_SIGNAL`: it is kicked out of an interruptible
+//! wait or system call as a signal would): in its own context, on its way back to user mode, the
+//! target parks in a killable wait until thawed. It is then exactly where a ptrace interrupt-stop
+//! would leave it (an interrupted system call not yet restarted), it runs no user code, and no
+//! ptrace stop, signal or job-control state is involved. Only SIGKILL ends the park early.
+//! A descriptor freezes one process at a time; closing it thaws that process, so a freezer that
+//! dies never leaves a process frozen.
+use crate::abi::{Context, SigAction, Target};
+use crate::sys::{self, TaskRef};
+use core::mem::size_of;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use kernel::bindings;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use kernel::types::Opaque;
+use kernel::uaccess::UserSlice;
+
+/// Freeze states of [`Frozen::state`].
+const PENDING: u32 = 0;
+const PARKED: u32 = 1;
+const THAWED: u32 = 2;
+const CANCELLED: u32 = 3;
+const KILLED: u32 = 4;
+
+/// `NT_PRSTATUS` and `NT_X86_XSTATE` (include/uapi/linux/elf.h).
+const NT_PRSTATUS: u32 = 1;
+const NT_X86_XSTATE: u32 = 0x202;
+/// The largest XSAVE image copied (x86-64's largest today, with AMX tiles, is about 11 KiB).
+const XSTATE_MAX: usize = 16 << 10;
+/// How long FREEZE waits for the process to park when the caller gives 0.
+const DEFAULT_TIMEOUT_MS: u32 = 10_000;
+const SS_DISABLE: u32 = 2;
+
+/// One freeze: shared by the descriptor that made it and the parked task's task_work.
+struct Frozen {
+    work: Opaque<bindings::callback_head>,
+    state: AtomicU32,
+    task: TaskRef,
+    pid: i32,
+}
+
+/// What one open `/dev/mosix` holds.
+pub(crate) struct FileState {
+    /// Taken by every ioctl of this descriptor (a second concurrent one gets `EBUSY`).
+    busy: AtomicBool,
+    /// The process frozen through this descriptor: an `Arc<Frozen>` turned into a raw pointer
+    /// (this field owns that reference), or null.
+    frozen: AtomicPtr<Frozen>,
+}
+
+impl FileState {
+    pub(crate) fn new() -> FileState {
+        FileState { busy: AtomicBool::new(false), frozen: AtomicPtr::new(core::ptr::null_mut()) }
+    }
+
+    fn lock(&self) -> Result<Busy<'_>> {
+        self.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).map_err(|_| EBUSY)?;
+        Ok(Busy(self))
+    }
+
+    /// The freeze this descriptor holds (a new reference), if any.
+    fn current(&self, _held: &Busy<'_>) -> Option<Arc<Frozen>> {
+        let p = self.frozen.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `p` came from `Arc::into_raw` and this field still owns that reference: only
+        // `take` (under the same lock, which we hold) or release (no ioctl running) give it up.
+        // We make a second reference without consuming the field's.
+        let owned = unsafe { Arc::from_raw(p) };
+        let extra = owned.clone();
+        core::mem::forget(owned);
+        Some(extra)
+    }
+
+    /// Takes the freeze out of this descriptor.
+    fn take(&self) -> Option<Arc<Frozen>> {
+        let p = self.frozen.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: a non-null `p` is the reference the field owned (from `Arc::into_raw`), now ours.
+        (!p.is_null()).then(|| unsafe { Arc::from_raw(p) })
+    }
+}
+
+/// The per-descriptor lock, released on drop.
+struct Busy<'a>(&'a FileState);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
+/// The task_work run by the frozen task itself, on its way back to user mode.
+///
+/// # Safety
+///
+/// `head` is the `work` field of a `Frozen` whose `Arc` reference was given to this callback by
+/// `Arc::into_raw` in [`freeze`].
+unsafe extern "C" fn park(head: *mut bindings::callback_head) {
+    // SAFETY: per the contract, `head` lies in a `Frozen` kept alive by the reference handed to us.
+    let f = unsafe { Arc::from_raw(kernel::container_of!(head, Frozen, work)) };
+    if f.task.is_exiting() {
+        // Run by exit_task_work(): the process is ending, not to be parked.
+        let _ = f.state.compare_exchange(PENDING, KILLED, Ordering::AcqRel, Ordering::Acquire);
+        sys::wake();
+        return;
+    }
+    if f.state.compare_exchange(PENDING, PARKED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return; // the freezer gave up (timeout or signal): go on as if nothing happened
+    }
+    // The user FPU state goes to memory now, so that it can be read while this task waits.
+    sys::save_user_fpu();
+    sys::wake();
+    if sys::park(&f.state, PARKED).is_err() {
+        let _ = f.state.compare_exchange(PARKED, KILLED, Ordering::AcqRel, Ordering::Acquire);
+        sys::wake();
+    }
+}
+
+/// `MOSIX_IOC_FREEZE`.
+pub(crate) fn freeze(file: &FileState, arg: usize) -> Result<i32> {
+    let req: Target = UserSlice::new(arg, size_of::<Target>()).reader().read()?;
+    if req.reserved != 0 {
+        return Err(EINVAL);
+    }
+    let held = file.lock()?;
+    if file.current(&held).is_some() {
+        return Err(EBUSY);
+    }
+    let task = TaskRef::by_pid(req.pid).ok_or_else(sys::esrch)?;
+    if task.is_current() || task.is_kthread() {
+        return Err(EINVAL);
+    }
+    // Only MOSIX processes are touched: the program a mosrun runs is its child.
+    if !task.is_child_of_current() {
+        return Err(EPERM);
+    }
+    if task.nr_threads() != 1 {
+        return Err(EINVAL);
+    }
+    if task.is_exiting() {
+        return Err(sys::esrch());
+    }
+    let f = Arc::new(Frozen { work: Opaque::uninit(), state: AtomicU32::new(PENDING), task: task.clone_ref(), pid: req.pid }, GFP_KERNEL)?;
+    let for_task = Arc::into_raw(f.clone());
+    // SAFETY: `work` lives in the `Frozen` that `for_task` keeps alive until `park` drops it;
+    // `park` expects exactly that reference.
+    if let Err(e) = unsafe { task.task_work_add((*for_task).work.get(), park) } {
+        // SAFETY: the work was not queued: the reference is still ours to drop.
+        drop(unsafe { Arc::from_raw(for_task) });
+        return Err(if e == EINVAL { e } else { sys::esrch() });
+    }
+    let timeout = if req.timeout_ms == 0 { DEFAULT_TIMEOUT_MS } else { req.timeout_ms.min(600_000) };
+    let waited = sys::wait_change(&f.state, PENDING, timeout);
+    if !matches!(waited, Ok(true)) && f.state.compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        // The task_work stays queued and will find CANCELLED: the process goes on untouched.
+        return Err(match waited {
+            Err(e) => e,
+            _ => sys::etimedout(),
+        });
+    }
+    match f.state.load(Ordering::Acquire) {
+        PARKED => {
+            file.frozen.store(Arc::into_raw(f).cast_mut(), Ordering::Release);
+            Ok(0)
+        }
+        _ => Err(sys::esrch()),
+    }
+}
+
+/// Lets a frozen process go on (wakes its park).
+fn thaw_frozen(f: &Frozen) {
+    let _ = f.state.compare_exchange(PARKED, THAWED, Ordering::AcqRel, Ordering::Acquire);
+    sys::wake();
+}
+
+/// `MOSIX_IOC_THAW`.
+pub(crate) fn thaw(file: &FileState, arg: usize) -> Result<i32> {
+    let req: Target = UserSlice::new(arg, size_of::<Target>()).reader().read()?;
+    if req.reserved != 0 || req.timeout_ms != 0 {
+        return Err(EINVAL);
+    }
+    let held = file.lock()?;
+    match file.current(&held) {
+        Some(f) if f.pid == req.pid => {}
+        _ => return Err(sys::esrch()),
+    }
+    let f = file.take().ok_or_else(sys::esrch)?;
+    let killed = f.state.load(Ordering::Acquire) == KILLED;
+    thaw_frozen(&f);
+    drop(held);
+    if killed {
+        return Err(sys::esrch());
+    }
+    Ok(0)
+}
+
+/// The descriptor is closed: a process still frozen through it goes on.
+pub(crate) fn release(file: &FileState) {
+    if let Some(f) = file.take() {
+        thaw_frozen(&f);
+    }
+}
+
+/// `MOSIX_IOC_CONTEXT`.
+pub(crate) fn context(file: &FileState, arg: usize) -> Result<i32> {
+    let (mut reader, mut writer) = UserSlice::new(arg, size_of::<Context>()).reader_writer();
+    let mut ctx: KBox<Context> = KBox::new(reader.read()?, GFP_KERNEL)?;
+    if ctx.reserved != 0 {
+        return Err(EINVAL);
+    }
+    let held = file.lock()?;
+    let f = match file.current(&held) {
+        Some(f) if f.pid == ctx.pid => f,
+        _ => return Err(sys::esrch()),
+    };
+    if f.state.load(Ordering::Acquire) != PARKED {
+        return Err(sys::esrch());
+    }
+    let t = &f.task;
+    let mut regs = [0u8; 27 * 8];
+    if t.regset(NT_PRSTATUS, &mut regs)? != regs.len() {
+        return Err(EINVAL);
+    }
+    for (i, w) in regs.chunks_exact(8).enumerate() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        ctx.regs[i] = u64::from_le_bytes(b);
+    }
+    let want = (ctx.xstate_len as usize).min(XSTATE_MAX);
+    let mut xs = KVec::from_elem(0u8, want, GFP_KERNEL)?;
+    let n = t.regset(NT_X86_XSTATE, &mut xs)?;
+    UserSlice::new(ctx.xstate as usize, n).writer().write_slice(&xs[..n])?;
+    ctx.xstate_len = n as u32;
+    let st = t.state()?;
+    ctx.sigmask = st.sigmask;
+    ctx.brk = st.brk;
+    ctx.tid_address = st.tid_address;
+    ctx.robust_list = st.robust_list;
+    ctx.robust_len = if st.robust_list != 0 { 24 } else { 0 };
+    ctx.rseq = st.rseq;
+    ctx.rseq_len = st.rseq_len;
+    ctx.rseq_sig = st.rseq_sig;
+    ctx.altstack_sp = st.altstack_sp;
+    ctx.altstack_size = st.altstack_size;
+    ctx.altstack_flags = if st.altstack_size == 0 { SS_DISABLE as i32 } else { st.altstack_flags as i32 };
+    ctx.reserved0 = 0;
+    for sig in 1..=64usize {
+        ctx.sigactions[sig - 1] = if sig == 9 || sig == 19 {
+            SigAction::default()
+        } else {
+            let [handler, flags, restorer, mask] = t.sigaction(sig);
+            SigAction { handler, flags, restorer, mask }
+        };
+    }
+    drop(held);
+    writer.write(&*ctx)?;
+    Ok(0)
+}
