@@ -52,13 +52,13 @@ void mosix_shim_wake(void);
 void mosix_shim_save_user_fpu(void);
 int mosix_shim_regset(struct task_struct *t, unsigned int note_type, void *buf, unsigned int size);
 
-/* Whether @parent is @child's real parent now. */
+/* Whether @child's real parent is a thread of @parent's process now. */
 int mosix_shim_is_parent(struct task_struct *child, struct task_struct *parent)
 {
 	int r;
 
 	rcu_read_lock();
-	r = rcu_dereference(child->real_parent) == parent;
+	r = same_thread_group(rcu_dereference(child->real_parent), parent);
 	rcu_read_unlock();
 	return r;
 }

@@ -201,7 +201,7 @@ impl TaskRef {
         TaskRef(self.0)
     }
 
-    /// Whether the calling task is this task's real parent.
+    /// Whether the calling task's process is this task's real parent (any of its threads).
     pub(crate) fn is_child_of_current(&self) -> bool {
         // SAFETY: both are live tasks (type invariant; `current` is always live); the shim reads
         // `real_parent` under RCU.

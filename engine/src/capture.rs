@@ -96,6 +96,119 @@ impl Scratch {
 
 /// Captures the context and the memory map of a frozen process. Injected calls (brk, tid address,
 /// sigactions, sigaltstack) run in the process with its registers preserved.
+/// What a freeze learns about a process besides /proc: the same from either engine.
+struct Gathered {
+    regs: Regs,
+    xstate: Vec<u8>,
+    sigmask: u64,
+    rseq: Option<Rseq>,
+    robust: Option<(u64, u64)>,
+    brk: u64,
+    tid_address: u64,
+    sigactions: Vec<SigAction>,
+    altstack: Option<AltStack>,
+}
+
+/// The alternate stack as `sigaltstack` reports it (sp, flags, size), if one is in use.
+fn altstack_of(sp: u64, flags: i32, size: u64) -> Option<AltStack> {
+    (flags & libc::SS_DISABLE == 0 && size != 0).then_some(AltStack { sp, flags: flags & !libc::SS_ONSTACK, size })
+}
+
+/// A frozen process: held by ptrace (portable engine) or parked by mosix.ko (native engine).
+#[derive(Debug)]
+pub enum Held {
+    Traced(Tracee<Stopped>),
+    Parked(crate::native::Parked),
+}
+
+impl Held {
+    pub fn pid(&self) -> Pid {
+        match self {
+            Held::Traced(t) => t.pid(),
+            Held::Parked(p) => p.pid(),
+        }
+    }
+
+    /// Signals that arrived during the freeze, to deliver if the process goes on here.
+    pub fn pending_signals(&mut self) -> &mut Vec<nix::sys::signal::Signal> {
+        match self {
+            Held::Traced(t) => &mut t.pending_signals,
+            Held::Parked(p) => &mut p.pending_signals,
+        }
+    }
+
+    /// Which engine froze it.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Held::Traced(_) => "portable",
+            Held::Parked(_) => "native",
+        }
+    }
+
+    /// The process held by ptrace, without having let it run (for its deputy).
+    pub fn into_traced(self) -> Result<Tracee<Stopped>, Error> {
+        match self {
+            Held::Traced(t) => Ok(t),
+            Held::Parked(p) => p.into_traced(),
+        }
+    }
+}
+
+/// Freezes `pid` with the native engine when this node has it (falling back to ptrace if the
+/// module refuses this process), else with ptrace.
+pub fn freeze_held(pid: Pid) -> Result<Held, Error> {
+    check_movable(pid)?;
+    if crate::native::available() {
+        match crate::native::Parked::freeze(pid) {
+            Ok(p) => return Ok(Held::Parked(p)),
+            Err(e) => tracing::info!(pid = pid.as_raw(), error = %e, "the native engine cannot freeze it: ptrace"),
+        }
+    }
+    Ok(Held::Traced(Tracee::<Running>::seize(pid)?.interrupt()?))
+}
+
+/// [`capture`] for either kind of freeze.
+pub fn capture_held(h: &mut Held, home_pid: u32, home_node: u32, reason: Reason) -> Result<Image, Error> {
+    match h {
+        Held::Traced(t) => capture(t, home_pid, home_node, reason),
+        Held::Parked(p) => {
+            let c = p.context()?;
+            let mut sigactions = Vec::new();
+            for &(sig, handler, flags, restorer, mask) in &c.sigactions {
+                if sig == libc::SIGKILL as u8 || sig == libc::SIGSTOP as u8 || handler == libc::SIG_DFL as u64 {
+                    continue;
+                }
+                sigactions.push(if handler == libc::SIG_IGN as u64 {
+                    SigAction { sig, handler, flags: 0, restorer: 0, mask: 0 }
+                } else {
+                    SigAction { sig, handler, flags, restorer, mask }
+                });
+            }
+            let g = Gathered {
+                regs: c.regs,
+                xstate: c.xstate,
+                sigmask: c.sigmask,
+                rseq: c.rseq.map(|(ptr, len, sig)| Rseq { ptr, len, sig }),
+                robust: c.robust,
+                brk: c.brk,
+                tid_address: c.tid_address,
+                sigactions,
+                altstack: altstack_of(c.altstack.0, c.altstack.1, c.altstack.2),
+            };
+            let pid = p.pid();
+            assemble(pid, g, procfs::status(pid)?, procfs::maps(pid)?, home_pid, home_node, reason)
+        }
+    }
+}
+
+/// Lets a frozen process go on where it was (after a failed migration).
+pub fn thaw_held(h: Held, home_regs: Regs) -> Result<(), Error> {
+    match h {
+        Held::Traced(t) => thaw(t, home_regs),
+        Held::Parked(p) => p.thaw(),
+    }
+}
+
 pub fn capture(t: &mut Tracee<Stopped>, home_pid: u32, home_node: u32, reason: Reason) -> Result<Image, Error> {
     let pid = t.pid();
     let regs = t.regs()?;
@@ -133,13 +246,23 @@ pub fn capture(t: &mut Tracee<Stopped>, home_pid: u32, home_node: u32, reason: R
     let ss_sp = u64::from_le_bytes(b[0..8].try_into().expect("8 bytes"));
     let ss_flags = i32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
     let ss_size = u64::from_le_bytes(b[16..24].try_into().expect("8 bytes"));
-    let altstack = (ss_flags & libc::SS_DISABLE == 0 && ss_size != 0).then_some(AltStack {
-        sp: ss_sp,
-        flags: ss_flags & !libc::SS_ONSTACK,
-        size: ss_size,
-    });
+    let altstack = altstack_of(ss_sp, ss_flags, ss_size);
     scratch.put_back(pid)?;
+    let g = Gathered { regs, xstate, sigmask, rseq, robust, brk, tid_address, sigactions, altstack };
+    assemble(pid, g, status, maps, home_pid, home_node, reason)
+}
 
+/// The [`Image`] of a frozen process from what its engine gathered and /proc.
+fn assemble(
+    pid: Pid,
+    g: Gathered,
+    status: procfs::Status,
+    maps: Vec<MapEntry>,
+    home_pid: u32,
+    home_node: u32,
+    reason: Reason,
+) -> Result<Image, Error> {
+    let Gathered { regs, xstate, sigmask, rseq, robust, brk, tid_address, sigactions, altstack } = g;
     let mut mm = procfs::mm_fields(&procfs::stat(pid)?).map_err(|d| Error::Restore(format!("stat of {pid}: {d}")))?;
     mm.brk = brk;
     let mut ctx_regs = regs;
@@ -411,7 +534,7 @@ pub struct Sent {
 /// them, and the process was lost); a signal is recorded in `pending_signals`, so that [`thaw`]
 /// delivers it if the migration fails. (If it succeeds, such a signal is lost: the context does
 /// not carry pending signals yet.)
-pub(crate) fn read_reply<S: Read>(stream: &mut S, t: &mut Tracee<Stopped>) -> Result<frame::Frame, Error> {
+pub(crate) fn read_reply<S: Read>(stream: &mut S, pending: &mut Vec<nix::sys::signal::Signal>) -> Result<frame::Frame, Error> {
     loop {
         let f = frame::read_frame(stream)?;
         if f.kind != Kind::Deputy {
@@ -419,7 +542,7 @@ pub(crate) fn read_reply<S: Read>(stream: &mut S, t: &mut Tracee<Stopped>) -> Re
         }
         if let mos_proto::deputy::DeputyMsg::Signal { sig } = f.decode()? {
             if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
-                t.pending_signals.push(s);
+                pending.push(s);
             }
         }
     }
@@ -428,7 +551,8 @@ pub(crate) fn read_reply<S: Read>(stream: &mut S, t: &mut Tracee<Stopped>) -> Re
 /// Runs the sender's half of the protocol over `stream` for a frozen process.
 /// On `Err`, the process is untouched: call [`thaw`] to let it continue.
 pub fn send<S: Read + Write>(stream: &mut S, t: &mut Tracee<Stopped>, img: &Image, frozen_at: Instant) -> Result<Sent, Error> {
-    send_mode(stream, t, img, frozen_at, false).map(|(s, _)| s)
+    let pid = t.pid();
+    send_mode(stream, pid, &mut t.pending_signals, img, frozen_at, false).map(|(s, _)| s)
 }
 
 /// Post-copy candidates: private anonymous, readable and writable areas of at least this size.
@@ -469,14 +593,15 @@ fn send_restore_touched<W: Write>(w: &mut W, pid: Pid, img: &Image, lazy: &[(u64
 /// are left out (they follow `Resumed`, [`crate::postcopy`]). Returns the lazy areas.
 pub fn send_mode<S: Read + Write>(
     stream: &mut S,
-    t: &mut Tracee<Stopped>,
+    pid: Pid,
+    pending: &mut Vec<nix::sys::signal::Signal>,
     img: &Image,
     frozen_at: Instant,
     lazy: bool,
 ) -> Result<(Sent, Vec<(u64, u64)>), Error> {
     let mut stats = Stats { rounds: 1, ..Stats::default() };
     frame::write_msg(stream, Kind::Offer, &img.offer)?;
-    let reply = read_reply(stream, t)?;
+    let reply = read_reply(stream, pending)?;
     let accept: Accept = match reply.kind {
         Kind::Accept => reply.decode()?,
         Kind::Refuse => return Err(Error::Refused(reply.decode::<Refuse>()?.reason)),
@@ -489,11 +614,11 @@ pub fn send_mode<S: Read + Write>(
     if !lazy.is_empty() {
         frame::write_msg(stream, Kind::LazyAreas, &LazyAreas { ranges: lazy.clone() })?;
     }
-    send_pages_except(stream, t.pid(), img, &vmas, &mut stats, &lazy)?;
-    send_restore_touched(stream, t.pid(), img, &lazy, &mut stats)?;
+    send_pages_except(stream, pid, img, &vmas, &mut stats, &lazy)?;
+    send_restore_touched(stream, pid, img, &lazy, &mut stats)?;
     frame::write_msg(stream, Kind::Context, &img.context)?;
     stream.flush()?;
-    let reply = read_reply(stream, t)?;
+    let reply = read_reply(stream, pending)?;
     match reply.kind {
         Kind::Resumed => {
             let r: Resumed = reply.decode()?;

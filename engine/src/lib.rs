@@ -21,6 +21,7 @@ pub mod fault;
 pub mod guest;
 pub mod mem;
 pub mod migrate;
+pub mod native;
 pub mod policy;
 pub mod postcopy;
 pub mod precopy;

@@ -1,5 +1,5 @@
 //! Whole-migration procedures used by the home supervisor (mosrun) and the migration server (mosd).
-use crate::capture::{self, thaw};
+use crate::capture::{self, thaw, Held};
 use crate::channel::Channel;
 use crate::deputy::Deputy;
 use crate::guest::Guest;
@@ -167,38 +167,56 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode, cre
     Ok(Away { deputy, stream, remote_pid: sent.remote_pid, stats, to_free, armed })
 }
 
-/// Freezes the process and captures its context and memory map; on failure it runs on as it was.
-fn freeze_and_capture(pid: Pid, home_node: u32) -> Result<(Tracee<Stopped>, capture::Image, Instant), Failure> {
+/// Freezes the process (native engine if there is one, else ptrace) and captures its context and
+/// memory map; on failure it runs on as it was.
+fn freeze_and_capture(pid: Pid, home_node: u32) -> Result<(Held, capture::Image, Instant), Failure> {
     let fail = |e: Error| Failure { source: e, at_home: true };
-    let mut t = capture::freeze(pid).map_err(fail)?;
+    let mut h = capture::freeze_held(pid).map_err(fail)?;
     let frozen_at = Instant::now();
-    match capture::capture(&mut t, pid.as_raw() as u32, home_node, Reason::Manual) {
-        Ok(img) => Ok((t, img, frozen_at)),
+    match capture::capture_held(&mut h, pid.as_raw() as u32, home_node, Reason::Manual) {
+        Ok(img) => {
+            tracing::debug!(pid = pid.as_raw(), engine = h.engine(), "frozen and captured");
+            Ok((h, img, frozen_at))
+        }
         Err(e) => {
             // Registers are untouched by capture; resume as it was.
-            let mut r = t.regs().map_err(fail)?;
-            crate::ptrace::fixup_restart(&mut r, true);
-            let _ = thaw(t, r);
+            let _ = match h {
+                Held::Traced(t) => {
+                    let mut r = t.regs().map_err(fail)?;
+                    crate::ptrace::fixup_restart(&mut r, true);
+                    thaw(t, r)
+                }
+                // The native thaw lets the kernel restart an interrupted call itself.
+                Held::Parked(p) => p.thaw(),
+            };
             Err(fail(e))
         }
     }
 }
 
-/// Stop-and-copy: freeze, capture, send everything, wait for `Resumed`.
+/// Stop-and-copy: freeze, capture, send everything, wait for `Resumed`. Returns the process
+/// held by ptrace (for its deputy), whichever engine froze it.
 fn stop_copy<S: std::io::Read + std::io::Write>(
     stream: &mut S,
     pid: Pid,
     home_node: u32,
 ) -> Result<(Tracee<Stopped>, capture::Image, capture::Sent), Failure> {
     let fail = |e: Error| Failure { source: e, at_home: true };
-    let (mut t, img, frozen_at) = freeze_and_capture(pid, home_node)?;
-    let sent = match capture::send(stream, &mut t, &img, frozen_at) {
-        Ok(s) => s,
+    let (mut h, img, frozen_at) = freeze_and_capture(pid, home_node)?;
+    let mut pending = std::mem::take(h.pending_signals());
+    let sent = match capture::send_mode(stream, pid, &mut pending, &img, frozen_at, false) {
+        Ok((s, _)) => s,
         Err(e) => {
-            thaw(t, img.home_regs).map_err(|te| Failure { source: te, at_home: false })?;
+            *h.pending_signals() = pending;
+            capture::thaw_held(h, img.home_regs).map_err(|te| Failure { source: te, at_home: false })?;
             return Err(fail(e));
         }
     };
+    let engine = h.engine();
+    // The remote copy runs: the home task becomes the deputy, held by ptrace.
+    let mut t = h.into_traced().map_err(|e| Failure { source: e, at_home: false })?;
+    t.pending_signals.extend(pending);
+    tracing::info!(pid = pid.as_raw(), engine, frozen_us = sent.stats.frozen_us, "moved by stop-and-copy");
     Ok((t, img, sent))
 }
 
@@ -207,15 +225,20 @@ fn stop_copy<S: std::io::Read + std::io::Write>(
 /// given up and the process resumes here.
 fn lazy(stream: &mut TcpStream, pid: Pid, home_node: u32) -> Result<(Tracee<Stopped>, capture::Image, capture::Sent), Failure> {
     let fail = |e: Error| Failure { source: e, at_home: true };
-    let (mut t, img, frozen_at) = freeze_and_capture(pid, home_node)?;
-    let back_home = |t: Tracee<Stopped>, e: Error| match thaw(t, img.home_regs) {
+    let (mut h, img, frozen_at) = freeze_and_capture(pid, home_node)?;
+    let back_home = |h: Held, e: Error| match capture::thaw_held(h, img.home_regs) {
         Ok(()) => fail(e),
         Err(te) => Failure { source: te, at_home: false },
     };
-    let (mut sent, areas) = match capture::send_mode(stream, &mut t, &img, frozen_at, true) {
+    let mut pending = std::mem::take(h.pending_signals());
+    let (mut sent, areas) = match capture::send_mode(stream, pid, &mut pending, &img, frozen_at, true) {
         Ok(s) => s,
-        Err(e) => return Err(back_home(t, e)),
+        Err(e) => {
+            *h.pending_signals() = pending;
+            return Err(back_home(h, e));
+        }
     };
+    *h.pending_signals() = pending;
     if !areas.is_empty() {
         let resumed_at = Instant::now();
         match crate::postcopy::serve_home(stream, pid, &areas, resumed_at) {
@@ -227,10 +250,11 @@ fn lazy(stream: &mut TcpStream, pid: Pid, home_node: u32) -> Result<(Tracee<Stop
             }
             Err(e) => {
                 tracing::warn!(pid = pid.as_raw(), error = %e, "lazy phase failed: the process resumes at home");
-                return Err(back_home(t, e));
+                return Err(back_home(h, e));
             }
         }
     }
+    let t = h.into_traced().map_err(|e| Failure { source: e, at_home: false })?;
     Ok((t, img, sent))
 }
 

@@ -17,7 +17,7 @@
 //!
 //! Each round: read the map; find and register unregistered areas; scan (and re-protect) written
 //! pages; send the map changes and the pages. Rounds go on until [`StopRule`] says freeze.
-use crate::capture::{self, thaw, Image, Sent};
+use crate::capture::{self, thaw, Held, Image, Sent};
 use crate::mem;
 use crate::procfs::{self, MapEntry, PageInfo};
 use crate::ptrace::{fixup_restart, Stopped, Tracee};
@@ -880,19 +880,27 @@ fn send_inner<S: Read + Write>(stream: &mut S, pid: Pid, home_node: u32, rule: S
             stop = Some(Stop::MaxRounds);
         }
     }
-    // Freeze: the last changes, the last pages, the context.
-    let mut t = match capture::freeze(pid) {
-        Ok(t) => t,
+    // Freeze (by the native engine if this node has one): the last changes, the last pages, the
+    // context.
+    let mut h = match capture::freeze_held(pid) {
+        Ok(h) => h,
         Err(e) => return Err(fail_live(stream, e)),
     };
     let frozen_at = Instant::now();
-    let img = match capture::capture(&mut t, pid.as_raw() as u32, home_node, Reason::Manual) {
+    let img = match capture::capture_held(&mut h, pid.as_raw() as u32, home_node, Reason::Manual) {
         Ok(i) => i,
         Err(e) => {
             let _ = frame::write_msg(stream, Kind::Failed, &Failed { reason: e.to_string() });
-            return Err(resume_as_was(t, e).into());
+            return Err(match h {
+                Held::Traced(t) => resume_as_was(t, e).into(),
+                Held::Parked(p) => match p.thaw() {
+                    Ok(()) => (e, true).into(),
+                    Err(te) => (te, false).into(),
+                },
+            });
         }
     };
+    let engine = h.engine();
     let fin = tr.round(stream, true, &mut stats).and_then(|r| {
         stats.rounds += 1;
         tracing::debug!(pid = pid.as_raw(), round = stats.rounds, pages = r.dirty, ?stop, "pre-copy frozen round");
@@ -910,12 +918,15 @@ fn send_inner<S: Read + Write>(stream: &mut S, pid: Pid, home_node: u32, rule: S
         Ok(r) => {
             stats.frozen_us = frozen_at.elapsed().as_micros() as u64;
             stats.total_us = start.elapsed().as_micros() as u64;
+            tracing::info!(pid = pid.as_raw(), engine, frozen_us = stats.frozen_us, rounds = stats.rounds, "moved by pre-copy");
+            // The remote copy runs: the home task becomes the deputy, held by ptrace.
+            let t = h.into_traced().map_err(|e| NotSent::from((e, false)))?;
             Ok(Done { tracee: t, image: img, sent: Sent { remote_pid: r.remote_pid, stats, frozen_at }, uffd: tr.uffd })
         }
         Err(e) => {
             let _ = frame::write_msg(stream, Kind::Failed, &Failed { reason: e.to_string() });
             let home_regs = img.home_regs;
-            match thaw(t, home_regs) {
+            match capture::thaw_held(h, home_regs) {
                 Ok(()) => Err((e, true).into()),
                 Err(te) => Err((te, false).into()),
             }

@@ -1,0 +1,237 @@
+//! The native engine: mosix.ko's `/dev/mosix` (kmod/, ABI version 2), used when the device is
+//! there and answers with the features it needs; the portable engine (ptrace) otherwise.
+//!
+//! What it does now: freeze a process without ptrace (the process parks in the kernel) and
+//! capture its whole user context in one call, where the portable engine injects a dozen system
+//! calls into it (brk, prctl, rt_sigaction per caught signal, sigaltstack). Its pages are read
+//! with process_vm_readv as before. A process that moved away is then handed to ptrace for its
+//! deputy ([`Parked::into_traced`]): the deputy is still the portable one, as is restoring on the
+//! receiving node and the interception of system calls there (docs/NATIVE.md).
+//!
+//! Each freeze opens its own descriptor, and closing it thaws: a mosrun that dies never leaves
+//! its process frozen.
+#![allow(unsafe_code)]
+use crate::ptrace::{Regs, Running, Stopped, Tracee};
+use crate::Error;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+/// The module's ABI version this code speaks.
+const ABI_VERSION: u32 = 2;
+const FEATURE_FREEZE: u32 = 1 << 0;
+const FEATURE_CAPTURE: u32 = 1 << 1;
+const DEVICE: &str = "/dev/mosix";
+/// XSAVE buffer given to the module (its own bound is 16 KiB).
+const XSTATE_BUF: usize = 16 << 10;
+/// How long a freeze waits for the process to park (a stopped process never does).
+const FREEZE_TIMEOUT_MS: u32 = 10_000;
+
+#[repr(C)]
+#[derive(Default)]
+struct Version {
+    abi: u32,
+    features: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Target {
+    pid: i32,
+    timeout_ms: u32,
+    reserved: u64,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy, Debug)]
+struct RawSigAction {
+    handler: u64,
+    flags: u64,
+    restorer: u64,
+    mask: u64,
+}
+
+/// `struct mosix_context` (kmod/include/mosix.h).
+#[repr(C)]
+struct RawContext {
+    pid: i32,
+    xstate_len: u32,
+    xstate: u64,
+    regs: [u64; 27],
+    sigmask: u64,
+    brk: u64,
+    tid_address: u64,
+    robust_list: u64,
+    robust_len: u64,
+    rseq: u64,
+    rseq_len: u32,
+    rseq_sig: u32,
+    altstack_sp: u64,
+    altstack_size: u64,
+    altstack_flags: i32,
+    reserved0: u32,
+    sigactions: [RawSigAction; 64],
+    reserved: u64,
+}
+const _: () = assert!(std::mem::size_of::<RawContext>() == 2368);
+const _: () = assert!(std::mem::size_of::<Target>() == 16);
+
+const MAGIC: u32 = 0xB7;
+const fn ioc(dir: u32, nr: u32, size: usize) -> libc::c_ulong {
+    ((dir << 30) | ((size as u32) << 16) | (MAGIC << 8) | nr) as libc::c_ulong
+}
+const IOC_VERSION: libc::c_ulong = ioc(2, 0, std::mem::size_of::<Version>());
+const IOC_FREEZE: libc::c_ulong = ioc(1, 2, std::mem::size_of::<Target>());
+const IOC_THAW: libc::c_ulong = ioc(1, 3, std::mem::size_of::<Target>());
+const IOC_CONTEXT: libc::c_ulong = ioc(3, 4, std::mem::size_of::<RawContext>());
+
+/// `ioctl(fd, req, arg)` with a pointer to a `#[repr(C)]` value of the size encoded in `req`.
+fn ioctl<T>(f: &File, req: libc::c_ulong, arg: &mut T) -> Result<(), nix::errno::Errno> {
+    // SAFETY: `arg` is a valid, writable `T` for the whole call, and `req` encodes
+    // `size_of::<T>()` (the constants above are built that way), so the module reads and writes
+    // at most that many bytes of it.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), req, arg as *mut T) };
+    if r < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(())
+}
+
+fn open() -> Result<File, std::io::Error> {
+    std::fs::OpenOptions::new().read(true).write(true).open(DEVICE)
+}
+
+/// Whether the native engine can be used here: `/dev/mosix` opens (root), speaks ABI version 2
+/// with freeze and capture, and `MOS_ENGINE` is not `portable`. Probed once per process.
+pub fn available() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        if std::env::var("MOS_ENGINE").is_ok_and(|v| v == "portable") {
+            return false;
+        }
+        let Ok(f) = open() else { return false };
+        let mut v = Version::default();
+        ioctl(&f, IOC_VERSION, &mut v).is_ok() && v.abi == ABI_VERSION && v.features & (FEATURE_FREEZE | FEATURE_CAPTURE) == (FEATURE_FREEZE | FEATURE_CAPTURE)
+    })
+}
+
+/// The name of the engine that moves processes out of this node.
+pub fn engine_name() -> &'static str {
+    if available() {
+        "native"
+    } else {
+        "portable"
+    }
+}
+
+/// The user context of a parked process, as the module reports it.
+#[derive(Debug)]
+pub struct NativeContext {
+    pub regs: Regs,
+    pub xstate: Vec<u8>,
+    pub sigmask: u64,
+    pub brk: u64,
+    pub tid_address: u64,
+    /// Robust list head and length, if one is registered.
+    pub robust: Option<(u64, u64)>,
+    /// rseq area, length and signature, if one is registered.
+    pub rseq: Option<(u64, u32, u32)>,
+    /// Alternate stack: sp, flags (as sigaltstack reports them), size.
+    pub altstack: (u64, i32, u64),
+    /// (handler, flags, restorer, mask) of signals 1..=64.
+    pub sigactions: Vec<(u8, u64, u64, u64, u64)>,
+}
+
+/// A process frozen by the module. Dropping it thaws the process (its descriptor closes).
+#[derive(Debug)]
+pub struct Parked {
+    file: File,
+    pid: Pid,
+    /// Signals to deliver if the process goes on here (none: they stay pending in its kernel
+    /// state while it is parked; kept for the same interface as a ptrace freeze).
+    pub pending_signals: Vec<Signal>,
+}
+
+impl Parked {
+    /// Freezes `pid` (which must be a child of this process).
+    pub fn freeze(pid: Pid) -> Result<Parked, Error> {
+        let sys = |what, e: nix::errno::Errno| Error::Sys { what, pid: pid.as_raw(), errno: e };
+        let file = open().map_err(|e| sys("open /dev/mosix", nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+        let mut t = Target { pid: pid.as_raw(), timeout_ms: FREEZE_TIMEOUT_MS, reserved: 0 };
+        ioctl(&file, IOC_FREEZE, &mut t).map_err(|e| sys("MOSIX_IOC_FREEZE", e))?;
+        Ok(Parked { file, pid, pending_signals: Vec::new() })
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Its registers, XSAVE image, signal state and the rest of its context.
+    pub fn context(&self) -> Result<NativeContext, Error> {
+        let mut xs = vec![0u8; XSTATE_BUF];
+        let mut c = Box::new(RawContext {
+            pid: self.pid.as_raw(),
+            xstate_len: xs.len() as u32,
+            xstate: xs.as_mut_ptr() as u64,
+            regs: [0; 27],
+            sigmask: 0,
+            brk: 0,
+            tid_address: 0,
+            robust_list: 0,
+            robust_len: 0,
+            rseq: 0,
+            rseq_len: 0,
+            rseq_sig: 0,
+            altstack_sp: 0,
+            altstack_size: 0,
+            altstack_flags: 0,
+            reserved0: 0,
+            sigactions: [RawSigAction::default(); 64],
+            reserved: 0,
+        });
+        ioctl(&self.file, IOC_CONTEXT, &mut *c).map_err(|e| Error::Sys { what: "MOSIX_IOC_CONTEXT", pid: self.pid.as_raw(), errno: e })?;
+        xs.truncate(c.xstate_len as usize);
+        let regs = crate::capture::words_to_regs(&c.regs).expect("27 words");
+        let sigactions = c
+            .sigactions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ((i + 1) as u8, a.handler, a.flags, a.restorer, a.mask))
+            .collect();
+        Ok(NativeContext {
+            regs,
+            xstate: xs,
+            sigmask: c.sigmask,
+            brk: c.brk,
+            tid_address: c.tid_address,
+            robust: (c.robust_list != 0).then_some((c.robust_list, c.robust_len)),
+            rseq: (c.rseq != 0).then_some((c.rseq, c.rseq_len, c.rseq_sig)),
+            altstack: (c.altstack_sp, c.altstack_flags, c.altstack_size),
+            sigactions,
+        })
+    }
+
+    fn thaw_ioctl(&self) -> Result<(), Error> {
+        let mut t = Target { pid: self.pid.as_raw(), timeout_ms: 0, reserved: 0 };
+        ioctl(&self.file, IOC_THAW, &mut t).map_err(|e| match e {
+            nix::errno::Errno::ESRCH => Error::TraceeGone { pid: self.pid.as_raw(), how: "killed while frozen".into(), code: None },
+            e => Error::Sys { what: "MOSIX_IOC_THAW", pid: self.pid.as_raw(), errno: e },
+        })
+    }
+
+    /// Lets it go on where it was (an interrupted call is restarted by its kernel).
+    pub fn thaw(self) -> Result<(), Error> {
+        self.thaw_ioctl()
+    }
+
+    /// Hands the process to ptrace without letting it run: seize, interrupt, thaw; it stops in
+    /// the ptrace interrupt-stop before any user instruction. For its deputy after a move.
+    pub fn into_traced(self) -> Result<Tracee<Stopped>, Error> {
+        let t = Tracee::<Running>::seize(self.pid)?;
+        let mut thawed = Ok(());
+        let t = t.interrupt_with(|| thawed = self.thaw_ioctl())?;
+        thawed?;
+        Ok(t)
+    }
+}
