@@ -115,6 +115,8 @@ fn altstack_of(sp: u64, flags: i32, size: u64) -> Option<AltStack> {
 }
 
 /// A frozen process: held by ptrace (portable engine) or parked by mosix.ko (native engine).
+// One value per freeze, moved a handful of times: boxing the larger variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Held {
     Traced(Tracee<Stopped>),

@@ -10,7 +10,7 @@
 //!   the caller's child, reopens the descriptors in it, rebuilds the process with [`restore`] and
 //!   lets it run: a normal process with a new pid.
 //! * [`inspect`] describes a file (`mosrun -I`).
-use crate::capture;
+use crate::capture::{self, Held};
 use crate::ptrace::{fixup_restart, Regs, Stopped, Tracee};
 use crate::restore::{self, Options};
 use crate::{mem, sys, Error};
@@ -239,8 +239,24 @@ fn tmp_path(path: &Path) -> PathBuf {
 
 /// Lets a frozen process continue where it was (stopped by SIGSTOP if `stop`), and re-sends the
 /// signals that arrived while it was frozen.
-fn resume(mut t: Tracee<Stopped>, regs: Regs, stop: bool) -> Result<(), Error> {
-    t.set_regs(regs)?;
+fn resume(h: Held, regs: Option<Regs>, stop: bool) -> Result<(), Error> {
+    let mut t = match (h, regs) {
+        (Held::Traced(t), Some(r)) => {
+            let mut t = t;
+            t.set_regs(r)?;
+            t
+        }
+        (Held::Traced(_), None) => return Err(err("internal: no registers to resume a traced process with")),
+        (Held::Parked(p), _) => {
+            // The module restarts an interrupted call itself; signals stayed pending meanwhile.
+            let pid = p.pid();
+            p.thaw()?;
+            if stop {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGSTOP);
+            }
+            return Ok(());
+        }
+    };
     let pid = t.pid();
     let pending = std::mem::take(&mut t.pending_signals);
     t.detach(stop.then_some(Signal::SIGSTOP))?;
@@ -258,9 +274,9 @@ fn umask_of(pid: Pid) -> u32 {
 }
 
 /// Writes the frozen process as a checkpoint stream into `w`.
-fn write_image<W: Write>(w: &mut W, t: &mut Tracee<Stopped>, meta: &Meta, table: &FileTable) -> Result<Stats, Error> {
-    let pid = t.pid();
-    let img = capture::capture(t, pid.as_raw() as u32, meta.node, Reason::Manual)?;
+fn write_image<W: Write>(w: &mut W, h: &mut Held, meta: &Meta, table: &FileTable) -> Result<Stats, Error> {
+    let pid = h.pid();
+    let img = capture::capture_held(h, pid.as_raw() as u32, meta.node, Reason::Manual)?;
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| "/".into());
     let header = Header {
         format: ck::FORMAT,
@@ -313,7 +329,8 @@ pub fn checkpoint(pid: Pid, path: &Path, meta: &Meta, then: AfterCheckpoint) -> 
         let _ = std::fs::remove_file(&tmp);
         e
     };
-    let mut t = match capture::freeze(pid) {
+    // Frozen by the native engine when this node has one, else by ptrace.
+    let mut t = match capture::freeze_held(pid) {
         Ok(t) => t,
         Err(Error::Unsupported { reason, .. }) => {
             return Err(cleanup(err(format!("process {pid} cannot be checkpointed: {reason}; it keeps running"))))
@@ -321,14 +338,21 @@ pub fn checkpoint(pid: Pid, path: &Path, meta: &Meta, then: AfterCheckpoint) -> 
         Err(e) => return Err(cleanup(failed(e.to_string()))),
     };
     let frozen_at = Instant::now();
-    let mut home = match t.regs() {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = t.detach(None);
-            return Err(cleanup(failed(e.to_string())));
-        }
+    let home = match &t {
+        Held::Traced(tr) => match tr.regs() {
+            Ok(mut r) => {
+                fixup_restart(&mut r, true);
+                Some(r)
+            }
+            Err(e) => {
+                if let Held::Traced(tr) = t {
+                    let _ = tr.detach(None);
+                }
+                return Err(cleanup(failed(e.to_string())));
+            }
+        },
+        Held::Parked(_) => None,
     };
-    fixup_restart(&mut home, true);
     let table = match file_table(pid) {
         Ok(ft) => ft,
         Err(e) => {
@@ -382,7 +406,15 @@ pub fn checkpoint(pid: Pid, path: &Path, meta: &Meta, then: AfterCheckpoint) -> 
             if then == AfterCheckpoint::Stop {
                 resume(t, home, true)?;
             } else {
-                t.kill();
+                match t {
+                    Held::Traced(t) => t.kill(),
+                    Held::Parked(p) => {
+                        // SIGKILL ends the park; the process dies without running again.
+                        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                        let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL));
+                        drop(p);
+                    }
+                }
             }
         }
     }

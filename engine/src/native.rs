@@ -112,7 +112,9 @@ pub fn available() -> bool {
         }
         let Ok(f) = open() else { return false };
         let mut v = Version::default();
-        ioctl(&f, IOC_VERSION, &mut v).is_ok() && v.abi == ABI_VERSION && v.features & (FEATURE_FREEZE | FEATURE_CAPTURE) == (FEATURE_FREEZE | FEATURE_CAPTURE)
+        ioctl(&f, IOC_VERSION, &mut v).is_ok()
+            && v.abi == ABI_VERSION
+            && v.features & (FEATURE_FREEZE | FEATURE_CAPTURE) == (FEATURE_FREEZE | FEATURE_CAPTURE)
     })
 }
 
@@ -193,12 +195,7 @@ impl Parked {
         ioctl(&self.file, IOC_CONTEXT, &mut *c).map_err(|e| Error::Sys { what: "MOSIX_IOC_CONTEXT", pid: self.pid.as_raw(), errno: e })?;
         xs.truncate(c.xstate_len as usize);
         let regs = crate::capture::words_to_regs(&c.regs).expect("27 words");
-        let sigactions = c
-            .sigactions
-            .iter()
-            .enumerate()
-            .map(|(i, a)| ((i + 1) as u8, a.handler, a.flags, a.restorer, a.mask))
-            .collect();
+        let sigactions = c.sigactions.iter().enumerate().map(|(i, a)| ((i + 1) as u8, a.handler, a.flags, a.restorer, a.mask)).collect();
         Ok(NativeContext {
             regs,
             xstate: xs,

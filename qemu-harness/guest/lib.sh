@@ -12,9 +12,11 @@ wait_for() {
   done
 }
 
-# start_mosd: mosd of this node, its log on the console prefixed with [mosd vmN].
+# start_mosd: mosd of this node, its log on the console prefixed with [mosd vmN]. Automatic
+# balancing is off unless BALANCE=1.
 start_mosd() {
-  ( MOS_LOG=${MOS_LOG:-info} mosd --map /etc/mos.map --node "$NODE" --no-balance 2>&1 | sed "s/^/[mosd vm$NODE] /" ) &
+  _nb=--no-balance; [ "${BALANCE:-0}" = 1 ] && _nb=
+  ( MOS_LOG=${MOS_LOG:-info} mosd --map /etc/mos.map --node "$NODE" $_nb 2>&1 | sed "s/^/[mosd vm$NODE] /" ) &
   wait_for 60 "mosd's control socket" mosctl status || return 1
   log "mosd up"
 }

@@ -91,8 +91,8 @@ fn module_loads_and_answers_its_abi_version() {
         return;
     }
     let log = scenario("module", 1);
-    assert!(log.contains("MOSIX_PROBE_OK abi=1"), "the probe did not report ABI version 1");
-    assert!(log.contains("mosix: /dev/mosix ready (ABI version 1)"), "the module's load message is missing");
+    assert!(log.contains("MOSIX_PROBE_OK abi=2"), "the probe did not report ABI version 2");
+    assert!(log.contains("mosix: /dev/mosix ready (ABI version 2)"), "the module's load message is missing");
 }
 
 #[test]
@@ -113,6 +113,19 @@ fn workload_migrates_vm1_to_vm2_to_vm3() {
     let engine = log.lines().find_map(|l| l.strip_prefix("MOS_ENGINE ")).unwrap_or("unknown").trim().to_string();
     eprintln!("migration engine used: {engine}");
     assert!(log.contains("MOS_PASS migrate engine="), "the scenario did not pass");
+    assert_eq!(engine, "native", "the moves out of home were not made by the native engine");
+}
+
+/// Issue 5: automatic balancing spreads 6 CPU-bound jobs started on VM 1 over the three VMs,
+/// moved by the native engine; every output equals an unmigrated run's.
+#[test]
+fn balancing_spreads_six_jobs_over_three_vms() {
+    if !should_run("balancing_spreads_six_jobs_over_three_vms") {
+        return;
+    }
+    let log = scenario("balance", 3);
+    assert!(log.contains("MOS_PASS balance"), "the scenario did not pass");
+    assert!(log.contains("MOS_ENGINE native"), "the automatic moves were not made by the native engine");
 }
 
 /// Issue 5: a VM that dies during a migration leaves the process running at home. VM 2 reboots

@@ -5,6 +5,7 @@
 # vanished VM (TCP_USER_TIMEOUT; 33-43 s measured under TCG): 1200 steps of 50 ms.
 . /mos/lib.sh
 ARGS="48 1200 50"
+insmod /mos/mosix.ko || { echo "MOS_FAIL vmkill"; exit 1; }
 if [ "$NODE" = 2 ]; then
   start_mosd || exit 1
   # Die as soon as a process other than mosd (the stub being filled) holds more than 16 MiB.
@@ -19,7 +20,7 @@ if [ "$NODE" = 2 ]; then
 fi
 [ "$NODE" = 1 ] || { serve; exit; }
 fail() { log "$*"; mosctl ps; echo "MOS_FAIL vmkill"; exit 1; }
-echo "MOS_ENGINE portable"
+echo "MOS_ENGINE native"
 start_mosd || fail "mosd did not start"
 wait_for 90 "$NODES nodes up" all_up || fail "the cluster did not form"
 /mos/bin/memtouch $ARGS > /tmp/ref.out; rc=$?
