@@ -93,13 +93,15 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// The task_work run by the frozen task itself, on its way back to user mode.
+/// The task_work run by the frozen task itself, on its way back to user mode (called by the C
+/// shim's work function, which then drops the module reference the queued work held).
 ///
 /// # Safety
 ///
 /// `head` is the `work` field of a `Frozen` whose `Arc` reference was given to this callback by
 /// `Arc::into_raw` in [`freeze`].
-unsafe extern "C" fn park(head: *mut bindings::callback_head) {
+#[no_mangle]
+pub(crate) unsafe extern "C" fn mosix_park(head: *mut bindings::callback_head) {
     // SAFETY: per the contract, `head` lies in a `Frozen` kept alive by the reference handed to us.
     let f = unsafe { Arc::from_raw(kernel::container_of!(head, Frozen, work)) };
     if f.task.is_exiting() {
@@ -146,9 +148,9 @@ pub(crate) fn freeze(file: &FileState, arg: usize) -> Result<i32> {
     }
     let f = Arc::new(Frozen { work: Opaque::uninit(), state: AtomicU32::new(PENDING), task: task.clone_ref(), pid: req.pid }, GFP_KERNEL)?;
     let for_task = Arc::into_raw(f.clone());
-    // SAFETY: `work` lives in the `Frozen` that `for_task` keeps alive until `park` drops it;
-    // `park` expects exactly that reference.
-    if let Err(e) = unsafe { task.task_work_add((*for_task).work.get(), park) } {
+    // SAFETY: `work` lives in the `Frozen` that `for_task` keeps alive until `mosix_park` drops it;
+    // `mosix_park` expects exactly that reference.
+    if let Err(e) = unsafe { task.task_work_add((*for_task).work.get()) } {
         // SAFETY: the work was not queued: the reference is still ours to drop.
         drop(unsafe { Arc::from_raw(for_task) });
         return Err(if e == EINVAL { e } else { sys::esrch() });

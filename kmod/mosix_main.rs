@@ -46,6 +46,9 @@
 //!     portable engine learns with ptrace and injected system calls. Its memory is read by the
 //!     caller (process_vm_readv, /proc/PID/maps) while it stays frozen. `reserved` must be 0.
 //!   - Only one ioctl at a time per descriptor: a concurrent one gets `EBUSY`.
+//!   - The module cannot be unloaded while a freeze's work is still queued on a process (one that
+//!     was given up with `ETIMEDOUT` on a stopped process, for example): `rmmod` fails with
+//!     `EBUSY` until that process has run it (it then goes on untouched) or ended.
 //!   - A pointer the module cannot read or write gives `EFAULT`; any other request `ENOTTY`.
 //! * Errors never leave a trace in the kernel log beyond one line per load/unload.
 

@@ -5,6 +5,7 @@
  * where its layout is the compiler's business, not a hand-mirrored Rust struct's.
  */
 #include <linux/fs.h>
+#include <linux/module.h>
 #include <linux/miscdevice.h>
 
 int mosix_shim_misc_register(const struct file_operations *fops);
@@ -45,7 +46,8 @@ void mosix_shim_misc_deregister(void)
 static DECLARE_WAIT_QUEUE_HEAD(mosix_wq);
 
 int mosix_shim_is_parent(struct task_struct *child, struct task_struct *parent);
-int mosix_shim_task_work_add(struct task_struct *t, struct callback_head *work, task_work_func_t fn);
+int mosix_shim_task_work_add(struct task_struct *t, struct callback_head *work);
+void mosix_park(struct callback_head *work); /* freeze.rs */
 int mosix_shim_park(u32 *state, u32 while_is);
 long mosix_shim_wait_change(u32 *state, u32 while_is, unsigned int timeout_ms);
 void mosix_shim_wake(void);
@@ -63,12 +65,29 @@ int mosix_shim_is_parent(struct task_struct *child, struct task_struct *parent)
 	return r;
 }
 
-/* Queues @fn to run in @t's own context before it next returns to user mode, kicking it out of an
- * interruptible wait or system call as a signal would (TWA_SIGNAL). -ESRCH if @t is exiting. */
-int mosix_shim_task_work_add(struct task_struct *t, struct callback_head *work, task_work_func_t fn)
+/* The task_work of a freeze: freeze.rs's mosix_park(), then the module reference taken when it
+ * was queued is dropped, as a tail call, so that no instruction of the module runs after it. */
+static void mosix_shim_work(struct callback_head *work)
 {
-	init_task_work(work, fn);
-	return task_work_add(t, work, TWA_SIGNAL);
+	mosix_park(work);
+	module_put(THIS_MODULE);
+}
+
+/* Queues mosix_park(@work) to run in @t's own context before it next returns to user mode,
+ * kicking it out of an interruptible wait or system call as a signal would (TWA_SIGNAL). A queued
+ * work holds a reference to the module (it cannot be unloaded while a task may still call into
+ * it). -ESRCH if @t is exiting. */
+int mosix_shim_task_work_add(struct task_struct *t, struct callback_head *work)
+{
+	int r;
+
+	if (!try_module_get(THIS_MODULE))
+		return -ENODEV;
+	init_task_work(work, mosix_shim_work);
+	r = task_work_add(t, work, TWA_SIGNAL);
+	if (r)
+		module_put(THIS_MODULE);
+	return r;
 }
 
 /* Sleeps (killable only: no other signal ends it) while *@state == @while_is. 0, or -ERESTARTSYS

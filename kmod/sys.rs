@@ -19,11 +19,7 @@ extern "C" {
     fn mosix_shim_misc_deregister();
     // mosix_shim.c: the native engine's wrappers (see there).
     fn mosix_shim_is_parent(child: *mut bindings::task_struct, parent: *mut bindings::task_struct) -> c_int;
-    fn mosix_shim_task_work_add(
-        t: *mut bindings::task_struct,
-        work: *mut bindings::callback_head,
-        f: unsafe extern "C" fn(*mut bindings::callback_head),
-    ) -> c_int;
+    fn mosix_shim_task_work_add(t: *mut bindings::task_struct, work: *mut bindings::callback_head) -> c_int;
     fn mosix_shim_park(state: *mut u32, while_is: u32) -> c_int;
     fn mosix_shim_wait_change(state: *mut u32, while_is: u32, timeout_ms: c_uint) -> c_long;
     fn mosix_shim_wake();
@@ -238,16 +234,17 @@ impl TaskRef {
         unsafe { core::ptr::read_volatile(&(*(*self.0).signal).nr_threads) }
     }
 
-    /// Queues `f` to run in the task's own context before it next returns to user mode (it is
-    /// kicked out of interruptible waits as by a signal).
+    /// Queues `freeze::mosix_park(work)` to run in the task's own context before it next returns
+    /// to user mode (it is kicked out of interruptible waits as by a signal). While it is queued
+    /// the module holds a reference to itself: it cannot be unloaded before the task ran it.
     ///
     /// # Safety
     ///
-    /// `work` must stay valid and unmoved until `f` has been called with it; `f` must be safe to
-    /// call from the task's context with that pointer.
-    pub(crate) unsafe fn task_work_add(&self, work: *mut bindings::callback_head, f: unsafe extern "C" fn(*mut bindings::callback_head)) -> Result {
-        // SAFETY: the task is live (type invariant); the caller guarantees `work` and `f`.
-        to_result(unsafe { mosix_shim_task_work_add(self.0, work, f) })
+    /// `work` must stay valid and unmoved until `mosix_park` has been called with it, and must
+    /// satisfy `mosix_park`'s contract.
+    pub(crate) unsafe fn task_work_add(&self, work: *mut bindings::callback_head) -> Result {
+        // SAFETY: the task is live (type invariant); the caller guarantees `work`.
+        to_result(unsafe { mosix_shim_task_work_add(self.0, work) })
     }
 
     /// Copies the task's user regset `note_type` into `buf`, as PTRACE_GETREGSET: the bytes

@@ -145,7 +145,37 @@ static void native_engine(int fd) {
 	waitpid(c, &status, 0);
 }
 
-int main(void) {
+/* --pending: leaves a SIGSTOPped child whose freeze was abandoned (its task_work still queued)
+ * and prints its pid: the module must refuse to unload until the child has run or dropped it. */
+static int pending_mode(void) {
+	int fd = open("/dev/mosix", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return 1;
+	pid_t c = fork();
+	if (c == 0) {
+		/* Off the caller's pipes: $(mosix-probe --pending) must not wait for this child. */
+		int dn = open("/dev/null", O_RDWR);
+		dup2(dn, 0);
+		dup2(dn, 1);
+		dup2(dn, 2);
+		setsid();
+		for (;;)
+			pause();
+	}
+	kill(c, SIGSTOP);
+	int status;
+	waitpid(c, &status, WUNTRACED);
+	struct mosix_target quick = {.pid = c, .timeout_ms = 200};
+	int r = ioctl(fd, MOSIX_IOC_FREEZE, &quick);
+	int e = errno;
+	close(fd);
+	printf("%d\n", c);
+	return !(r == -1 && e == ETIMEDOUT);
+}
+
+int main(int argc, char **argv) {
+	if (argc > 1 && !strcmp(argv[1], "--pending"))
+		return pending_mode();
 	int fd = open("/dev/mosix", O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
 		printf("mosix-probe: cannot open /dev/mosix: %s\nMOSIX_PROBE_FAIL (no device)\n", strerror(errno));

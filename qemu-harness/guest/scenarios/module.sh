@@ -7,6 +7,12 @@ insmod /mos/mosix.ko || { log "insmod failed"; fail=1; }
 ls -l /dev/mosix
 mosix-probe || fail=1
 if insmod /mos/mosix.ko 2>/dev/null; then log "a second insmod succeeded"; fail=1; else log "a second insmod is refused: ok"; fi
+# A freeze that was given up leaves its task_work queued on the (stopped) process: the module must
+# stay loaded until that process has run it, else the process would call into freed code.
+p=$(mosix-probe --pending) || { log "mosix-probe --pending failed"; fail=1; }
+if rmmod mosix 2>/dev/null; then log "rmmod succeeded with a freeze's work still queued on $p"; fail=1; insmod /mos/mosix.ko
+else log "rmmod refused while a queued freeze work is pending on $p: ok"; fi
+kill -CONT "$p"; sleep 0.2; kill -KILL "$p"; sleep 0.2
 rmmod mosix || { log "rmmod failed"; fail=1; }
 [ -e /dev/mosix ] && { log "/dev/mosix still exists after rmmod"; fail=1; }
 insmod /mos/mosix.ko && mosix-probe >/dev/null && rmmod mosix || { log "reload + probe + unload failed"; fail=1; }
