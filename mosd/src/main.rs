@@ -156,7 +156,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let control = control::bind(&args.control)?;
     tracing::info!(node = node.number, %addr, port = args.port, control = %args.control.display(), ncpus, speed, host_speed,
-        cpu_quota = ?sampler.cpu_fraction(), balance = shape.balance, keyed = node.guard.keyed(), "mosd up");
+        cpu_quota = ?sampler.cpu_fraction(), balance = shape.balance, keyed = node.guard.keyed(),
+        engine = mos_engine::native::engine_name(), "mosd up");
     let n = node.clone();
     std::thread::Builder::new().name("migration-server".into()).spawn(move || server::accept_loop(listener, n))?;
     let n = node.clone();
