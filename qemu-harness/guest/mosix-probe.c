@@ -10,6 +10,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/user.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +52,53 @@ static pid_t counting_child(volatile uint64_t *counter) {
 			(*counter)++;
 	}
 	return p;
+}
+
+/* The native engine and ptrace see the same context: a child blocked in pause() is frozen and
+ * read natively, thawed, then interrupt-stopped and read with ptrace; registers, XSAVE image and
+ * signal mask must be identical. */
+static void same_as_ptrace(int fd) {
+	pid_t c = fork();
+	if (c == 0) {
+		struct sigaction sa = {.sa_handler = on_usr1};
+		sigaction(SIGUSR1, &sa, NULL);
+		sigset_t m;
+		sigemptyset(&m);
+		sigaddset(&m, SIGUSR2);
+		sigprocmask(SIG_BLOCK, &m, NULL);
+		for (;;)
+			pause();
+	}
+	pause_ms(200);
+	static char xa[16384], xb[16384];
+	static struct mosix_context ctx;
+	memset(&ctx, 0, sizeof ctx);
+	ctx.pid = c;
+	ctx.xstate = (uintptr_t)xa;
+	ctx.xstate_len = sizeof xa;
+	struct mosix_target t = {.pid = c};
+	int ok = ioctl(fd, MOSIX_IOC_FREEZE, &t) == 0 && ioctl(fd, MOSIX_IOC_CONTEXT, &ctx) == 0 && ioctl(fd, MOSIX_IOC_THAW, &t) == 0;
+	check(ok, "native freeze + context + thaw of a child in pause()");
+	pause_ms(200);
+	struct user_regs_struct regs;
+	struct iovec iov = {.iov_base = xb, .iov_len = sizeof xb};
+	uint64_t mask = 0;
+	int status;
+	ok = ptrace(PTRACE_SEIZE, c, 0, 0) == 0 && ptrace(PTRACE_INTERRUPT, c, 0, 0) == 0 && waitpid(c, &status, __WALL) == c &&
+	     ptrace(PTRACE_GETREGS, c, 0, &regs) == 0 && ptrace(PTRACE_GETREGSET, c, (void *)0x202, &iov) == 0 &&
+	     ptrace(PTRACE_GETSIGMASK, c, (void *)8, &mask) == 0;
+	check(ok, "the same child interrupt-stopped and read with ptrace");
+	check(sizeof regs == sizeof ctx.regs && !memcmp(&regs, ctx.regs, sizeof regs), "same registers (27 words) from both engines");
+	check(iov.iov_len == ctx.xstate_len && !memcmp(xa, xb, iov.iov_len), "same XSAVE image from both engines");
+	check(mask == ctx.sigmask && (mask & (1u << (SIGUSR2 - 1))), "same signal mask from both engines");
+	if (memcmp(&regs, ctx.regs, sizeof regs)) {
+		uint64_t *r = (uint64_t *)&regs;
+		for (int i = 0; i < 27; i++)
+			if (r[i] != ctx.regs[i])
+				printf("mosix-probe: register word %d: ptrace %#llx native %#llx\n", i, (unsigned long long)r[i], (unsigned long long)ctx.regs[i]);
+	}
+	kill(c, SIGKILL);
+	waitpid(c, &status, __WALL);
 }
 
 /* Freeze, context, thaw of a child; the refusals of bad requests. */
@@ -209,6 +259,7 @@ int main(int argc, char **argv) {
 	if (fd2 >= 0)
 		close(fd2);
 	native_engine(fd);
+	same_as_ptrace(fd);
 	close(fd);
 	if (failures) {
 		printf("MOSIX_PROBE_FAIL (%d failures)\n", failures);
