@@ -34,6 +34,18 @@ const NEXT_SPIN: std::time::Duration = std::time::Duration::from_micros(30);
 /// How often, while away, the deputy is checked for signals sent to the home pid.
 const SIGNAL_PROBE: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Blocks the relayed signals and SIGCHLD (stops of the deputy, i.e. a signal for the home pid
+/// while the process is away, are reported by it) and returns a descriptor that reads them.
+fn signal_fd() -> nix::Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    for s in RELAYED {
+        mask.add(s);
+    }
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
+}
+
 enum Where {
     Home,
     Away { node: u32, away: Box<Away> },
@@ -160,15 +172,7 @@ pub fn run(control_path: &Path, launch: Launch, opts: Options) -> Result<i32, Bo
             (r.pid, r.loaded.header.command)
         }
     };
-    let mut mask = SigSet::empty();
-    for s in RELAYED {
-        mask.add(s);
-    }
-    // Stops of the deputy (a signal for the home pid while the process is away) are reported by
-    // SIGCHLD.
-    mask.add(Signal::SIGCHLD);
-    mask.thread_block()?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)?;
+    let sfd = signal_fd()?;
     let pidfd = mos_engine::sys::pidfd_open(pid)?;
     let command = program.join(" ");
     let ckpt = Checkpoints::new(opts.checkpoint.clone(), program, pid.as_raw() as u32);
@@ -276,13 +280,7 @@ fn supervise_forked(c: ForkedChild) -> Result<i32, BoxError> {
     };
     stream.set_read_timeout(None)?;
     tracing::info!(pid = me, parent = c.parent.as_raw(), node = c.node, remote_pid, "forked child runs away");
-    let mut mask = SigSet::empty();
-    for s in RELAYED {
-        mask.add(s);
-    }
-    mask.add(Signal::SIGCHLD);
-    mask.thread_block()?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)?;
+    let sfd = signal_fd()?;
     let pidfd = mos_engine::sys::pidfd_open(c.pid)?;
     let opts = Options { checkpoint: Default::default(), ..c.opts };
     let mut s = Supervisor {
