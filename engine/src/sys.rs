@@ -680,9 +680,14 @@ mod tests {
 
     #[test]
     fn spawn_detached_refuses_a_multi_threaded_caller() {
-        // The test harness runs this on a thread of its own beside the main thread.
-        let other = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        // A second thread that lives until the check is done (the test harness may also run this
+        // on a thread of its own beside the main thread).
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let _ = wait.recv();
+        });
         assert_eq!(spawn_detached(|| 0), Err(Errno::EBUSY));
+        drop(done);
         other.join().unwrap();
     }
 }

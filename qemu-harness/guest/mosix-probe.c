@@ -39,6 +39,43 @@ static void pause_ms(int ms) {
 	nanosleep(&ts, NULL);
 }
 
+/* A window in which a frozen child must not count (absence cannot be polled for). */
+static void window_ms(int ms) { pause_ms(ms); }
+
+/* Whether *counter moves away from @from within 10 s (polled every millisecond). */
+static int runs(volatile uint64_t *counter, uint64_t from) {
+	for (int i = 0; i < 10000; i++) {
+		if (*counter != from)
+			return 1;
+		pause_ms(1);
+	}
+	return 0;
+}
+
+/* The state letter of process @pid (/proc/PID/stat), '?' if unreadable. */
+static char proc_state(pid_t pid) {
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return '?';
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : '?';
+}
+
+/* Whether @pid is asleep (state S) within 10 s: blocked in its pause(). */
+static int sleeping(pid_t pid) {
+	for (int i = 0; i < 10000; i++) {
+		if (proc_state(pid) == 'S')
+			return 1;
+		pause_ms(1);
+	}
+	return 0;
+}
+
 /* A child that counts in shared memory, with a SIGUSR1 handler and an alternate stack. */
 static pid_t counting_child(volatile uint64_t *counter) {
 	pid_t p = fork();
@@ -69,7 +106,7 @@ static void same_as_ptrace(int fd) {
 		for (;;)
 			pause();
 	}
-	pause_ms(200);
+	check(sleeping(c), "a child blocked in pause()");
 	static char xa[16384], xb[16384];
 	static struct mosix_context ctx;
 	memset(&ctx, 0, sizeof ctx);
@@ -79,7 +116,7 @@ static void same_as_ptrace(int fd) {
 	struct mosix_target t = {.pid = c};
 	int ok = ioctl(fd, MOSIX_IOC_FREEZE, &t) == 0 && ioctl(fd, MOSIX_IOC_CONTEXT, &ctx) == 0 && ioctl(fd, MOSIX_IOC_THAW, &t) == 0;
 	check(ok, "native freeze + context + thaw of a child in pause()");
-	pause_ms(200);
+	check(sleeping(c), "back in its pause() after the thaw");
 	struct user_regs_struct regs;
 	struct iovec iov = {.iov_base = xb, .iov_len = sizeof xb};
 	uint64_t mask = 0;
@@ -105,11 +142,11 @@ static void same_as_ptrace(int fd) {
 static void native_engine(int fd) {
 	volatile uint64_t *counter = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	pid_t c = counting_child(counter);
-	pause_ms(200);
+	check(runs(counter, 0), "a counting child");
 	struct mosix_target t = {.pid = c};
 	check(ioctl(fd, MOSIX_IOC_FREEZE, &t) == 0, "MOSIX_IOC_FREEZE of a counting child");
 	uint64_t a = *counter;
-	pause_ms(300);
+	window_ms(300);
 	uint64_t b = *counter;
 	check(a == b, "a frozen child does not run");
 	FILE *st = NULL;
@@ -149,19 +186,17 @@ static void native_engine(int fd) {
 	check(expect_errno(fd, MOSIX_IOC_CONTEXT, &bad, EINVAL), "CONTEXT with reserved != 0 -> EINVAL");
 
 	check(ioctl(fd, MOSIX_IOC_THAW, &t) == 0, "MOSIX_IOC_THAW");
-	pause_ms(200);
-	check(*counter != b, "a thawed child runs again");
+	check(runs(counter, b), "a thawed child runs again");
 	check(expect_errno(fd, MOSIX_IOC_THAW, &t, ESRCH), "THAW of a process not frozen -> ESRCH");
 
 	/* Closing the descriptor thaws. */
 	int fd2 = open("/dev/mosix", O_RDWR | O_CLOEXEC);
 	check(fd2 >= 0 && ioctl(fd2, MOSIX_IOC_FREEZE, &t) == 0, "FREEZE through a second descriptor");
 	a = *counter;
-	pause_ms(200);
+	window_ms(200);
 	check(a == *counter, "frozen again");
 	close(fd2);
-	pause_ms(200);
-	check(a != *counter, "closing the descriptor thaws it");
+	check(runs(counter, a), "closing the descriptor thaws it");
 
 	/* SIGKILL ends a park; THAW then says so. */
 	check(ioctl(fd, MOSIX_IOC_FREEZE, &t) == 0, "FREEZE before SIGKILL");
@@ -171,16 +206,16 @@ static void native_engine(int fd) {
 	check(expect_errno(fd, MOSIX_IOC_THAW, &t, ESRCH), "THAW of a child killed while frozen -> ESRCH");
 
 	/* A stopped child never parks: the freeze gives up, the child is untouched. */
+	a = *counter;
 	c = counting_child(counter);
-	pause_ms(100);
+	check(runs(counter, a), "a second counting child");
 	kill(c, SIGSTOP);
 	waitpid(c, &status, WUNTRACED);
 	struct mosix_target quick = {.pid = c, .timeout_ms = 300};
 	check(expect_errno(fd, MOSIX_IOC_FREEZE, &quick, ETIMEDOUT), "FREEZE of a SIGSTOPped child -> ETIMEDOUT");
-	kill(c, SIGCONT);
 	a = *counter;
-	pause_ms(200);
-	check(a != *counter, "it runs after SIGCONT");
+	kill(c, SIGCONT);
+	check(runs(counter, a), "it runs after SIGCONT");
 
 	struct mosix_target init = {.pid = 1};
 	check(expect_errno(fd, MOSIX_IOC_FREEZE, &init, EPERM), "FREEZE of a process that is not our child (init) -> EPERM");
@@ -201,6 +236,9 @@ static int pending_mode(void) {
 	int fd = open("/dev/mosix", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return 1;
+	int ready[2];
+	if (pipe(ready))
+		return 1;
 	pid_t c = fork();
 	if (c == 0) {
 		/* Off the caller's pipes: $(mosix-probe --pending) must not wait for this child. */
@@ -209,9 +247,19 @@ static int pending_mode(void) {
 		dup2(dn, 1);
 		dup2(dn, 2);
 		setsid();
+		close(ready[0]);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(1);
+		close(ready[1]);
 		for (;;)
 			pause();
 	}
+	close(ready[1]);
+	char r1;
+	/* Stopped only once it has left the caller's pipes. */
+	if (read(ready[0], &r1, 1) != 1)
+		return 1;
+	close(ready[0]);
 	kill(c, SIGSTOP);
 	int status;
 	waitpid(c, &status, WUNTRACED);

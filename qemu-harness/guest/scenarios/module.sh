@@ -12,8 +12,14 @@ if insmod /mos/mosix.ko 2>/dev/null; then log "a second insmod succeeded"; fail=
 p=$(mosix-probe --pending) || { log "mosix-probe --pending failed"; fail=1; }
 if rmmod mosix 2>/dev/null; then log "rmmod succeeded with a freeze's work still queued on $p"; fail=1; insmod /mos/mosix.ko
 else log "rmmod refused while a queued freeze work is pending on $p: ok"; fi
-kill -CONT "$p"; sleep 0.2; kill -KILL "$p"; sleep 0.2
-rmmod mosix || { log "rmmod failed"; fail=1; }
+# Let it run (its work finds the freeze given up and returns) and go back to sleep, then end it:
+# nothing of the module is in use any more.
+state() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1; }
+asleep() { [ "$(state "$1")" = S ]; }
+kill -CONT "$p"
+wait_for 10 "pid $p to run its given-up freeze work and sleep again" asleep "$p" || fail=1
+kill -KILL "$p"
+wait_for 10 "rmmod to succeed" rmmod mosix || { log "rmmod failed"; fail=1; }
 [ -e /dev/mosix ] && { log "/dev/mosix still exists after rmmod"; fail=1; }
 insmod /mos/mosix.ko && mosix-probe >/dev/null && rmmod mosix || { log "reload + probe + unload failed"; fail=1; }
 if dmesg | grep -E 'WARNING|BUG|Oops|Call Trace'; then log "kernel warnings (above)"; fail=1; fi
