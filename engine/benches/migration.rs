@@ -4,35 +4,12 @@
 //!
 //! Run: `cargo bench -p mos-engine --bench migration` (as root). `MOS_BENCH_SIZES=64,256` and
 //! `MOS_BENCH_REPS=3` change the sizes (MiB) and repetitions.
-use mos_engine::migrate;
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::waitpid;
-use nix::unistd::Pid;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Instant;
-
-/// Child mode: fill `mib` MiB with distinct non-zero pages, say "ready", then compute forever.
-fn child(mib: usize) -> ! {
-    // Never outlive the benchmark.
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let len = mib << 20;
-    let mut v: Vec<u64> = Vec::with_capacity(len / 8);
-    for i in 0..len / 8 {
-        v.push((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    }
-    let mut out = std::io::stdout();
-    out.write_all(b"ready\n").unwrap();
-    out.flush().unwrap();
-    let mut x = 1u64;
-    loop {
-        for k in (0..v.len()).step_by(4096) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(v[k]);
-        }
-        std::hint::black_box(x);
-    }
-}
 
 fn loopback_bandwidth(bytes: usize) -> f64 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -70,29 +47,7 @@ struct Row {
 }
 
 fn one(mib: usize) -> Row {
-    let exe = std::env::current_exe().unwrap();
-    let mut c = Command::new(exe).env("MOS_BENCH_CHILD", mib.to_string()).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = [0u8; 6];
-    c.stdout.as_mut().unwrap().read_exact(&mut line).unwrap();
-    let pid = Pid::from_raw(c.id() as i32);
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
-        let mut s = mos_engine::channel::Channel::Plain(s);
-        let (g, _) = migrate::accept_guest(&mut s, |_| Ok(())).expect("restore");
-        // Hold the connection until the sender has released the deputy, then end the guest.
-        let mut b = [0u8; 1];
-        let _ = s.read(&mut b);
-        let _ = kill(g.pid, Signal::SIGKILL);
-        let _ = waitpid(g.pid, None);
-    });
-    let away = migrate::migrate_out(pid, 1, addr, mos_proto::control::Mode::StopCopy, None).expect("migration");
-    let st = away.stats.clone();
-    drop(away);
-    server.join().unwrap();
-    let _ = kill(pid, Signal::SIGKILL);
-    let _ = c.wait();
+    let st = common::move_once(mib, None);
     let tcp = loopback_bandwidth(mib << 20);
     Row {
         mib,
@@ -106,9 +61,7 @@ fn one(mib: usize) -> Row {
 }
 
 fn main() {
-    if let Ok(m) = std::env::var("MOS_BENCH_CHILD") {
-        child(m.parse().unwrap());
-    }
+    common::child_mode();
     if std::env::args().any(|a| a == "--list") {
         return;
     }

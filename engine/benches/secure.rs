@@ -5,44 +5,18 @@
 //!
 //! Run: `cargo bench -p mos-engine --bench secure` (as root). `MOS_BENCH_MIB=256` (migration size),
 //! `MOS_BENCH_REPS=3`.
-use mos_engine::channel::{self, Channel};
-use mos_engine::migrate;
+#[path = "common/mod.rs"]
+mod common;
+
+use common::now_ms;
 use mos_proto::auth::ClusterKey;
 use mos_proto::secure::{self, SUITES};
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::waitpid;
-use nix::unistd::Pid;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 fn key() -> ClusterKey {
     ClusterKey::from_file_bytes(b"the benchmark's cluster key").unwrap()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// Child mode: fill `mib` MiB with distinct non-zero pages, say "ready", then compute forever.
-fn child(mib: usize) -> ! {
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let len = mib << 20;
-    let mut v: Vec<u64> = Vec::with_capacity(len / 8);
-    for i in 0..len / 8 {
-        v.push((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    }
-    let mut out = std::io::stdout();
-    out.write_all(b"ready\n").unwrap();
-    out.flush().unwrap();
-    let mut x = 1u64;
-    loop {
-        for k in (0..v.len()).step_by(4096) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(v[k]);
-        }
-        std::hint::black_box(x);
-    }
 }
 
 /// A connected pair over loopback: plain (`suite` None) or secure with that suite.
@@ -139,33 +113,7 @@ fn rtt(suite: Option<&'static str>, n: usize) -> u64 {
 
 /// (frozen ms, MB/s while frozen) of one migration of a `mib` MiB process.
 fn migration(mib: usize, keyed: bool) -> (f64, f64) {
-    let exe = std::env::current_exe().unwrap();
-    let mut c = Command::new(exe).env("MOS_BENCH_CHILD", mib.to_string()).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = [0u8; 6];
-    c.stdout.as_mut().unwrap().read_exact(&mut line).unwrap();
-    let pid = Pid::from_raw(c.id() as i32);
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let k = key();
-    let server = std::thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
-        let (mut s, _) = channel::accept(s, keyed.then_some(&k)).expect("handshake");
-        assert_eq!(s.is_secure(), keyed);
-        let (g, _) = migrate::accept_guest(&mut s, |_| Ok(())).expect("restore");
-        // Hold the connection until the sender has released the deputy, then end the guest.
-        let mut b = [0u8; 1];
-        let _ = s.read(&mut b);
-        let _ = kill(g.pid, Signal::SIGKILL);
-        let _ = waitpid(g.pid, None);
-    });
-    let cred = key().issue(0, 0, 1, now_ms(), [2; 16]);
-    let away = migrate::migrate_out(pid, 1, addr, mos_proto::control::Mode::StopCopy, keyed.then_some(&cred)).expect("migration");
-    assert!(matches!(away.stream, Channel::Secure(_)) == keyed);
-    let st = away.stats.clone();
-    drop(away);
-    server.join().unwrap();
-    let _ = kill(pid, Signal::SIGKILL);
-    let _ = c.wait();
+    let st = common::move_once(mib, keyed.then(key));
     (st.frozen_us as f64 / 1e3, st.bytes_sent as f64 / st.frozen_us.max(1) as f64)
 }
 
@@ -175,9 +123,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    if let Ok(m) = std::env::var("MOS_BENCH_CHILD") {
-        child(m.parse().unwrap());
-    }
+    common::child_mode();
     if std::env::args().any(|a| a == "--list") {
         return;
     }
