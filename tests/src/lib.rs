@@ -148,6 +148,24 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     all_pids().into_iter().filter(|p| ppid_of(*p) == Some(pid)).collect()
 }
 
+/// Waits (60 s at most) until a process below `node_pid` (the stub a migration fills on that
+/// node) holds more than `kib` KiB, while `mig` (the `mosctl migrate` doing it) still runs:
+/// (pid, KiB). Panics, with mosctl's output, if the migration ends first.
+pub fn wait_receiving(mig: &mut Proc, node_pid: u32, kib: u64) -> (u32, u64) {
+    wait_until(after(Duration::from_secs(60)), "the node to receive pages", || {
+        if let Some(st) = mig.try_status() {
+            let out = mig.output(after(Duration::from_secs(5)));
+            panic!(
+                "the migration ended ({}) before the node was seen receiving pages: {}{}",
+                describe(&st),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        descendants(node_pid).into_iter().find_map(|p| rss_kib(p).filter(|k| *k > kib).map(|k| (p, k)))
+    })
+}
+
 /// All descendants of `root` (not `root` itself).
 pub fn descendants(root: u32) -> Vec<u32> {
     let table: Vec<(u32, u32)> = all_pids().into_iter().filter_map(|p| Some((p, ppid_of(p)?))).collect();

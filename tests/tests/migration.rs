@@ -6,7 +6,7 @@
 //! workspace: build them first, or point `MOS_BIN_DIR` at a directory holding mosd, mosrun and
 //! mosctl). Tests run in parallel; on a failure every node's log and each job's output are
 //! printed to stderr.
-use mos_tests::{after, assert_same_output, cpu_ticks, describe, reference, rss_kib, wait_until, wl, Cluster, RunningJob};
+use mos_tests::{after, assert_same_output, cpu_ticks, describe, reference, wait_until, wl, Cluster, RunningJob};
 use serde_json::Value;
 use std::process::Output;
 use std::time::Duration;
@@ -234,18 +234,7 @@ fn target_killed_during_big_migration() {
     let mosd2 = c.node_pid(2).expect("node 2 runs");
     let mut mig = c.spawn_mosctl(1, &["migrate", &pid.to_string(), "2"]);
     // In the middle: a process on node 2 (the stub being filled) holds more than 32 MiB.
-    let receiving = wait_until(after(Duration::from_secs(60)), "node 2 to receive pages", || {
-        if let Some(st) = mig.try_status() {
-            let out = mig.output(after(Duration::from_secs(5)));
-            panic!(
-                "the migration ended ({}) before node 2 was seen receiving pages: {}{}",
-                describe(&st),
-                text(&out.stdout),
-                text(&out.stderr)
-            );
-        }
-        mos_tests::descendants(mosd2).into_iter().find_map(|p| rss_kib(p).filter(|k| *k > 32 * 1024).map(|k| (p, k)))
-    });
+    let receiving = mos_tests::wait_receiving(&mut mig, mosd2, 32 * 1024);
     c.kill_node(2);
     eprintln!("killed node 2 while its process {} held {} KiB", receiving.0, receiving.1);
     let out = mig.output(after(Duration::from_secs(120)));

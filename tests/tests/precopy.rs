@@ -155,18 +155,7 @@ fn target_killed_during_precopy() {
     job.wait_lines(2, LINE_TIMEOUT);
     let mosd2 = c.node_pid(2).expect("node 2 runs");
     let mut mig = c.spawn_mosctl(1, &["migrate", &pid.to_string(), "2"]);
-    wait_until(after(Duration::from_secs(60)), "node 2 to receive pages", || {
-        if let Some(st) = mig.try_status() {
-            let out = mig.output(after(Duration::from_secs(5)));
-            panic!(
-                "the migration ended ({}) before node 2 was seen receiving pages: {}{}",
-                describe(&st),
-                text(&out.stdout),
-                text(&out.stderr)
-            );
-        }
-        mos_tests::descendants(mosd2).into_iter().find_map(|p| rss_kib(p).filter(|k| *k > 32 * 1024))
-    });
+    mos_tests::wait_receiving(&mut mig, mosd2, 32 * 1024);
     c.kill_node(2);
     let out = mig.output(after(Duration::from_secs(120)));
     assert!(!out.status.success(), "the migration succeeded although its target was killed: {}", text(&out.stdout));
