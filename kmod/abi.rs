@@ -23,14 +23,13 @@ pub(crate) mod feature {
     /// Capture a frozen process's user context ([`MOSIX_IOC_CONTEXT`]); its pages are read by
     /// the caller (process_vm_readv) while it stays frozen.
     pub(crate) const CAPTURE: u32 = 1 << 1;
-    /// Restore a migration stream into the calling task (not implemented yet).
-    #[allow(dead_code)]
+    /// Restore a staged migration stream into the calling task ([`MOSIX_IOC_RESTORE`]).
     pub(crate) const RESTORE: u32 = 1 << 2;
     /// Intercept a remote component's system calls without ptrace (not implemented yet).
     #[allow(dead_code)]
     pub(crate) const INTERCEPT: u32 = 1 << 3;
     /// What this build provides.
-    pub(crate) const PROVIDED: u32 = FREEZE | CAPTURE;
+    pub(crate) const PROVIDED: u32 = FREEZE | CAPTURE | RESTORE;
 }
 
 /// Answer of [`MOSIX_IOC_VERSION`]. Any caller may ask, whatever ABI it was built for.
@@ -121,7 +120,53 @@ pub(crate) struct Context {
     pub(crate) reserved: u64,
 }
 
+/// Argument of [`MOSIX_IOC_RESTORE`]: a migration image staged by the calling task, to become its
+/// address space and registers (restore.rs says what the caller prepares first).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Restore {
+    /// `sizeof(struct mosix_restore)` (else `EINVAL`).
+    pub(crate) size: u32,
+    /// Must be zero.
+    pub(crate) flags: u32,
+    /// A descriptor of the caller on the staging file holding the pages (read with kernel_read).
+    pub(crate) pages_fd: i32,
+    /// Number of `struct mosix_area` at `areas` (sorted by address, not overlapping).
+    pub(crate) n_areas: u32,
+    pub(crate) areas: u64,
+    /// `struct mosix_run` records at `runs`: `len` bytes at file offset `off` go to `addr`.
+    pub(crate) runs: u64,
+    pub(crate) n_runs: u32,
+    /// Number of `[start, end)` pairs at `keep`: ranges left mapped (the kernel areas, already
+    /// where the image has them).
+    pub(crate) n_keep: u32,
+    pub(crate) keep: u64,
+    /// `struct user_regs_struct` of the image (cs/ss must be the 64-bit user selectors; the FS/GS
+    /// bases and segment selectors are the caller's business and ignored here).
+    pub(crate) regs: [u64; 27],
+    /// Blocked signals after the restore (SIGKILL and SIGSTOP are never blocked).
+    pub(crate) sigmask: u64,
+    /// The image's rseq registration (0: none).
+    pub(crate) rseq: u64,
+    pub(crate) rseq_len: u32,
+    pub(crate) rseq_sig: u32,
+    /// `n_close` descriptors (s32 each) at `close`, closed once the image is in place.
+    pub(crate) close: u64,
+    pub(crate) n_close: u32,
+    /// Must be zero.
+    pub(crate) reserved0: u32,
+    /// Must be zero.
+    pub(crate) reserved: u64,
+}
+
+/// Bytes of one `struct mosix_area { u64 start, end, offset; u32 prot, kind; s32 fd; u32 reserved; }`
+/// (kind 0 anonymous, 1 stack, 2 file at `fd`).
+pub(crate) const RESTORE_AREA_SIZE: usize = 40;
+/// Bytes of one `struct mosix_run { u64 addr, len, off; }`.
+pub(crate) const RESTORE_RUN_SIZE: usize = 24;
+
 // Layouts are part of the ABI: no padding anywhere.
+const _: () = assert!(size_of::<Restore>() == 312);
 const _: () = assert!(size_of::<Target>() == 16);
 const _: () = assert!(size_of::<SigAction>() == 32);
 const _: () = assert!(size_of::<Context>() == 16 + 27 * 8 + 5 * 8 + 16 + 24 + 64 * 32 + 8);
@@ -143,6 +188,8 @@ unsafe impl FromBytes for Target {}
 unsafe impl AsBytes for Target {}
 // SAFETY: integers and arrays of integer structs, no padding (asserted).
 unsafe impl FromBytes for Context {}
+// SAFETY: integers and integer arrays, no padding (asserted): every bit pattern is valid.
+unsafe impl FromBytes for Restore {}
 // SAFETY: as above, no padding, so every byte is initialised.
 unsafe impl AsBytes for Context {}
 
@@ -156,3 +203,5 @@ pub(crate) const MOSIX_IOC_FREEZE: u32 = _IOW::<Target>(MAGIC, 2);
 pub(crate) const MOSIX_IOC_THAW: u32 = _IOW::<Target>(MAGIC, 3);
 /// `_IOWR(0xB7, 4, struct mosix_context)`: the frozen process's user context.
 pub(crate) const MOSIX_IOC_CONTEXT: u32 = _IOWR::<Context>(MAGIC, 4);
+/// `_IOW(0xB7, 5, struct mosix_restore)`: the staged image becomes the caller (see restore.rs).
+pub(crate) const MOSIX_IOC_RESTORE: u32 = _IOW::<Restore>(MAGIC, 5);

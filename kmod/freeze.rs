@@ -40,6 +40,8 @@ struct Frozen {
     state: AtomicU32,
     task: TaskRef,
     pid: i32,
+    /// Made by a restore (the process parks by itself), not by FREEZE.
+    restored: bool,
 }
 
 /// What one open `/dev/mosix` holds.
@@ -56,7 +58,7 @@ impl FileState {
         FileState { busy: AtomicBool::new(false), frozen: AtomicPtr::new(core::ptr::null_mut()) }
     }
 
-    fn lock(&self) -> Result<Busy<'_>> {
+    pub(crate) fn lock(&self) -> Result<Busy<'_>> {
         self.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).map_err(|_| EBUSY)?;
         Ok(Busy(self))
     }
@@ -76,6 +78,32 @@ impl FileState {
         Some(extra)
     }
 
+    /// Whether a process is frozen (or about to park) through this descriptor.
+    pub(crate) fn has_frozen(&self, held: &Busy<'_>) -> bool {
+        self.current(held).is_some()
+    }
+
+    /// Restore: the calling task parks on its way back to user mode, frozen through this
+    /// descriptor as after `MOSIX_IOC_FREEZE` (its driver waits for that with FREEZE).
+    pub(crate) fn park_current(&self, held: &Busy<'_>) -> Result {
+        if self.current(held).is_some() {
+            return Err(EBUSY);
+        }
+        let task = TaskRef::current();
+        let pid = sys::current_tgid();
+        let f = Arc::new(Frozen { work: Opaque::uninit(), state: AtomicU32::new(PENDING), task: task.clone_ref(), pid, restored: true }, GFP_KERNEL)?;
+        let for_task = Arc::into_raw(f.clone());
+        // SAFETY: as in `freeze`: `work` lives in the `Frozen` that `for_task` keeps alive until
+        // `mosix_park` drops it.
+        if let Err(e) = unsafe { task.task_work_add((*for_task).work.get()) } {
+            // SAFETY: the work was not queued: the reference is still ours to drop.
+            drop(unsafe { Arc::from_raw(for_task) });
+            return Err(e);
+        }
+        self.frozen.store(Arc::into_raw(f).cast_mut(), Ordering::Release);
+        Ok(())
+    }
+
     /// Takes the freeze out of this descriptor.
     fn take(&self) -> Option<Arc<Frozen>> {
         let p = self.frozen.swap(core::ptr::null_mut(), Ordering::AcqRel);
@@ -85,7 +113,7 @@ impl FileState {
 }
 
 /// The per-descriptor lock, released on drop.
-struct Busy<'a>(&'a FileState);
+pub(crate) struct Busy<'a>(&'a FileState);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
@@ -122,15 +150,29 @@ pub(crate) unsafe extern "C" fn mosix_park(head: *mut bindings::callback_head) {
     }
 }
 
-/// `MOSIX_IOC_FREEZE`.
+/// `MOSIX_IOC_FREEZE`. For a process that restored itself through this descriptor (and parks by
+/// itself), waits until it has parked.
 pub(crate) fn freeze(file: &FileState, arg: usize) -> Result<i32> {
     let req: Target = UserSlice::new(arg, size_of::<Target>()).reader().read()?;
     if req.reserved != 0 {
         return Err(EINVAL);
     }
     let held = file.lock()?;
-    if file.current(&held).is_some() {
-        return Err(EBUSY);
+    if let Some(f) = file.current(&held) {
+        // A process restored through this descriptor parks by itself: wait for that.
+        if !f.restored || f.pid != req.pid {
+            return Err(EBUSY);
+        }
+        let timeout = if req.timeout_ms == 0 { DEFAULT_TIMEOUT_MS } else { req.timeout_ms.min(600_000) };
+        sys::wait_change(&f.state, PENDING, timeout)?;
+        return match f.state.load(Ordering::Acquire) {
+            PARKED => Ok(0),
+            PENDING => Err(sys::etimedout()),
+            _ => {
+                drop(file.take());
+                Err(sys::esrch())
+            }
+        };
     }
     let task = TaskRef::by_pid(req.pid).ok_or_else(sys::esrch)?;
     if task.is_current() || task.is_kthread() {
@@ -146,7 +188,7 @@ pub(crate) fn freeze(file: &FileState, arg: usize) -> Result<i32> {
     if task.is_exiting() {
         return Err(sys::esrch());
     }
-    let f = Arc::new(Frozen { work: Opaque::uninit(), state: AtomicU32::new(PENDING), task: task.clone_ref(), pid: req.pid }, GFP_KERNEL)?;
+    let f = Arc::new(Frozen { work: Opaque::uninit(), state: AtomicU32::new(PENDING), task: task.clone_ref(), pid: req.pid, restored: false }, GFP_KERNEL)?;
     let for_task = Arc::into_raw(f.clone());
     // SAFETY: `work` lives in the `Frozen` that `for_task` keeps alive until `mosix_park` drops it;
     // `mosix_park` expects exactly that reference.
@@ -173,9 +215,10 @@ pub(crate) fn freeze(file: &FileState, arg: usize) -> Result<i32> {
     }
 }
 
-/// Lets a frozen process go on (wakes its park).
+/// Lets a frozen process go on (wakes its park). A restored process not parked yet will not park.
 fn thaw_frozen(f: &Frozen) {
     let _ = f.state.compare_exchange(PARKED, THAWED, Ordering::AcqRel, Ordering::Acquire);
+    let _ = f.state.compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire);
     sys::wake();
 }
 

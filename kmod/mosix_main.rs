@@ -2,11 +2,11 @@
 //! mosix.ko: the native-mode kernel module of MOS, a MOSIX-style cluster for Linux.
 //!
 //! Built out of tree against MOS's own Rust-enabled 6.12 kernel (`qemu-harness/run build`). It
-//! provides the device, its versioned ABI and the first part of the native engine: freezing a
-//! process without ptrace and capturing its user context (`freeze.rs`). Restoring a stream into a
-//! task and intercepting a remote component's system calls are not done yet (docs/NATIVE.md).
+//! provides the device, its versioned ABI and the native engine's freeze, capture (`freeze.rs`)
+//! and restore (`restore.rs`). Intercepting a remote component's system calls is not done yet
+//! (docs/NATIVE.md).
 //!
-//! # Userspace contract (ABI version 2)
+//! # Userspace contract (ABI version 2; restore added as feature bit 2)
 //!
 //! * Loading the module creates `/dev/mosix`, a misc character device (dynamic minor), mode 0600.
 //!   Opening it needs `CAP_SYS_ADMIN` (`EPERM` otherwise): only the MOS daemons drive it. While a
@@ -15,9 +15,9 @@
 //!   endian, without padding (C twin: `kmod/include/mosix.h`); numbers and layouts of a version
 //!   never change:
 //!   - `MOSIX_IOC_VERSION = _IOR(0xB7, 0, struct mosix_version { u32 abi; u32 features; })`:
-//!     fills in the module's ABI version (2) and the feature bits it provides (bit 0 freeze/thaw
-//!     and bit 1 context capture; bit 2 restore and bit 3 system-call interception are not
-//!     provided yet). Returns 0.
+//!     fills in the module's ABI version (2) and the feature bits it provides (bit 0 freeze/thaw,
+//!     bit 1 context capture, bit 2 restore; bit 3 system-call interception is not provided yet).
+//!     Returns 0.
 //!     Every client asks this first and uses only the version it knows.
 //!   - `MOSIX_IOC_INFO = _IOWR(0xB7, 1, struct mosix_info { u32 abi; u32 size; u32 features;
 //!     u32 open_files; u64 reserved; })`: the caller sets `abi` to the version it was built for
@@ -45,6 +45,25 @@
 //!     list, rseq registration, alternate signal stack and all 64 signal actions: what the
 //!     portable engine learns with ptrace and injected system calls. Its memory is read by the
 //!     caller (process_vm_readv, /proc/PID/maps) while it stays frozen. `reserved` must be 0.
+//!   - `MOSIX_IOC_RESTORE = _IOW(0xB7, 5, struct mosix_restore)`: the image staged by the
+//!     **calling task** becomes its address space and registers (restore.rs has the steps): its
+//!     areas (`struct mosix_area`: anonymous, stack, or a file by descriptor) are mapped with their
+//!     protections after everything of the caller outside the `keep` ranges (its kernel areas,
+//!     already moved where the image has them) is unmapped; the pages are copied from `pages_fd`
+//!     (`struct mosix_run`: `len` bytes at offset `off` to `addr`), through the protections where
+//!     an area is not writable; the rseq area and signal mask are set; the `close` descriptors
+//!     closed; the registers (`regs`, as PTRACE_GETREGS; cs/ss must be the 64-bit user selectors;
+//!     the FS/GS bases and the FPU state are the caller's to set first) replace the caller's, and
+//!     the call returns the image's `rax` into the image. The restored process then parks before
+//!     it runs a user instruction, frozen through this descriptor: the descriptor's other holder
+//!     (the driver that forked the caller) calls `MOSIX_IOC_FREEZE` with its pid, which waits
+//!     until it has parked, then THAWs it (or closes the descriptor). Bad requests (size, flags,
+//!     reserved fields, segments, unaligned or overlapping areas, areas over kept ranges, pages
+//!     outside the areas: `EINVAL`; more than 65536 areas, 2^20 runs, 8 kept ranges or 4096
+//!     descriptors: `E2BIG`; bad pointers: `EFAULT`; a caller with threads: `EINVAL`; a
+//!     descriptor with a frozen process: `EBUSY`) are refused before anything changes. A failure
+//!     after the caller's memory is gone (a file that cannot be mapped, a short staging file)
+//!     kills the caller.
 //!   - Only one ioctl at a time per descriptor: a concurrent one gets `EBUSY`.
 //!   - The module cannot be unloaded while a freeze's work is still queued on a process (one that
 //!     was given up with `ETIMEDOUT` on a stopped process, for example): `rmmod` fails with
@@ -59,9 +78,12 @@ use kernel::uaccess::UserSlice;
 
 mod abi;
 mod freeze;
+mod restore;
 mod sys;
 
-use abi::{Info, Version, ABI_VERSION, MOSIX_IOC_CONTEXT, MOSIX_IOC_FREEZE, MOSIX_IOC_INFO, MOSIX_IOC_THAW, MOSIX_IOC_VERSION};
+use abi::{
+    Info, Version, ABI_VERSION, MOSIX_IOC_CONTEXT, MOSIX_IOC_FREEZE, MOSIX_IOC_INFO, MOSIX_IOC_RESTORE, MOSIX_IOC_THAW, MOSIX_IOC_VERSION,
+};
 use freeze::FileState;
 
 module! {
@@ -114,15 +136,17 @@ impl sys::Device for MosixDevice {
         OPEN_FILES.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn ioctl(file: &FileState, cmd: u32, arg: usize) -> Result<i32> {
-        match cmd {
+    fn ioctl(file: &FileState, cmd: u32, arg: usize) -> Result<i64> {
+        let r = match cmd {
             MOSIX_IOC_VERSION => version(arg),
             MOSIX_IOC_INFO => info(arg),
             MOSIX_IOC_FREEZE => freeze::freeze(file, arg),
             MOSIX_IOC_THAW => freeze::thaw(file, arg),
             MOSIX_IOC_CONTEXT => freeze::context(file, arg),
+            MOSIX_IOC_RESTORE => return restore::restore(file, arg),
             _ => Err(ENOTTY),
-        }
+        };
+        r.map(i64::from)
     }
 }
 

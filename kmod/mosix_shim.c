@@ -134,3 +134,127 @@ void mosix_shim_save_user_fpu(void)
 	kernel_fpu_begin();
 	kernel_fpu_end();
 }
+
+/*
+ * The native engine's restore (restore.rs): thin wrappers over what the calling task may do to
+ * itself. vm_mmap needs a struct file (fget/fput); pt_regs, rseq fields, TASK_SIZE_MAX and
+ * sigset_t are reached only through macros and inlines.
+ */
+#include <linux/fdtable.h>
+#include <linux/file.h>
+#include <linux/mm.h>
+#include <linux/rseq.h>
+#include <linux/sched/task_stack.h>
+#include <asm/ptrace.h>
+
+int mosix_shim_current_tgid(void);
+unsigned long mosix_shim_user_top(void);
+long mosix_shim_mmap(unsigned long addr, unsigned long len, unsigned long prot, unsigned long flags, int fd, unsigned long off);
+long mosix_shim_pread(int fd, void *buf, size_t len, u64 pos);
+int mosix_shim_poke(unsigned long addr, void *buf, int len);
+void mosix_shim_set_rseq(u64 ptr, u32 len, u32 sig);
+void mosix_shim_set_blocked(u64 mask);
+void mosix_shim_set_user_regs(const u64 *w);
+void mosix_shim_close_fd(unsigned int fd);
+
+void mosix_shim_close_fd(unsigned int fd)
+{
+	close_fd(fd);
+}
+
+int mosix_shim_current_tgid(void)
+{
+	return task_tgid_vnr(current);
+}
+
+unsigned long mosix_shim_user_top(void)
+{
+	return TASK_SIZE_MAX;
+}
+
+/* vm_mmap() in the calling task, of its descriptor @fd (anonymous when @fd < 0). */
+long mosix_shim_mmap(unsigned long addr, unsigned long len, unsigned long prot, unsigned long flags, int fd, unsigned long off)
+{
+	struct file *f = NULL;
+	unsigned long r;
+
+	if (fd >= 0) {
+		f = fget(fd);
+		if (!f)
+			return -EBADF;
+	}
+	r = vm_mmap(f, addr, len, prot, flags, off);
+	if (f)
+		fput(f);
+	return (long)r;
+}
+
+/* kernel_read() of @len bytes at @pos of the calling task's descriptor @fd into @buf. */
+long mosix_shim_pread(int fd, void *buf, size_t len, u64 pos)
+{
+	struct file *f = fget(fd);
+	loff_t p = pos;
+	ssize_t r;
+
+	if (!f)
+		return -EBADF;
+	r = kernel_read(f, buf, len, &p);
+	fput(f);
+	return r;
+}
+
+/* Writes @len bytes of @buf at @addr of the calling task through page protections. */
+int mosix_shim_poke(unsigned long addr, void *buf, int len)
+{
+	return access_process_vm(current, addr, buf, len, FOLL_FORCE | FOLL_WRITE);
+}
+
+/* The rseq system call's registration, without its checks of the area (the caller's). */
+void mosix_shim_set_rseq(u64 ptr, u32 len, u32 sig)
+{
+#ifdef CONFIG_RSEQ
+	current->rseq = (struct rseq __user *)ptr;
+	current->rseq_len = len;
+	current->rseq_sig = sig;
+	rseq_set_notify_resume(current);
+#endif
+}
+
+void mosix_shim_set_blocked(u64 mask)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	set.sig[0] = mask & ~(sigmask(SIGKILL) | sigmask(SIGSTOP));
+	sigprocmask(SIG_SETMASK, &set, NULL);
+}
+
+/* The general registers of a struct user_regs_struct @w (27 words) become the calling task's
+ * user registers on its return from this system call; only the user-settable flags are taken
+ * (as ptrace's putreg does); cs, ss, the segment selectors and the FS/GS bases stay. */
+void mosix_shim_set_user_regs(const u64 *w)
+{
+	struct pt_regs *regs = task_pt_regs(current);
+	const unsigned long user_flags = X86_EFLAGS_CF | X86_EFLAGS_PF | X86_EFLAGS_AF | X86_EFLAGS_ZF |
+		X86_EFLAGS_SF | X86_EFLAGS_DF | X86_EFLAGS_OF | X86_EFLAGS_RF | X86_EFLAGS_AC | X86_EFLAGS_NT;
+
+	regs->r15 = w[0];
+	regs->r14 = w[1];
+	regs->r13 = w[2];
+	regs->r12 = w[3];
+	regs->bp = w[4];
+	regs->bx = w[5];
+	regs->r11 = w[6];
+	regs->r10 = w[7];
+	regs->r9 = w[8];
+	regs->r8 = w[9];
+	regs->ax = w[10];
+	regs->cx = w[11];
+	regs->dx = w[12];
+	regs->si = w[13];
+	regs->di = w[14];
+	regs->orig_ax = w[15];
+	regs->ip = w[16];
+	regs->flags = (regs->flags & ~user_flags) | (w[18] & user_flags);
+	regs->sp = w[19];
+}

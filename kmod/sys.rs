@@ -25,6 +25,15 @@ extern "C" {
     fn mosix_shim_wake();
     fn mosix_shim_save_user_fpu();
     fn mosix_shim_regset(t: *mut bindings::task_struct, note_type: c_uint, buf: *mut c_void, size: c_uint) -> c_int;
+    fn mosix_shim_current_tgid() -> c_int;
+    fn mosix_shim_user_top() -> c_ulong;
+    fn mosix_shim_mmap(addr: c_ulong, len: c_ulong, prot: c_ulong, flags: c_ulong, fd: c_int, off: c_ulong) -> c_long;
+    fn mosix_shim_pread(fd: c_int, buf: *mut c_void, len: usize, pos: u64) -> c_long;
+    fn mosix_shim_poke(addr: c_ulong, buf: *mut c_void, len: c_int) -> c_int;
+    fn mosix_shim_set_rseq(ptr: u64, len: u32, sig: u32);
+    fn mosix_shim_set_blocked(mask: u64);
+    fn mosix_shim_set_user_regs(words: *const u64);
+    fn mosix_shim_close_fd(fd: c_uint);
 }
 
 /// What `/dev/mosix` does; every method runs in the context of the calling task.
@@ -35,8 +44,9 @@ pub(crate) trait Device {
     fn open() -> Result<KBox<Self::File>>;
     /// The last reference to a descriptor opened successfully is gone.
     fn release(file: KBox<Self::File>);
-    /// `ioctl(fd, cmd, arg)`; `Ok(v)` becomes the (non-negative) return value.
-    fn ioctl(file: &Self::File, cmd: u32, arg: usize) -> Result<i32>;
+    /// `ioctl(fd, cmd, arg)`; `Ok(v)` becomes the return value (any value: a restore returns the
+    /// restored context's `rax`).
+    fn ioctl(file: &Self::File, cmd: u32, arg: usize) -> Result<i64>;
 }
 
 /// `/dev/mosix`, registered as a misc character device with dynamic minor, until dropped.
@@ -173,6 +183,15 @@ pub(crate) struct TaskState {
 }
 
 impl TaskRef {
+    /// The calling task.
+    pub(crate) fn current() -> TaskRef {
+        // SAFETY: `current` is always a live task; get_task_struct takes a reference to it.
+        let t = unsafe { bindings::get_current() };
+        // SAFETY: as above.
+        unsafe { bindings::get_task_struct(t) };
+        TaskRef(t)
+    }
+
     /// The task with pid `nr` in the caller's pid namespace.
     pub(crate) fn by_pid(nr: i32) -> Option<TaskRef> {
         if nr <= 0 {
@@ -341,4 +360,90 @@ pub(crate) fn wake() {
 pub(crate) fn save_user_fpu() {
     // SAFETY: no preconditions: kernel_fpu_begin/end in the calling task's context.
     unsafe { mosix_shim_save_user_fpu() };
+}
+
+/// The calling task's process id in its own pid namespace.
+pub(crate) fn current_tgid() -> i32 {
+    // SAFETY: no preconditions: reads the calling task's own pid.
+    unsafe { mosix_shim_current_tgid() }
+}
+
+/// Threads of the calling task's process.
+pub(crate) fn current_nr_threads() -> i32 {
+    TaskRef::current().nr_threads()
+}
+
+/// The end of the user address space (TASK_SIZE_MAX).
+pub(crate) fn user_top() -> u64 {
+    // SAFETY: no preconditions: a constant of the architecture.
+    unsafe { mosix_shim_user_top() as u64 }
+}
+
+/// `munmap(start, len)` in the calling task.
+pub(crate) fn vm_munmap(start: u64, len: u64) -> Result {
+    // SAFETY: vm_munmap acts on the calling task's own mm and checks its arguments.
+    to_result(unsafe { bindings::vm_munmap(start as c_ulong, len as usize) })
+}
+
+/// `mmap` in the calling task: anonymous when `fd` < 0, else of the caller's descriptor `fd`.
+pub(crate) fn vm_mmap(addr: u64, len: u64, prot: u32, flags: u64, fd: i32, off: u64) -> Result<u64> {
+    // SAFETY: the shim takes its own reference on the file and calls vm_mmap, which checks its
+    // arguments, on the calling task's own mm.
+    let r = unsafe { mosix_shim_mmap(addr as c_ulong, len as c_ulong, prot as c_ulong, flags as c_ulong, fd, off as c_ulong) };
+    if (-4095..0).contains(&r) {
+        return Err(Error::from_errno(r as c_int));
+    }
+    Ok(r as u64)
+}
+
+/// Reads `buf.len()` bytes at `pos` of the caller's descriptor `fd` (kernel_read): the bytes read.
+pub(crate) fn pread(fd: i32, buf: &mut [u8], pos: u64) -> Result<usize> {
+    // SAFETY: `buf` is a kernel buffer valid for writes of its length; the shim holds a reference
+    // on the file for the read.
+    let r = unsafe { mosix_shim_pread(fd, buf.as_mut_ptr().cast(), buf.len(), pos) };
+    to_result(r.min(0) as c_int)?;
+    Ok(r as usize)
+}
+
+/// Writes `buf` at user address `addr` of the calling task through page protections (FOLL_FORCE,
+/// as PTRACE_POKEDATA): the bytes written.
+pub(crate) fn poke(addr: u64, buf: &mut [u8]) -> Result<usize> {
+    let len = c_int::try_from(buf.len()).map_err(|_| EINVAL)?;
+    // SAFETY: `buf` is a kernel buffer valid for `len` bytes; access_process_vm checks the user
+    // range against the calling task's own mm.
+    let r = unsafe { mosix_shim_poke(addr as c_ulong, buf.as_mut_ptr().cast(), len) };
+    to_result(r.min(0))?;
+    Ok(r as usize)
+}
+
+/// Sets the calling task's rseq registration (0: none).
+pub(crate) fn set_rseq(ptr: u64, len: u32, sig: u32) {
+    // SAFETY: the shim writes the calling task's own rseq fields, as the rseq system call does.
+    unsafe { mosix_shim_set_rseq(ptr, len, sig) };
+}
+
+/// Sets the calling task's blocked signals (never SIGKILL or SIGSTOP).
+pub(crate) fn set_blocked(mask: u64) {
+    // SAFETY: the shim calls sigprocmask for the calling task.
+    unsafe { mosix_shim_set_blocked(mask) };
+}
+
+/// Closes the calling task's descriptor `fd` (nothing if it is not open).
+pub(crate) fn close_fd(fd: u32) {
+    // SAFETY: the shim's close_fd acts on the calling task's own descriptor table.
+    unsafe { mosix_shim_close_fd(fd) };
+}
+
+/// Kills the calling task (SIGKILL): it dies on its way back to user mode.
+pub(crate) fn kill_current() {
+    // SAFETY: force_sig acts on the calling task.
+    unsafe { bindings::force_sig(bindings::SIGKILL as c_int) };
+}
+
+/// Replaces the calling task's saved user registers (a `struct user_regs_struct`, 27 words; the
+/// user-settable flags only, segment registers and bases untouched): it returns to them from the
+/// current system call.
+pub(crate) fn set_user_regs(words: &[u64; 27]) {
+    // SAFETY: `words` is 27 valid words; the shim writes the calling task's own pt_regs.
+    unsafe { mosix_shim_set_user_regs(words.as_ptr()) };
 }

@@ -555,6 +555,83 @@ pub fn describe(s: &Summary) -> String {
 // ---------------------------------------------------------------------------------------------
 // Recovery
 
+/// One step of rebuilding the recorded descriptors in a fresh stub (whose 0-2 are the recovering
+/// mosrun's stdio, moved out of the way first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FdStep {
+    /// `fd` becomes a duplicate of mosrun's own descriptor `of` (0-2).
+    Stdio { fd: u32, of: usize, cloexec: bool },
+    /// `fd` is opened on `path` with `flags` (O_CLOEXEC always set; cleared after when `!cloexec`),
+    /// then set to offset `seek`.
+    Open { fd: u32, path: String, flags: u32, cloexec: bool, seek: Option<u64> },
+}
+
+/// The steps that rebuild the descriptors of `l` (`overrides` give other files for some).
+pub(crate) fn fd_steps(l: &Loaded, overrides: &[(u32, PathBuf)]) -> Vec<FdStep> {
+    let mut steps = Vec::new();
+    for e in &l.files.fds {
+        let cloexec = e.flags & libc::O_CLOEXEC as u32 != 0;
+        let over = overrides.iter().find(|(n, _)| *n == e.fd).map(|(_, p)| p.to_string_lossy().into_owned());
+        let (path, mut flags, seek) = match (&over, &e.target) {
+            (Some(p), _) => {
+                // A substitute: same access and status flags, created if missing, from offset 0.
+                let create = if e.flags as i32 & libc::O_ACCMODE != libc::O_RDONLY { libc::O_CREAT as u32 } else { 0 };
+                (p.clone(), e.flags | create, None)
+            }
+            (None, FdTarget::Stdio { of, .. }) => {
+                steps.push(FdStep::Stdio { fd: e.fd, of: *of as usize % 3, cloexec });
+                continue;
+            }
+            (None, FdTarget::Tty { .. }) => {
+                let of = if e.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY {
+                    0
+                } else if e.fd == 2 {
+                    2
+                } else {
+                    1
+                };
+                steps.push(FdStep::Stdio { fd: e.fd, of, cloexec });
+                continue;
+            }
+            (None, FdTarget::File { path, .. }) => (path.clone(), e.flags, Some(e.offset)),
+            (None, FdTarget::Dir { path }) | (None, FdTarget::Device { path }) => (path.clone(), e.flags, None),
+        };
+        if over.is_none() {
+            flags &= !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32);
+        }
+        flags &= !(libc::O_NOCTTY as u32);
+        flags |= libc::O_CLOEXEC as u32;
+        steps.push(FdStep::Open { fd: e.fd, path, flags, cloexec, seek });
+    }
+    steps
+}
+
+/// The error for a descriptor bound to mosrun's closed stdio descriptor `of`.
+pub(crate) fn stdio_closed(fd: u32, of: usize) -> Error {
+    let names = ["stdin", "stdout", "stderr"];
+    err(format!("fd {fd} was bound to mosrun's {}, but this mosrun's {} is closed", names[of], names[of]))
+}
+
+/// The error for a descriptor that cannot be reopened.
+pub(crate) fn reopen_failed(fd: u32, path: &str, errno: nix::errno::Errno) -> Error {
+    err(format!("cannot reopen fd {fd} on {path}: {errno} (give another file with -O {fd}=PATH)"))
+}
+
+/// The error for a descriptor whose offset cannot be set.
+pub(crate) fn seek_failed(fd: u32, path: &str, offset: u64, errno: nix::errno::Errno) -> Error {
+    err(format!("cannot set fd {fd} on {path} to offset {offset}: {errno}"))
+}
+
+/// The error for a working directory that cannot be entered.
+pub(crate) fn chdir_failed(cwd: &str, errno: nix::errno::Errno) -> Error {
+    err(format!("cannot return to the working directory {cwd}: {errno}"))
+}
+
+/// The lowest descriptor above every recorded one (and above 2): where the caller's stdio waits.
+pub(crate) fn stdio_base(l: &Loaded) -> u64 {
+    l.files.fds.iter().map(|e| e.fd).max().unwrap_or(2).max(2) as u64 + 1
+}
+
 /// Reopens the recorded descriptors inside the stub (still the caller's fork, with the caller's
 /// stdio as 0-2), returns it to its working directory and umask.
 fn install_fds(t: &mut Tracee<Stopped>, l: &Loaded, overrides: &[(u32, PathBuf)]) -> Result<(), Error> {
@@ -572,7 +649,7 @@ fn install_fds(t: &mut Tracee<Stopped>, l: &Loaded, overrides: &[(u32, PathBuf)]
         mem::write_mem(pid, scratch, &b)?;
         Ok(scratch)
     };
-    let base = l.files.fds.iter().map(|e| e.fd).max().unwrap_or(2).max(2) as u64 + 1;
+    let base = stdio_base(l);
     // The caller's stdio, moved out of the way of the descriptors to rebuild.
     let mut hi = [None; 3];
     for (n, h) in hi.iter_mut().enumerate() {
@@ -582,66 +659,32 @@ fn install_fds(t: &mut Tracee<Stopped>, l: &Loaded, overrides: &[(u32, PathBuf)]
         }
         t.inject(libc::SYS_close, [n as u64, 0, 0, 0, 0, 0])?;
     }
-    let names = ["stdin", "stdout", "stderr"];
-    for e in &l.files.fds {
-        let cloexec = e.flags & libc::O_CLOEXEC as u32 != 0;
-        let fd = u64::from(e.fd);
-        let dup = |t: &mut Tracee<Stopped>, from: Option<u64>, of: usize| -> Result<(), Error> {
-            let from = from.ok_or_else(|| {
-                err(format!("fd {} was bound to mosrun's {}, but this mosrun's {} is closed", e.fd, names[of], names[of]))
-            })?;
-            t.inject_ok("dup3", libc::SYS_dup3, [from, fd, if cloexec { libc::O_CLOEXEC as u64 } else { 0 }, 0, 0, 0])?;
-            Ok(())
-        };
-        let over = overrides.iter().find(|(n, _)| *n == e.fd).map(|(_, p)| p.to_string_lossy().into_owned());
-        let (path, mut flags, seek) = match (&over, &e.target) {
-            (Some(p), _) => {
-                // A substitute: same access and status flags, created if missing, from offset 0.
-                let create = if e.flags as i32 & libc::O_ACCMODE != libc::O_RDONLY { libc::O_CREAT as u32 } else { 0 };
-                (p.clone(), e.flags | create, false)
+    for step in fd_steps(l, overrides) {
+        match step {
+            FdStep::Stdio { fd, of, cloexec } => {
+                let from = hi[of].ok_or_else(|| stdio_closed(fd, of))?;
+                t.inject_ok("dup3", libc::SYS_dup3, [from, u64::from(fd), if cloexec { libc::O_CLOEXEC as u64 } else { 0 }, 0, 0, 0])?;
             }
-            (None, FdTarget::Stdio { of, .. }) => {
-                let of = *of as usize % 3;
-                dup(t, hi[of], of)?;
-                continue;
-            }
-            (None, FdTarget::Tty { .. }) => {
-                let of = if e.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY {
-                    0
-                } else if e.fd == 2 {
-                    2
-                } else {
-                    1
-                };
-                dup(t, hi[of], of)?;
-                continue;
-            }
-            (None, FdTarget::File { path, .. }) => (path.clone(), e.flags, true),
-            (None, FdTarget::Dir { path }) | (None, FdTarget::Device { path }) => (path.clone(), e.flags, false),
-        };
-        if over.is_none() {
-            flags &= !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32);
-        }
-        flags &= !(libc::O_NOCTTY as u32);
-        flags |= libc::O_CLOEXEC as u32;
-        let p = put(&path)?;
-        let r = t.inject(libc::SYS_open, [p, u64::from(flags), 0o666, 0, 0, 0])?;
-        if r < 0 {
-            let errno = nix::errno::Errno::from_raw((-r) as i32);
-            return Err(err(format!("cannot reopen fd {} on {path}: {errno} (give another file with -O {}=PATH)", e.fd, e.fd)));
-        }
-        let got = r as u64;
-        if got != fd {
-            t.inject_ok("dup3", libc::SYS_dup3, [got, fd, if cloexec { libc::O_CLOEXEC as u64 } else { 0 }, 0, 0, 0])?;
-            t.inject_ok("close", libc::SYS_close, [got, 0, 0, 0, 0, 0])?;
-        } else if !cloexec {
-            t.inject_ok("fcntl(F_SETFD)", libc::SYS_fcntl, [fd, libc::F_SETFD as u64, 0, 0, 0, 0])?;
-        }
-        if seek {
-            let r = t.inject(libc::SYS_lseek, [fd, e.offset, libc::SEEK_SET as u64, 0, 0, 0])?;
-            if r < 0 {
-                let errno = nix::errno::Errno::from_raw((-r) as i32);
-                return Err(err(format!("cannot set fd {} on {path} to offset {}: {errno}", e.fd, e.offset)));
+            FdStep::Open { fd, path, flags, cloexec, seek } => {
+                let p = put(&path)?;
+                let r = t.inject(libc::SYS_open, [p, u64::from(flags), 0o666, 0, 0, 0])?;
+                if r < 0 {
+                    return Err(reopen_failed(fd, &path, nix::errno::Errno::from_raw((-r) as i32)));
+                }
+                let got = r as u64;
+                let fd = u64::from(fd);
+                if got != fd {
+                    t.inject_ok("dup3", libc::SYS_dup3, [got, fd, if cloexec { libc::O_CLOEXEC as u64 } else { 0 }, 0, 0, 0])?;
+                    t.inject_ok("close", libc::SYS_close, [got, 0, 0, 0, 0, 0])?;
+                } else if !cloexec {
+                    t.inject_ok("fcntl(F_SETFD)", libc::SYS_fcntl, [fd, libc::F_SETFD as u64, 0, 0, 0, 0])?;
+                }
+                if let Some(offset) = seek {
+                    let r = t.inject(libc::SYS_lseek, [fd, offset, libc::SEEK_SET as u64, 0, 0, 0])?;
+                    if r < 0 {
+                        return Err(seek_failed(fd as u32, &path, offset, nix::errno::Errno::from_raw((-r) as i32)));
+                    }
+                }
             }
         }
     }
@@ -651,8 +694,7 @@ fn install_fds(t: &mut Tracee<Stopped>, l: &Loaded, overrides: &[(u32, PathBuf)]
     let p = put(&l.header.cwd)?;
     let r = t.inject(libc::SYS_chdir, [p, 0, 0, 0, 0, 0])?;
     if r < 0 {
-        let errno = nix::errno::Errno::from_raw((-r) as i32);
-        return Err(err(format!("cannot return to the working directory {}: {errno}", l.header.cwd)));
+        return Err(chdir_failed(&l.header.cwd, nix::errno::Errno::from_raw((-r) as i32)));
     }
     t.inject(libc::SYS_umask, [u64::from(l.header.umask & 0o777), 0, 0, 0, 0, 0])?;
     t.inject_ok("munmap(scratch)", libc::SYS_munmap, [scratch, LEN, 0, 0, 0, 0])?;
@@ -687,16 +729,39 @@ pub fn recover(path: &Path, overrides: &[(u32, PathBuf)]) -> Result<Recovered, E
             return Err(err(format!("-O {fd}=...: fd {fd} was not open in the checkpoint (open: {})", open.join(", "))));
         }
     }
+    let missing = |i: usize| {
+        err(format!(
+            "the checkpoint {name} cannot be recovered: the mapped file {} is missing or changed since the checkpoint (size, time or contents differ)",
+            loaded.offer.files[i].path
+        ))
+    };
+    // The native engine restores when the module can and the image fits this node.
+    if crate::native::restore_available() {
+        match crate::native_restore::fits(&loaded.offer) {
+            Ok(()) => {
+                if let Some(i) = restore::files_present(&loaded.offer).iter().position(|p| !p) {
+                    return Err(missing(i));
+                }
+                let setup = crate::native_restore::Setup { loaded: &loaded, overrides };
+                let parked = crate::native_restore::recover_checkpoint(&mut r, &setup).map_err(|e| match e {
+                    Error::Checkpoint(m) => err(m),
+                    e => err(format!("cannot recover from {name}: {e}")),
+                })?;
+                let pid = parked.pid();
+                parked.thaw()?;
+                tracing::info!(pid = pid.as_raw(), engine = "native", "recovered {name}");
+                return Ok(Recovered { pid, loaded, restore_us: start.elapsed().as_micros() as u64 });
+            }
+            Err(why) => tracing::info!(%why, "the native engine cannot restore this checkpoint here; the portable engine does"),
+        }
+    }
     let child = sys::fork_home_stub().map_err(|e| Error::Sys { what: "fork", pid: 0, errno: e })?;
     let mut t = Tracee::<Stopped>::from_traceme_child(child)?;
     let rebuilt = (|| -> Result<(), Error> {
         let accept = restore::check_offer(&t, &loaded.offer)
             .map_err(|why| err(format!("the checkpoint {name} cannot be recovered on this node: {why}")))?;
         if let Some(i) = accept.files_present.iter().position(|p| !p) {
-            return Err(err(format!(
-                "the checkpoint {name} cannot be recovered: the mapped file {} is missing or changed since the checkpoint (size, time or contents differ)",
-                loaded.offer.files[i].path
-            )));
+            return Err(missing(i));
         }
         install_fds(&mut t, &loaded, overrides)?;
         restore::receive(&mut r, &loaded.offer, &mut t, Options { set_exe: true, install_filter: false, lazy: false })?;

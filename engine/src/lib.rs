@@ -22,6 +22,7 @@ pub mod guest;
 pub mod mem;
 pub mod migrate;
 pub mod native;
+pub mod native_restore;
 pub mod policy;
 pub mod postcopy;
 pub mod precopy;

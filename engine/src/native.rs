@@ -22,6 +22,7 @@ use std::os::fd::AsRawFd;
 const ABI_VERSION: u32 = 2;
 const FEATURE_FREEZE: u32 = 1 << 0;
 const FEATURE_CAPTURE: u32 = 1 << 1;
+const FEATURE_RESTORE: u32 = 1 << 2;
 const DEVICE: &str = "/dev/mosix";
 /// XSAVE buffer given to the module (its own bound is 16 KiB).
 const XSTATE_BUF: usize = 16 << 10;
@@ -85,6 +86,33 @@ const IOC_VERSION: libc::c_ulong = ioc(2, 0, std::mem::size_of::<Version>());
 const IOC_FREEZE: libc::c_ulong = ioc(1, 2, std::mem::size_of::<Target>());
 const IOC_THAW: libc::c_ulong = ioc(1, 3, std::mem::size_of::<Target>());
 const IOC_CONTEXT: libc::c_ulong = ioc(3, 4, std::mem::size_of::<RawContext>());
+/// `MOSIX_IOC_RESTORE` (`_IOW(0xB7, 5, struct mosix_restore)`).
+pub(crate) const IOC_RESTORE: libc::c_ulong = ioc(1, 5, std::mem::size_of::<RawRestore>());
+
+/// `struct mosix_restore` (kmod/abi.rs `Restore`): an image staged by the calling task.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawRestore {
+    pub size: u32,
+    pub flags: u32,
+    pub pages_fd: i32,
+    pub n_areas: u32,
+    pub areas: u64,
+    pub runs: u64,
+    pub n_runs: u32,
+    pub n_keep: u32,
+    pub keep: u64,
+    pub regs: [u64; 27],
+    pub sigmask: u64,
+    pub rseq: u64,
+    pub rseq_len: u32,
+    pub rseq_sig: u32,
+    pub close: u64,
+    pub n_close: u32,
+    pub reserved0: u32,
+    pub reserved: u64,
+}
+const _: () = assert!(std::mem::size_of::<RawRestore>() == 312);
 
 /// `ioctl(fd, req, arg)` with a pointer to a `#[repr(C)]` value of the size encoded in `req`.
 fn ioctl<T>(f: &File, req: libc::c_ulong, arg: &mut T) -> Result<(), nix::errno::Errno> {
@@ -98,7 +126,7 @@ fn ioctl<T>(f: &File, req: libc::c_ulong, arg: &mut T) -> Result<(), nix::errno:
     Ok(())
 }
 
-fn open() -> Result<File, std::io::Error> {
+pub(crate) fn open() -> Result<File, std::io::Error> {
     std::fs::OpenOptions::new().read(true).write(true).open(DEVICE)
 }
 
@@ -115,6 +143,20 @@ pub fn available() -> bool {
         ioctl(&f, IOC_VERSION, &mut v).is_ok()
             && v.abi == ABI_VERSION
             && v.features & (FEATURE_FREEZE | FEATURE_CAPTURE) == (FEATURE_FREEZE | FEATURE_CAPTURE)
+    })
+}
+
+/// Whether the native engine can also restore here (feature RESTORE; `MOS_ENGINE=portable` says
+/// no). Probed once per process.
+pub fn restore_available() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        if !available() {
+            return false;
+        }
+        let Ok(f) = open() else { return false };
+        let mut v = Version::default();
+        ioctl(&f, IOC_VERSION, &mut v).is_ok() && v.features & FEATURE_RESTORE != 0
     })
 }
 
@@ -162,6 +204,14 @@ impl Parked {
         let file = open().map_err(|e| sys("open /dev/mosix", nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
         let mut t = Target { pid: pid.as_raw(), timeout_ms: FREEZE_TIMEOUT_MS, reserved: 0 };
         ioctl(&file, IOC_FREEZE, &mut t).map_err(|e| sys("MOSIX_IOC_FREEZE", e))?;
+        Ok(Parked { file, pid, pending_signals: Vec::new() })
+    }
+
+    /// Takes over a process that restored itself through `file` (`MOSIX_IOC_RESTORE`): waits
+    /// until it has parked, as after a freeze.
+    pub(crate) fn adopt(file: File, pid: Pid) -> Result<Parked, Error> {
+        let mut t = Target { pid: pid.as_raw(), timeout_ms: FREEZE_TIMEOUT_MS, reserved: 0 };
+        ioctl(&file, IOC_FREEZE, &mut t).map_err(|e| Error::Sys { what: "MOSIX_IOC_FREEZE (restored)", pid: pid.as_raw(), errno: e })?;
         Ok(Parked { file, pid, pending_signals: Vec::new() })
     }
 

@@ -49,14 +49,18 @@ pub fn check_offer(t: &Tracee<Stopped>, offer: &Offer) -> Result<Accept, String>
     if here.vdso_hash != offer.cpu.vdso_hash || here.vdso_len != offer.cpu.vdso_len {
         return Err("the vDSO differs: nodes must run the same kernel build".into());
     }
-    let files_present = offer
+    Ok(Accept { files_present: files_present(offer) })
+}
+
+/// Whether each of the offer's mapped files is here, identical (size, time, first bytes).
+pub fn files_present(offer: &Offer) -> Vec<bool> {
+    offer
         .files
         .iter()
         .map(|f| {
             file_ref(&f.path, 0).is_some_and(|mine| mine.size == f.size && mine.mtime_ns == f.mtime_ns && mine.head_hash == f.head_hash)
         })
-        .collect();
-    Ok(Accept { files_present })
+        .collect()
 }
 
 fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
@@ -97,6 +101,39 @@ impl Rebuild<'_> {
     fn sys(&mut self, what: &'static str, nr: libc::c_long, args: [u64; 6]) -> Result<u64, Error> {
         self.t.inject_ok(what, nr, args)
     }
+}
+
+/// `struct prctl_mm_map` (104 bytes) for PR_SET_MM_MAP: the context's mm fields, its auxv at
+/// `auxv_at` in the task, and `exe_fd` (`u32::MAX`: /proc/PID/exe unchanged).
+pub(crate) fn prctl_mm_map(ctx: &Context, auxv_at: u64, exe_fd: u32) -> Vec<u8> {
+    let mm = &ctx.mm;
+    let mut b = Vec::with_capacity(104);
+    for w in [
+        mm.start_code,
+        mm.end_code,
+        mm.start_data,
+        mm.end_data,
+        mm.start_brk,
+        mm.brk,
+        mm.start_stack,
+        mm.arg_start,
+        mm.arg_end,
+        mm.env_start,
+        mm.env_end,
+        auxv_at,
+    ] {
+        b.extend_from_slice(&w.to_le_bytes());
+    }
+    b.extend_from_slice(&(ctx.auxv.len() as u32).to_le_bytes());
+    b.extend_from_slice(&exe_fd.to_le_bytes());
+    b
+}
+
+/// The mmap/mprotect protection bits of a VMA's `prot`.
+pub(crate) fn prot_flags(prot: u8) -> i32 {
+    (if prot & PROT_R != 0 { libc::PROT_READ } else { 0 })
+        | (if prot & PROT_W != 0 { libc::PROT_WRITE } else { 0 })
+        | (if prot & PROT_X != 0 { libc::PROT_EXEC } else { 0 })
 }
 
 /// Replaces the task's address space with the image's map (no page data yet).
@@ -288,9 +325,7 @@ fn finish(
     let before = procfs::status(pid)?;
     let mut rb = Rebuild { t, scratch };
     for v in &vmas.vmas {
-        let p = (if v.prot & PROT_R != 0 { libc::PROT_READ } else { 0 })
-            | (if v.prot & PROT_W != 0 { libc::PROT_WRITE } else { 0 })
-            | (if v.prot & PROT_X != 0 { libc::PROT_EXEC } else { 0 });
+        let p = prot_flags(v.prot);
         if p != libc::PROT_READ | libc::PROT_WRITE {
             rb.sys("mprotect", libc::SYS_mprotect, [v.start, v.end - v.start, p as u64, 0, 0, 0])?;
         }
@@ -309,26 +344,7 @@ fn finish(
     } else {
         -1
     };
-    let mm = &ctx.mm;
-    let mut b = Vec::with_capacity(104);
-    for w in [
-        mm.start_code,
-        mm.end_code,
-        mm.start_data,
-        mm.end_data,
-        mm.start_brk,
-        mm.brk,
-        mm.start_stack,
-        mm.arg_start,
-        mm.arg_end,
-        mm.env_start,
-        mm.env_end,
-        scratch + S_AUXV,
-    ] {
-        b.extend_from_slice(&w.to_le_bytes());
-    }
-    b.extend_from_slice(&(ctx.auxv.len() as u32).to_le_bytes());
-    b.extend_from_slice(&(if exe_fd >= 0 { exe_fd as u32 } else { u32::MAX }).to_le_bytes());
+    let b = prctl_mm_map(ctx, scratch + S_AUXV, if exe_fd >= 0 { exe_fd as u32 } else { u32::MAX });
     rb.put(S_MM, &b)?;
     let set_mm_map = |rb: &mut Rebuild| {
         rb.sys(

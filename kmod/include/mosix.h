@@ -63,10 +63,46 @@ struct mosix_context {
 	__u64 reserved;     /* in: 0 */
 };
 
+/* MOSIX_IOC_RESTORE: the image staged by the calling task becomes its address space and
+ * registers (see kmod/restore.rs for what the caller prepares first). */
+struct mosix_area {
+	__u64 start, end, offset;
+	__u32 prot;
+	__u32 kind;         /* 0 anonymous, 1 stack, 2 file at fd */
+	__s32 fd;
+	__u32 reserved;
+};
+
+struct mosix_run {
+	__u64 addr, len, off; /* len bytes at offset off of pages_fd go to addr */
+};
+
+struct mosix_restore {
+	__u32 size;         /* sizeof(struct mosix_restore) */
+	__u32 flags;        /* 0 */
+	__s32 pages_fd;
+	__u32 n_areas;
+	__u64 areas;        /* struct mosix_area[n_areas], sorted, not overlapping */
+	__u64 runs;         /* struct mosix_run[n_runs] */
+	__u32 n_runs;
+	__u32 n_keep;
+	__u64 keep;         /* __u64 [n_keep][2]: ranges left mapped (the kernel areas) */
+	__u64 regs[27];     /* struct user_regs_struct; cs/ss must be the 64-bit user selectors */
+	__u64 sigmask;
+	__u64 rseq;
+	__u32 rseq_len;
+	__u32 rseq_sig;
+	__u64 close;        /* __s32 [n_close]: descriptors closed at the end */
+	__u32 n_close;
+	__u32 reserved0;
+	__u64 reserved;
+};
+
 #define MOSIX_IOC_VERSION _IOR(MOSIX_IOC_MAGIC, 0, struct mosix_version)
 #define MOSIX_IOC_INFO _IOWR(MOSIX_IOC_MAGIC, 1, struct mosix_info)
 #define MOSIX_IOC_FREEZE _IOW(MOSIX_IOC_MAGIC, 2, struct mosix_target)
 #define MOSIX_IOC_THAW _IOW(MOSIX_IOC_MAGIC, 3, struct mosix_target)
 #define MOSIX_IOC_CONTEXT _IOWR(MOSIX_IOC_MAGIC, 4, struct mosix_context)
+#define MOSIX_IOC_RESTORE _IOW(MOSIX_IOC_MAGIC, 5, struct mosix_restore)
 
 #endif

@@ -283,7 +283,8 @@ int main(int argc, char **argv) {
 	memset(&v, 0xff, sizeof v);
 	int r = ioctl(fd, MOSIX_IOC_VERSION, &v);
 	check(r == 0 && v.abi == MOSIX_ABI_VERSION, "MOSIX_IOC_VERSION answers ABI version 2");
-	check(v.features == (MOSIX_FEATURE_FREEZE | MOSIX_FEATURE_CAPTURE), "features: freeze and capture");
+	check(v.features == (MOSIX_FEATURE_FREEZE | MOSIX_FEATURE_CAPTURE | MOSIX_FEATURE_RESTORE),
+	      "features: freeze, capture and restore");
 
 	struct mosix_info in = {.abi = MOSIX_ABI_VERSION, .size = sizeof in};
 	r = ioctl(fd, MOSIX_IOC_INFO, &in);
@@ -306,6 +307,29 @@ int main(int argc, char **argv) {
 	check(fd2 >= 0 && ioctl(fd2, MOSIX_IOC_INFO, &two) == 0 && two.open_files == 2, "a second descriptor: two open files");
 	if (fd2 >= 0)
 		close(fd2);
+	/* Restore requests the module refuses before touching the caller (which goes on). */
+	struct mosix_restore rs = {.size = sizeof rs, .pages_fd = -1, .regs = {[17] = 0x33, [20] = 0x2b}};
+	struct mosix_restore bad = rs;
+	bad.size = 8;
+	check(expect_errno(fd, MOSIX_IOC_RESTORE, &bad, EINVAL), "MOSIX_IOC_RESTORE with a wrong size -> EINVAL");
+	bad = rs;
+	bad.regs[17] = 0x23;
+	check(expect_errno(fd, MOSIX_IOC_RESTORE, &bad, EINVAL), "MOSIX_IOC_RESTORE with a 32-bit code segment -> EINVAL");
+	bad = rs;
+	bad.n_areas = 1u << 20;
+	check(expect_errno(fd, MOSIX_IOC_RESTORE, &bad, E2BIG), "MOSIX_IOC_RESTORE with a million areas -> E2BIG");
+	struct mosix_area a = {.start = 0x10000, .end = 0x20000, .prot = 3, .kind = 0, .fd = -1};
+	__u64 keep[2] = {0x18000, 0x19000};
+	bad = rs;
+	bad.n_areas = 1, bad.areas = (__u64)&a, bad.n_keep = 1, bad.keep = (__u64)keep;
+	check(expect_errno(fd, MOSIX_IOC_RESTORE, &bad, EINVAL), "MOSIX_IOC_RESTORE with an area over a kept range -> EINVAL");
+	struct mosix_run run = {.addr = 0x30000, .len = 4096, .off = 0};
+	bad = rs;
+	bad.n_areas = 1, bad.areas = (__u64)&a, bad.n_runs = 1, bad.runs = (__u64)&run;
+	check(expect_errno(fd, MOSIX_IOC_RESTORE, &bad, EINVAL), "MOSIX_IOC_RESTORE with pages outside the map -> EINVAL");
+	bad = rs;
+	bad.n_areas = 1, bad.areas = 8;
+	check(expect_errno(fd, MOSIX_IOC_RESTORE, &bad, EFAULT), "MOSIX_IOC_RESTORE with a bad area pointer -> EFAULT");
 	native_engine(fd);
 	same_as_ptrace(fd);
 	close(fd);

@@ -138,3 +138,19 @@ fn vm_killed_during_migration_leaves_the_process_at_home() {
     let log = scenario("vmkill", 3);
     assert!(log.contains("MOS_PASS vmkill"), "the scenario did not pass");
 }
+
+/// Issue 5: both engines speak the same stream, in both directions. A job is checkpointed by one
+/// engine and recovered by the other (portable -> native, native -> portable, native -> native);
+/// the native restore is the module's MOSIX_IOC_RESTORE, with no ptrace. Each output equals an
+/// unmigrated run's.
+#[test]
+fn a_checkpoint_by_either_engine_is_restored_by_the_other() {
+    if !should_run("a_checkpoint_by_either_engine_is_restored_by_the_other") {
+        return;
+    }
+    let log = scenario("restore", 2);
+    for pair in ["portable-native", "native-portable", "native-native"] {
+        assert!(log.contains(&format!("MOS_RESTORE {pair} ok")), "{pair} did not pass");
+    }
+    assert!(log.contains("MOS_PASS restore 3 pairs"), "the scenario did not pass");
+}
