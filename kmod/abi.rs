@@ -25,11 +25,13 @@ pub(crate) mod feature {
     pub(crate) const CAPTURE: u32 = 1 << 1;
     /// Restore a staged migration stream into the calling task ([`MOSIX_IOC_RESTORE`]).
     pub(crate) const RESTORE: u32 = 1 << 2;
-    /// Intercept a remote component's system calls without ptrace (not implemented yet).
-    #[allow(dead_code)]
+    /// Intercept a remote component's system calls without seccomp or ptrace
+    /// ([`MOSIX_IOC_INTERCEPT`], then the seccomp user-notification ioctls on that descriptor).
     pub(crate) const INTERCEPT: u32 = 1 << 3;
-    /// What this build provides.
-    pub(crate) const PROVIDED: u32 = FREEZE | CAPTURE | RESTORE;
+    /// What this build provides on this kernel (interception needs its tracepoints).
+    pub(crate) fn provided() -> u32 {
+        FREEZE | CAPTURE | RESTORE | if crate::sys::can_intercept() { INTERCEPT } else { 0 }
+    }
 }
 
 /// Answer of [`MOSIX_IOC_VERSION`]. Any caller may ask, whatever ABI it was built for.
@@ -165,7 +167,53 @@ pub(crate) const RESTORE_AREA_SIZE: usize = 40;
 /// Bytes of one `struct mosix_run { u64 addr, len, off; }`.
 pub(crate) const RESTORE_RUN_SIZE: usize = 24;
 
+/// Argument of [`MOSIX_IOC_INTERCEPT`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Intercept {
+    /// The process (the caller's single-threaded child).
+    pub(crate) pid: i32,
+    /// Must be zero.
+    pub(crate) reserved0: u32,
+    /// Bitmap of the x86-64 system calls (0..512) that run untouched.
+    pub(crate) local: [u64; 8],
+    /// Calls made from this address (the instruction after `syscall`: the engine's injection
+    /// gadget) run untouched.
+    pub(crate) pass_ip: u64,
+    /// Must be zero.
+    pub(crate) reserved: u64,
+}
+
+/// `struct seccomp_notif` (include/uapi/linux/seccomp.h), as `SECCOMP_IOCTL_NOTIF_RECV` fills it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SeccompNotif {
+    pub(crate) id: u64,
+    pub(crate) pid: u32,
+    pub(crate) flags: u32,
+    pub(crate) nr: i32,
+    pub(crate) arch: u32,
+    pub(crate) ip: u64,
+    pub(crate) args: [u64; 6],
+}
+
+/// `struct seccomp_notif_resp`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SeccompResp {
+    pub(crate) id: u64,
+    pub(crate) val: i64,
+    pub(crate) error: i32,
+    pub(crate) flags: u32,
+}
+
+/// `AUDIT_ARCH_X86_64`.
+pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+
 // Layouts are part of the ABI: no padding anywhere.
+const _: () = assert!(size_of::<Intercept>() == 88);
+const _: () = assert!(size_of::<SeccompNotif>() == 80);
+const _: () = assert!(size_of::<SeccompResp>() == 24);
 const _: () = assert!(size_of::<Restore>() == 312);
 const _: () = assert!(size_of::<Target>() == 16);
 const _: () = assert!(size_of::<SigAction>() == 32);
@@ -190,6 +238,12 @@ unsafe impl AsBytes for Target {}
 unsafe impl FromBytes for Context {}
 // SAFETY: integers and integer arrays, no padding (asserted): every bit pattern is valid.
 unsafe impl FromBytes for Restore {}
+// SAFETY: as above.
+unsafe impl FromBytes for Intercept {}
+// SAFETY: as above.
+unsafe impl FromBytes for SeccompResp {}
+// SAFETY: integers only, no padding (asserted), so every byte is initialised.
+unsafe impl AsBytes for SeccompNotif {}
 // SAFETY: as above, no padding, so every byte is initialised.
 unsafe impl AsBytes for Context {}
 
@@ -205,3 +259,13 @@ pub(crate) const MOSIX_IOC_THAW: u32 = _IOW::<Target>(MAGIC, 3);
 pub(crate) const MOSIX_IOC_CONTEXT: u32 = _IOWR::<Context>(MAGIC, 4);
 /// `_IOW(0xB7, 5, struct mosix_restore)`: the staged image becomes the caller (see restore.rs).
 pub(crate) const MOSIX_IOC_RESTORE: u32 = _IOW::<Restore>(MAGIC, 5);
+/// `_IOW(0xB7, 6, struct mosix_intercept)`: this descriptor becomes the listener of a process's
+/// system calls (see intercept.rs).
+pub(crate) const MOSIX_IOC_INTERCEPT: u32 = _IOW::<Intercept>(MAGIC, 6);
+/// The seccomp user-notification ioctls an intercepting descriptor answers (same numbers).
+pub(crate) const SECCOMP_IOCTL_NOTIF_RECV: u32 = 0xc050_2100;
+pub(crate) const SECCOMP_IOCTL_NOTIF_SEND: u32 = 0xc018_2101;
+pub(crate) const SECCOMP_IOCTL_NOTIF_ID_VALID: u32 = 0x4008_2102;
+/// The number Linux 5.0-5.6 headers gave ID_VALID (still accepted by the kernel).
+pub(crate) const SECCOMP_IOCTL_NOTIF_ID_VALID_OLD: u32 = 0x8008_2102;
+pub(crate) const SECCOMP_IOCTL_NOTIF_SET_FLAGS: u32 = 0x4008_2104;

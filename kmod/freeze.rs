@@ -9,6 +9,7 @@
 //! A descriptor freezes one process at a time; closing it thaws that process, so a freezer that
 //! dies never leaves a process frozen.
 use crate::abi::{Context, SigAction, Target};
+use crate::intercept::Listener;
 use crate::sys::{self, TaskRef};
 use core::mem::size_of;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
@@ -51,11 +52,18 @@ pub(crate) struct FileState {
     /// The process frozen through this descriptor: an `Arc<Frozen>` turned into a raw pointer
     /// (this field owns that reference), or null.
     frozen: AtomicPtr<Frozen>,
+    /// The process intercepted through this descriptor (`Arc<Listener>` as a raw pointer, owned
+    /// by this field), or null. Set once; taken at release.
+    listener: AtomicPtr<Listener>,
 }
 
 impl FileState {
     pub(crate) fn new() -> FileState {
-        FileState { busy: AtomicBool::new(false), frozen: AtomicPtr::new(core::ptr::null_mut()) }
+        FileState {
+            busy: AtomicBool::new(false),
+            frozen: AtomicPtr::new(core::ptr::null_mut()),
+            listener: AtomicPtr::new(core::ptr::null_mut()),
+        }
     }
 
     pub(crate) fn lock(&self) -> Result<Busy<'_>> {
@@ -71,11 +79,29 @@ impl FileState {
         }
         // SAFETY: `p` came from `Arc::into_raw` and this field still owns that reference: only
         // `take` (under the same lock, which we hold) or release (no ioctl running) give it up.
-        // We make a second reference without consuming the field's.
-        let owned = unsafe { Arc::from_raw(p) };
-        let extra = owned.clone();
-        core::mem::forget(owned);
-        Some(extra)
+        Some(unsafe { arc_ref(p) })
+    }
+
+    /// The process intercepted through this descriptor (a new reference), if any. Needs no lock:
+    /// the field is set once and cleared only at release, when no ioctl runs.
+    pub(crate) fn listener_ref(&self) -> Option<Arc<Listener>> {
+        let p = self.listener.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `p` came from `Arc::into_raw` and this field owns that reference until release
+        // (no ioctl runs then).
+        Some(unsafe { arc_ref(p) })
+    }
+
+    /// As [`listener_ref`](Self::listener_ref), under the descriptor's lock.
+    pub(crate) fn listener(&self, _held: &Busy<'_>) -> Option<Arc<Listener>> {
+        self.listener_ref()
+    }
+
+    /// Makes this descriptor the listener `l` (the caller checked it has none).
+    pub(crate) fn set_listener(&self, _held: &Busy<'_>, l: Arc<Listener>) {
+        self.listener.store(Arc::into_raw(l).cast_mut(), Ordering::Release);
     }
 
     /// Whether a process is frozen (or about to park) through this descriptor.
@@ -110,6 +136,40 @@ impl FileState {
         // SAFETY: a non-null `p` is the reference the field owned (from `Arc::into_raw`), now ours.
         (!p.is_null()).then(|| unsafe { Arc::from_raw(p) })
     }
+}
+
+/// A second reference to the `Arc<T>` behind `p`, leaving the reference `p` stands for untouched.
+///
+/// # Safety
+///
+/// `p` came from `Arc::into_raw`, and the reference it stands for stays alive during this call.
+pub(crate) unsafe fn arc_ref<T>(p: *const T) -> Arc<T> {
+    // SAFETY: per the contract; the `Arc` rebuilt here is forgotten, so the count it stands for
+    // is not dropped: only the clone is new.
+    let owned = unsafe { Arc::from_raw(p) };
+    let extra = owned.clone();
+    core::mem::forget(owned);
+    extra
+}
+
+/// The process `pid` a descriptor may freeze or intercept: a MOSIX process (the caller's child:
+/// the program its mosrun runs, or the stub its guest restored; `EPERM` otherwise), not the
+/// caller nor a kernel thread, single-threaded (`EINVAL`), alive (`ESRCH`).
+pub(crate) fn mosix_child(pid: i32) -> Result<TaskRef> {
+    let task = TaskRef::by_pid(pid).ok_or_else(sys::esrch)?;
+    if task.is_current() || task.is_kthread() {
+        return Err(EINVAL);
+    }
+    if !task.is_child_of_current() {
+        return Err(EPERM);
+    }
+    if task.nr_threads() != 1 {
+        return Err(EINVAL);
+    }
+    if task.is_exiting() {
+        return Err(sys::esrch());
+    }
+    Ok(task)
 }
 
 /// The per-descriptor lock, released on drop.
@@ -174,20 +234,8 @@ pub(crate) fn freeze(file: &FileState, arg: usize) -> Result<i32> {
             }
         };
     }
-    let task = TaskRef::by_pid(req.pid).ok_or_else(sys::esrch)?;
-    if task.is_current() || task.is_kthread() {
-        return Err(EINVAL);
-    }
-    // Only MOSIX processes are touched: the program a mosrun runs is its child.
-    if !task.is_child_of_current() {
-        return Err(EPERM);
-    }
-    if task.nr_threads() != 1 {
-        return Err(EINVAL);
-    }
-    if task.is_exiting() {
-        return Err(sys::esrch());
-    }
+    // Only MOSIX processes are touched.
+    let task = mosix_child(req.pid)?;
     let f = Arc::new(Frozen { work: Opaque::uninit(), state: AtomicU32::new(PENDING), task: task.clone_ref(), pid: req.pid, restored: false }, GFP_KERNEL)?;
     let for_task = Arc::into_raw(f.clone());
     // SAFETY: `work` lives in the `Frozen` that `for_task` keeps alive until `mosix_park` drops it;
@@ -243,10 +291,16 @@ pub(crate) fn thaw(file: &FileState, arg: usize) -> Result<i32> {
     Ok(0)
 }
 
-/// The descriptor is closed: a process still frozen through it goes on.
+/// The descriptor is closed: a process still frozen through it goes on; one intercepted through
+/// it is no longer.
 pub(crate) fn release(file: &FileState) {
     if let Some(f) = file.take() {
         thaw_frozen(&f);
+    }
+    let p = file.listener.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    if !p.is_null() {
+        // SAFETY: the reference the field owned (from `Arc::into_raw`), now ours.
+        crate::intercept::release(unsafe { Arc::from_raw(p) });
     }
 }
 

@@ -2,9 +2,8 @@
 //! mosix.ko: the native-mode kernel module of MOS, a MOSIX-style cluster for Linux.
 //!
 //! Built out of tree against MOS's own Rust-enabled 6.12 kernel (`qemu-harness/run build`). It
-//! provides the device, its versioned ABI and the native engine's freeze, capture (`freeze.rs`)
-//! and restore (`restore.rs`). Intercepting a remote component's system calls is not done yet
-//! (docs/NATIVE.md).
+//! provides the device, its versioned ABI and the native engine: freeze and capture
+//! (`freeze.rs`), restore (`restore.rs`) and system-call interception (`intercept.rs`).
 //!
 //! # Userspace contract (ABI version 2; restore added as feature bit 2)
 //!
@@ -16,8 +15,8 @@
 //!   never change:
 //!   - `MOSIX_IOC_VERSION = _IOR(0xB7, 0, struct mosix_version { u32 abi; u32 features; })`:
 //!     fills in the module's ABI version (2) and the feature bits it provides (bit 0 freeze/thaw,
-//!     bit 1 context capture, bit 2 restore; bit 3 system-call interception is not provided yet).
-//!     Returns 0.
+//!     bit 1 context capture, bit 2 restore, bit 3 system-call interception, which needs a
+//!     kernel with tracepoints). Returns 0.
 //!     Every client asks this first and uses only the version it knows.
 //!   - `MOSIX_IOC_INFO = _IOWR(0xB7, 1, struct mosix_info { u32 abi; u32 size; u32 features;
 //!     u32 open_files; u64 reserved; })`: the caller sets `abi` to the version it was built for
@@ -64,7 +63,23 @@
 //!     descriptor with a frozen process: `EBUSY`) are refused before anything changes. A failure
 //!     after the caller's memory is gone (a file that cannot be mapped, a short staging file)
 //!     kills the caller.
-//!   - Only one ioctl at a time per descriptor: a concurrent one gets `EBUSY`.
+//!   - `MOSIX_IOC_INTERCEPT = _IOW(0xB7, 6, struct mosix_intercept { s32 pid; u32 reserved0;
+//!     u64 local[8]; u64 pass_ip; u64 reserved; })`: this descriptor becomes the listener of
+//!     process `pid`'s system calls (the caller's single-threaded child, not the caller: `EPERM`,
+//!     `EINVAL`; one per descriptor, `EBUSY`; `ENOSYS` on a kernel without tracepoints). A probe
+//!     on the `sys_enter` tracepoint, registered while some process is intercepted, lets a call
+//!     in the `local` bitmap, or made from `pass_ip` (the address after the `syscall`
+//!     instruction), run untouched; any other is skipped and the process parks, killable only,
+//!     until the listener answers. The descriptor then speaks the **seccomp user-notification
+//!     ioctls**, with their numbers and structures: `SECCOMP_IOCTL_NOTIF_RECV` (waits for a
+//!     call; arch is always AUDIT_ARCH_X86_64), `_SEND` (the result, or `error`, or
+//!     `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the call is made again and let through once;
+//!     `ENOENT` for a call not waiting), `_ID_VALID`, `_SET_FLAGS` (accepted, no effect), and
+//!     poll() is readable while a call waits to be received. Closing it answers a waiting call
+//!     with `ENOSYS` (as seccomp does) and ends the interception. Without `MOSIX_IOC_INTERCEPT`
+//!     these requests give `EINVAL`.
+//!   - Only one ioctl at a time per descriptor: a concurrent one gets `EBUSY` (the notification
+//!     requests excepted: they do not take the descriptor's lock).
 //!   - The module cannot be unloaded while a freeze's work is still queued on a process (one that
 //!     was given up with `ETIMEDOUT` on a stopped process, for example): `rmmod` fails with
 //!     `EBUSY` until that process has run it (it then goes on untouched) or ended.
@@ -78,12 +93,11 @@ use kernel::uaccess::UserSlice;
 
 mod abi;
 mod freeze;
+mod intercept;
 mod restore;
 mod sys;
 
-use abi::{
-    Info, Version, ABI_VERSION, MOSIX_IOC_CONTEXT, MOSIX_IOC_FREEZE, MOSIX_IOC_INFO, MOSIX_IOC_RESTORE, MOSIX_IOC_THAW, MOSIX_IOC_VERSION,
-};
+use abi::*;
 use freeze::FileState;
 
 module! {
@@ -144,15 +158,34 @@ impl sys::Device for MosixDevice {
             MOSIX_IOC_THAW => freeze::thaw(file, arg),
             MOSIX_IOC_CONTEXT => freeze::context(file, arg),
             MOSIX_IOC_RESTORE => return restore::restore(file, arg),
+            MOSIX_IOC_INTERCEPT => intercept::intercept(file, arg),
+            SECCOMP_IOCTL_NOTIF_RECV
+            | SECCOMP_IOCTL_NOTIF_SEND
+            | SECCOMP_IOCTL_NOTIF_ID_VALID
+            | SECCOMP_IOCTL_NOTIF_ID_VALID_OLD
+            | SECCOMP_IOCTL_NOTIF_SET_FLAGS => {
+                // The listener's calls block (RECV): not under the descriptor's lock.
+                let l = file.listener_ref().ok_or(EINVAL)?;
+                match cmd {
+                    SECCOMP_IOCTL_NOTIF_RECV => intercept::recv(&l, arg),
+                    SECCOMP_IOCTL_NOTIF_SEND => intercept::send(&l, arg),
+                    SECCOMP_IOCTL_NOTIF_SET_FLAGS => Ok(0),
+                    _ => intercept::id_valid(&l, arg),
+                }
+            }
             _ => Err(ENOTTY),
         };
         r.map(i64::from)
+    }
+
+    fn readable(file: &FileState) -> bool {
+        file.listener_ref().is_some_and(|l| intercept::readable(&l))
     }
 }
 
 /// `MOSIX_IOC_VERSION`: writes a [`Version`] to `arg`.
 fn version(arg: usize) -> Result<i32> {
-    let v = Version { abi: ABI_VERSION, features: abi::feature::PROVIDED };
+    let v = Version { abi: ABI_VERSION, features: abi::feature::provided() };
     UserSlice::new(arg, size_of::<Version>()).writer().write(&v)?;
     Ok(0)
 }
@@ -170,7 +203,7 @@ fn info(arg: usize) -> Result<i32> {
     let answer = Info {
         abi: ABI_VERSION,
         size: req.size,
-        features: abi::feature::PROVIDED,
+        features: abi::feature::provided(),
         open_files: OPEN_FILES.load(Ordering::Relaxed),
         reserved: 0,
     };

@@ -258,3 +258,208 @@ void mosix_shim_set_user_regs(const u64 *w)
 	regs->flags = (regs->flags & ~user_flags) | (w[18] & user_flags);
 	regs->sp = w[19];
 }
+
+/*
+ * The native engine's interception (intercept.rs): a probe on the sys_enter tracepoint, a table
+ * of intercepted tasks, the task_work that parks an intercepted call, poll. The tracepoint is
+ * found by name (for_each_kernel_tracepoint); the probe is registered while the table has an
+ * entry, so that no other task pays for it.
+ */
+#include <linux/mutex.h>
+#include <linux/poll.h>
+#include <linux/spinlock.h>
+#include <linux/string.h>
+#include <linux/tracepoint.h>
+
+#define MOSIX_MAX_ICPT 64
+
+int mosix_shim_task_work_add_resume(struct callback_head *work);
+void mosix_shim_set_return(long v);
+void mosix_shim_restart_call(long nr);
+void mosix_shim_interrupted_call(long nr);
+int mosix_shim_park_interruptible(u32 *state, u32 while_is);
+int mosix_shim_intercept_add(struct task_struct *t, const void *l);
+bool mosix_shim_intercept_remove(const void *l);
+void mosix_shim_poll_wait(struct file *file, struct poll_table_struct *wait);
+int mosix_shim_can_intercept(void);
+bool mosix_intercept_enter(const void *l, long nr, const u64 *args, u64 ip); /* intercept.rs */
+void mosix_icpt_park(struct callback_head *work);                          /* intercept.rs */
+
+int mosix_shim_can_intercept(void)
+{
+	return IS_ENABLED(CONFIG_TRACEPOINTS);
+}
+
+#ifdef CONFIG_TRACEPOINTS
+static DEFINE_SPINLOCK(mosix_icpt_lock);
+static struct {
+	struct task_struct *task;
+	const void *l;
+} mosix_icpt[MOSIX_MAX_ICPT];
+static int mosix_icpt_n;
+static DEFINE_MUTEX(mosix_icpt_reg);
+static struct tracepoint *mosix_tp_sys_enter;
+static bool mosix_probe_on;
+
+static void mosix_probe(void *data, struct pt_regs *regs, long id)
+{
+	const void *l = NULL;
+	unsigned long flags;
+	int i;
+
+	if (!READ_ONCE(mosix_icpt_n))
+		return;
+	spin_lock_irqsave(&mosix_icpt_lock, flags);
+	for (i = 0; i < MOSIX_MAX_ICPT; i++) {
+		if (mosix_icpt[i].task == current) {
+			l = mosix_icpt[i].l;
+			break;
+		}
+	}
+	if (l) {
+		u64 args[6] = { regs->di, regs->si, regs->dx, regs->r10, regs->r8, regs->r9 };
+
+		/* Skipped: the entry code re-reads the number after the tracepoint and runs nothing
+		 * for -1; rax keeps -ENOSYS until the answer replaces it. */
+		if (mosix_intercept_enter(l, id, args, regs->ip))
+			regs->orig_ax = -1;
+	}
+	spin_unlock_irqrestore(&mosix_icpt_lock, flags);
+}
+
+static void mosix_find_sys_enter(struct tracepoint *tp, void *priv)
+{
+	if (!strcmp(tp->name, "sys_enter"))
+		mosix_tp_sys_enter = tp;
+}
+
+int mosix_shim_intercept_add(struct task_struct *t, const void *l)
+{
+	unsigned long flags;
+	int i, r = 0;
+
+	mutex_lock(&mosix_icpt_reg);
+	if (!mosix_probe_on) {
+		if (!mosix_tp_sys_enter)
+			for_each_kernel_tracepoint(mosix_find_sys_enter, NULL);
+		if (!mosix_tp_sys_enter) {
+			r = -ENOSYS;
+			goto out;
+		}
+		r = tracepoint_probe_register(mosix_tp_sys_enter, mosix_probe, NULL);
+		if (r)
+			goto out;
+		mosix_probe_on = true;
+	}
+	spin_lock_irqsave(&mosix_icpt_lock, flags);
+	for (i = 0; i < MOSIX_MAX_ICPT; i++) {
+		if (!mosix_icpt[i].task) {
+			mosix_icpt[i].task = t;
+			mosix_icpt[i].l = l;
+			WRITE_ONCE(mosix_icpt_n, mosix_icpt_n + 1);
+			break;
+		}
+	}
+	spin_unlock_irqrestore(&mosix_icpt_lock, flags);
+	if (i == MOSIX_MAX_ICPT)
+		r = -EBUSY;
+out:
+	if (r && mosix_probe_on && !READ_ONCE(mosix_icpt_n)) {
+		tracepoint_probe_unregister(mosix_tp_sys_enter, mosix_probe, NULL);
+		tracepoint_synchronize_unregister();
+		mosix_probe_on = false;
+	}
+	mutex_unlock(&mosix_icpt_reg);
+	return r;
+}
+
+bool mosix_shim_intercept_remove(const void *l)
+{
+	unsigned long flags;
+	bool found = false;
+	int i;
+
+	mutex_lock(&mosix_icpt_reg);
+	spin_lock_irqsave(&mosix_icpt_lock, flags);
+	for (i = 0; i < MOSIX_MAX_ICPT; i++) {
+		if (mosix_icpt[i].l == l) {
+			mosix_icpt[i].task = NULL;
+			mosix_icpt[i].l = NULL;
+			WRITE_ONCE(mosix_icpt_n, mosix_icpt_n - 1);
+			found = true;
+		}
+	}
+	spin_unlock_irqrestore(&mosix_icpt_lock, flags);
+	/* A probe that found the entry held the lock: none uses @l any more. */
+	if (mosix_probe_on && !READ_ONCE(mosix_icpt_n)) {
+		tracepoint_probe_unregister(mosix_tp_sys_enter, mosix_probe, NULL);
+		tracepoint_synchronize_unregister();
+		mosix_probe_on = false;
+	}
+	mutex_unlock(&mosix_icpt_reg);
+	return found;
+}
+#else
+/* A kernel without tracepoints: no interception (the feature bit says so). */
+int mosix_shim_intercept_add(struct task_struct *t, const void *l)
+{
+	return -ENOSYS;
+}
+
+bool mosix_shim_intercept_remove(const void *l)
+{
+	return false;
+}
+#endif
+
+/* The task_work of an intercepted call: intercept.rs's mosix_icpt_park(), then the module
+ * reference taken when it was queued is dropped (tail call, as for a freeze). */
+static void mosix_shim_icpt_work(struct callback_head *work)
+{
+	mosix_icpt_park(work);
+	module_put(THIS_MODULE);
+}
+
+int mosix_shim_task_work_add_resume(struct callback_head *work)
+{
+	int r;
+
+	if (!try_module_get(THIS_MODULE))
+		return -ENODEV;
+	init_task_work(work, mosix_shim_icpt_work);
+	r = task_work_add(current, work, TWA_RESUME);
+	if (r)
+		module_put(THIS_MODULE);
+	return r;
+}
+
+void mosix_shim_set_return(long v)
+{
+	task_pt_regs(current)->ax = v;
+}
+
+void mosix_shim_interrupted_call(long nr)
+{
+	struct pt_regs *regs = task_pt_regs(current);
+
+	regs->orig_ax = nr;
+	regs->ax = -ERESTARTSYS;
+}
+
+int mosix_shim_park_interruptible(u32 *state, u32 while_is)
+{
+	return wait_event_interruptible(mosix_wq, READ_ONCE(*state) != while_is);
+}
+
+void mosix_shim_restart_call(long nr)
+{
+	struct pt_regs *regs = task_pt_regs(current);
+
+	regs->ax = nr;
+	regs->ip -= 2;
+}
+
+void mosix_shim_poll_wait(struct file *file, struct poll_table_struct *wait)
+{
+	poll_wait(file, &mosix_wq, wait);
+}

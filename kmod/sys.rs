@@ -34,6 +34,15 @@ extern "C" {
     fn mosix_shim_set_blocked(mask: u64);
     fn mosix_shim_set_user_regs(words: *const u64);
     fn mosix_shim_close_fd(fd: c_uint);
+    fn mosix_shim_task_work_add_resume(work: *mut bindings::callback_head) -> c_int;
+    fn mosix_shim_set_return(v: c_long);
+    fn mosix_shim_restart_call(nr: c_long);
+    fn mosix_shim_interrupted_call(nr: c_long);
+    fn mosix_shim_park_interruptible(state: *mut u32, while_is: u32) -> c_int;
+    fn mosix_shim_intercept_add(t: *mut bindings::task_struct, l: *const c_void) -> c_int;
+    fn mosix_shim_intercept_remove(l: *const c_void) -> bool;
+    fn mosix_shim_can_intercept() -> c_int;
+    fn mosix_shim_poll_wait(file: *mut bindings::file, wait: *mut bindings::poll_table_struct);
 }
 
 /// What `/dev/mosix` does; every method runs in the context of the calling task.
@@ -47,6 +56,9 @@ pub(crate) trait Device {
     /// `ioctl(fd, cmd, arg)`; `Ok(v)` becomes the return value (any value: a restore returns the
     /// restored context's `rax`).
     fn ioctl(file: &Self::File, cmd: u32, arg: usize) -> Result<i64>;
+    /// poll(): whether the descriptor is readable now (the caller is put on the module's wait
+    /// queue first, so a change after this answer wakes it).
+    fn readable(file: &Self::File) -> bool;
 }
 
 /// `/dev/mosix`, registered as a misc character device with dynamic minor, until dropped.
@@ -81,6 +93,7 @@ impl<T: Device> Registration<T> {
         fops.open = Some(open_trampoline::<T>);
         fops.release = Some(release_trampoline::<T>);
         fops.unlocked_ioctl = Some(ioctl_trampoline::<T>);
+        fops.poll = Some(poll_trampoline::<T>);
         let fops = KBox::new(fops, GFP_KERNEL)?;
         // SAFETY: `fops` is heap-allocated and owned by the `Registration` returned below, whose
         // `drop` deregisters the device before the box is freed (type invariant); the shim's
@@ -130,6 +143,20 @@ unsafe extern "C" fn ioctl_trampoline<T: Device>(file: *mut bindings::file, cmd:
     match T::ioctl(state, cmd, arg as usize) {
         Ok(v) => v as c_long,
         Err(e) => e.to_errno() as c_long,
+    }
+}
+
+/// `file_operations::poll`.
+unsafe extern "C" fn poll_trampoline<T: Device>(file: *mut bindings::file, wait: *mut bindings::poll_table_struct) -> bindings::__poll_t {
+    // SAFETY: the VFS passes a live file and its poll table; the shim adds the module's wait queue.
+    unsafe { mosix_shim_poll_wait(file, wait) };
+    // SAFETY: as in `ioctl_trampoline`: `private_data` points to a live `T::File` during the call.
+    let state = unsafe { &*(*file).private_data.cast::<T::File>() };
+    if T::readable(state) {
+        // EPOLLIN | EPOLLRDNORM (include/uapi/linux/eventpoll.h): not in 6.12's bindings.
+        0x0001 | 0x0040
+    } else {
+        0
     }
 }
 
@@ -446,4 +473,64 @@ pub(crate) fn kill_current() {
 pub(crate) fn set_user_regs(words: &[u64; 27]) {
     // SAFETY: `words` is 27 valid words; the shim writes the calling task's own pt_regs.
     unsafe { mosix_shim_set_user_regs(words.as_ptr()) };
+}
+
+/// Queues `intercept::mosix_icpt_park(work)` on the calling task, to run before it returns to user
+/// mode (TWA_RESUME). Callable with preemption off. The queued work holds a module reference.
+///
+/// # Safety
+///
+/// `work` must stay valid and unmoved until `mosix_icpt_park` has been called with it, and must
+/// satisfy its contract.
+pub(crate) unsafe fn task_work_add_resume(work: *mut bindings::callback_head) -> Result {
+    // SAFETY: the caller guarantees `work`; the shim queues it on the current task.
+    to_result(unsafe { mosix_shim_task_work_add_resume(work) })
+}
+
+/// The calling task's current system call returns `v` to user mode.
+pub(crate) fn set_return(v: i64) {
+    // SAFETY: writes the calling task's own saved rax.
+    unsafe { mosix_shim_set_return(v as c_long) };
+}
+
+/// The calling task makes system call `nr` again on its return to user mode (its `syscall`
+/// instruction is executed again with the same arguments).
+pub(crate) fn restart_call(nr: i64) {
+    // SAFETY: rewinds the calling task's own saved ip by the 2-byte `syscall` and sets rax.
+    unsafe { mosix_shim_restart_call(nr as c_long) };
+}
+
+/// Adds `t` to the interception probe's table with its listener `l` (a pointer the table keeps
+/// until [`intercept_remove`]); registers the probe with the first entry.
+pub(crate) fn intercept_add(t: &TaskRef, l: *const c_void) -> Result {
+    // SAFETY: `t` is a live task for as long as its entry exists (its listener holds the
+    // reference and outlives the entry); `l` is only handed back to intercept.rs by the probe.
+    to_result(unsafe { mosix_shim_intercept_add(t.0, l) })
+}
+
+/// Removes listener `l` from the probe's table (unregistering the probe with the last entry);
+/// when this returns no probe uses `l` any more. Whether it was there.
+pub(crate) fn intercept_remove(l: *const c_void) -> bool {
+    // SAFETY: the shim only compares the pointer and waits for running probes.
+    unsafe { mosix_shim_intercept_remove(l) }
+}
+
+/// Whether this kernel lets the module intercept system calls (it has tracepoints).
+pub(crate) fn can_intercept() -> bool {
+    // SAFETY: no preconditions: a build-time constant of the kernel.
+    unsafe { mosix_shim_can_intercept() != 0 }
+}
+
+/// The calling task's current (skipped) system call `nr` becomes an interrupted one: it returns
+/// -ERESTARTSYS with its number restored, so the kernel's signal code restarts it (or fails it
+/// with EINTR for a handler without SA_RESTART), as for any call a signal interrupts.
+pub(crate) fn interrupted_call(nr: i64) {
+    // SAFETY: writes the calling task's own saved rax and orig_rax.
+    unsafe { mosix_shim_interrupted_call(nr as c_long) };
+}
+
+/// As [`park`], but any signal (or ptrace interrupt) ends the wait too: Err then.
+pub(crate) fn park_interruptible(state: &AtomicU32, while_is: u32) -> Result {
+    // SAFETY: as in `park`.
+    to_result(unsafe { mosix_shim_park_interruptible(state.as_ptr(), while_is) })
 }

@@ -23,6 +23,7 @@ const ABI_VERSION: u32 = 2;
 const FEATURE_FREEZE: u32 = 1 << 0;
 const FEATURE_CAPTURE: u32 = 1 << 1;
 const FEATURE_RESTORE: u32 = 1 << 2;
+const FEATURE_INTERCEPT: u32 = 1 << 3;
 const DEVICE: &str = "/dev/mosix";
 /// XSAVE buffer given to the module (its own bound is 16 KiB).
 const XSTATE_BUF: usize = 16 << 10;
@@ -89,6 +90,18 @@ const IOC_CONTEXT: libc::c_ulong = ioc(3, 4, std::mem::size_of::<RawContext>());
 /// `MOSIX_IOC_RESTORE` (`_IOW(0xB7, 5, struct mosix_restore)`).
 pub(crate) const IOC_RESTORE: libc::c_ulong = ioc(1, 5, std::mem::size_of::<RawRestore>());
 
+/// `struct mosix_intercept` (kmod/abi.rs `Intercept`).
+#[repr(C)]
+struct RawIntercept {
+    pid: i32,
+    reserved0: u32,
+    local: [u64; 8],
+    pass_ip: u64,
+    reserved: u64,
+}
+const _: () = assert!(std::mem::size_of::<RawIntercept>() == 88);
+const IOC_INTERCEPT: libc::c_ulong = ioc(1, 6, std::mem::size_of::<RawIntercept>());
+
 /// `struct mosix_restore` (kmod/abi.rs `Restore`): an image staged by the calling task.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -146,18 +159,48 @@ pub fn available() -> bool {
     })
 }
 
+/// The module's feature bits (0 when the native engine is off or absent). Probed once.
+fn features() -> u32 {
+    static F: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *F.get_or_init(|| {
+        if !available() {
+            return 0;
+        }
+        let Ok(f) = open() else { return 0 };
+        let mut v = Version::default();
+        if ioctl(&f, IOC_VERSION, &mut v).is_ok() {
+            v.features
+        } else {
+            0
+        }
+    })
+}
+
+/// Whether the native engine can intercept a guest's system calls here (feature INTERCEPT).
+pub fn intercept_available() -> bool {
+    features() & FEATURE_INTERCEPT != 0
+}
+
+/// Makes a new /dev/mosix descriptor the listener of `pid`'s system calls (our single-threaded
+/// child): calls in `local` (numbers below 512) and those made from `pass_ip` run untouched;
+/// every other one waits for an answer through the returned descriptor, which speaks the seccomp
+/// user-notification ioctls (so it is used exactly like a seccomp listener).
+pub fn intercept(pid: Pid, local: &[u32], pass_ip: u64) -> Result<std::os::fd::OwnedFd, Error> {
+    let sys = |what, e: nix::errno::Errno| Error::Sys { what, pid: pid.as_raw(), errno: e };
+    let file = open().map_err(|e| sys("open /dev/mosix", nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+    let mut req = RawIntercept { pid: pid.as_raw(), reserved0: 0, local: [0; 8], pass_ip, reserved: 0 };
+    for &nr in local.iter().filter(|n| **n < 512) {
+        req.local[(nr / 64) as usize] |= 1u64 << (nr % 64);
+    }
+    ioctl(&file, IOC_INTERCEPT, &mut req).map_err(|e| sys("MOSIX_IOC_INTERCEPT", e))?;
+    Ok(file.into())
+}
+
 /// Whether the native engine can also restore here (feature RESTORE; `MOS_ENGINE=portable` says
 /// no). Probed once per process.
 pub fn restore_available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(|| {
-        if !available() {
-            return false;
-        }
-        let Ok(f) = open() else { return false };
-        let mut v = Version::default();
-        ioctl(&f, IOC_VERSION, &mut v).is_ok() && v.features & FEATURE_RESTORE != 0
-    })
+    *OK.get_or_init(|| features() & FEATURE_RESTORE != 0)
 }
 
 /// The name of the engine that moves processes out of this node.

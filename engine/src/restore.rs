@@ -407,7 +407,15 @@ fn finish(
     if let Some(r) = &ctx.rseq {
         rb.sys("rseq(register)", libc::SYS_rseq, [r.ptr, u64::from(r.len), 0, u64::from(r.sig), 0, 0])?;
     }
-    let listener = if opts.install_filter {
+    let listener = if opts.install_filter && crate::native::intercept_available() {
+        // The module intercepts the calls: no seccomp filter, the same listener protocol.
+        let mut local = crate::policy::local_numbers();
+        // mmap is local only for anonymous private memory: the guest decides each one.
+        local.retain(|n| *n != libc::SYS_mmap as u32);
+        let l = crate::native::intercept(pid, &local, rb.t.gadget() + 2)?;
+        tracing::info!(pid = pid.as_raw(), engine = "native", "system calls intercepted by the module");
+        Some(l)
+    } else if opts.install_filter {
         let prog = seccomp::build(rb.t.gadget() + 2, &crate::policy::local_numbers());
         let bytes = seccomp::to_bytes(&prog);
         if bytes.len() > (SCRATCH_LEN - S_BIG) as usize {

@@ -98,11 +98,23 @@ struct mosix_restore {
 	__u64 reserved;
 };
 
+/* MOSIX_IOC_INTERCEPT: this descriptor becomes the listener of process pid's system calls; it
+ * then answers the seccomp user-notification ioctls (SECCOMP_IOCTL_NOTIF_RECV, _SEND, _ID_VALID,
+ * _SET_FLAGS, same numbers and structures) and poll(). */
+struct mosix_intercept {
+	__s32 pid;          /* the caller's single-threaded child */
+	__u32 reserved0;
+	__u64 local[8];     /* bitmap of the calls (0..511) that run untouched */
+	__u64 pass_ip;      /* calls made from here (address after `syscall`) run untouched */
+	__u64 reserved;
+};
+
 #define MOSIX_IOC_VERSION _IOR(MOSIX_IOC_MAGIC, 0, struct mosix_version)
 #define MOSIX_IOC_INFO _IOWR(MOSIX_IOC_MAGIC, 1, struct mosix_info)
 #define MOSIX_IOC_FREEZE _IOW(MOSIX_IOC_MAGIC, 2, struct mosix_target)
 #define MOSIX_IOC_THAW _IOW(MOSIX_IOC_MAGIC, 3, struct mosix_target)
 #define MOSIX_IOC_CONTEXT _IOWR(MOSIX_IOC_MAGIC, 4, struct mosix_context)
 #define MOSIX_IOC_RESTORE _IOW(MOSIX_IOC_MAGIC, 5, struct mosix_restore)
+#define MOSIX_IOC_INTERCEPT _IOW(MOSIX_IOC_MAGIC, 6, struct mosix_intercept)
 
 #endif

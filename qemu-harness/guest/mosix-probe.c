@@ -16,6 +16,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <poll.h>
+#include <sys/syscall.h>
+#include <linux/seccomp.h>
 #include "mosix.h"
 
 static int failures;
@@ -232,6 +235,82 @@ static void native_engine(int fd) {
 
 /* --pending: leaves a SIGSTOPped child whose freeze was abandoned (its task_work still queued)
  * and prints its pid: the module must refuse to unload until the child has run or dropped it. */
+/* Interception (feature bit 3): a child's getppid is answered by the probe, or let through with
+ * CONTINUE; getpid (local) runs untouched; closing the listener answers ENOSYS. The child
+ * reports what its calls returned over a pipe. */
+static void intercept(int fd) {
+	int p[2], go[2];
+	if (pipe(p) || pipe(go)) {
+		check(0, "intercept: pipes");
+		return;
+	}
+	pid_t me = getpid();
+	pid_t c = fork();
+	if (c == 0) {
+		char b;
+		if (read(go[0], &b, 1) != 1)
+			_exit(2);
+		long r[4];
+		r[0] = syscall(SYS_getpid);
+		r[1] = syscall(SYS_getppid); /* answered 4242 */
+		r[2] = syscall(SYS_getppid); /* CONTINUE: the real parent */
+		r[3] = syscall(SYS_getppid); /* the listener closes: -1 ENOSYS */
+		if (r[3] == -1)
+			r[3] = -errno;
+		_exit(write(p[1], r, sizeof r) == sizeof r ? 0 : 3);
+	}
+	/* Registered once the child blocks in its read: that call entered before (not intercepted). */
+	check(sleeping(c), "the child to intercept blocks in its read");
+	int l = open("/dev/mosix", O_RDWR | O_CLOEXEC);
+	struct mosix_intercept req = {.pid = c};
+	req.local[SYS_getpid / 64] |= 1ull << (SYS_getpid % 64);
+	int r = ioctl(l, MOSIX_IOC_INTERCEPT, &req);
+	check(r == 0, "MOSIX_IOC_INTERCEPT on a child");
+	check(expect_errno(l, MOSIX_IOC_INTERCEPT, &req, EBUSY), "a second MOSIX_IOC_INTERCEPT on the descriptor -> EBUSY");
+	struct mosix_intercept self = {.pid = me};
+	int l2 = open("/dev/mosix", O_RDWR | O_CLOEXEC);
+	check(expect_errno(l2, MOSIX_IOC_INTERCEPT, &self, EINVAL), "MOSIX_IOC_INTERCEPT on the caller -> EINVAL");
+	struct mosix_intercept init = {.pid = 1};
+	check(expect_errno(l2, MOSIX_IOC_INTERCEPT, &init, EPERM), "MOSIX_IOC_INTERCEPT on a process not our child -> EPERM");
+	close(l2);
+	if (write(go[1], "g", 1) != 1)
+		check(0, "intercept: start the child");
+	struct pollfd pf = {.fd = l, .events = POLLIN};
+	check(poll(&pf, 1, 10000) == 1 && (pf.revents & POLLIN), "the listener polls readable when a call waits");
+	struct seccomp_notif n;
+	memset(&n, 0, sizeof n);
+	r = ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n);
+	check(r == 0 && n.data.nr == SYS_getppid && (pid_t)n.pid == c && n.data.arch == 0xc000003e,
+	      "NOTIF_RECV: the child's getppid (getpid ran untouched)");
+	if (n.data.nr != SYS_getppid)
+		printf("mosix-probe: NOTIF_RECV returned %d, call %d of pid %u\n", r, n.data.nr, n.pid);
+	__u64 id = n.id;
+	check(ioctl(l, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0, "NOTIF_ID_VALID while the call waits");
+	struct seccomp_notif_resp a = {.id = n.id, .val = 4242};
+	check(ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &a) == 0, "NOTIF_SEND 4242");
+	check(expect_errno(l, SECCOMP_IOCTL_NOTIF_SEND, &a, ENOENT), "a second answer -> ENOENT");
+	memset(&n, 0, sizeof n);
+	r = ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n);
+	struct seccomp_notif_resp cont = {.id = n.id, .flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE};
+	r = r == 0 && n.data.nr == SYS_getppid ? ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &cont) : -2;
+	check(r == 0, "NOTIF_SEND CONTINUE");
+	if (r)
+		printf("mosix-probe: second call %d, SEND CONTINUE gave %d (%s)\n", n.data.nr, r, strerror(errno));
+	memset(&n, 0, sizeof n);
+	r = ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n);
+	check(r == 0 && n.data.nr == SYS_getppid, "the third getppid waits");
+	close(l); /* answers it ENOSYS */
+	long got[4] = {0};
+	check(read(p[0], got, sizeof got) == sizeof got, "the child reports its results");
+	check(got[0] == c, "getpid ran untouched");
+	check(got[1] == 4242, "getppid returned the listener's answer");
+	check(got[2] == me, "getppid with CONTINUE returned the real parent");
+	check(got[3] == -ENOSYS, "a call waiting when the listener closes fails with ENOSYS");
+	int st;
+	check(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the intercepted child exits normally");
+	close(p[0]), close(p[1]), close(go[0]), close(go[1]);
+}
+
 static int pending_mode(void) {
 	int fd = open("/dev/mosix", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
@@ -283,8 +362,8 @@ int main(int argc, char **argv) {
 	memset(&v, 0xff, sizeof v);
 	int r = ioctl(fd, MOSIX_IOC_VERSION, &v);
 	check(r == 0 && v.abi == MOSIX_ABI_VERSION, "MOSIX_IOC_VERSION answers ABI version 2");
-	check(v.features == (MOSIX_FEATURE_FREEZE | MOSIX_FEATURE_CAPTURE | MOSIX_FEATURE_RESTORE),
-	      "features: freeze, capture and restore");
+	check(v.features == (MOSIX_FEATURE_FREEZE | MOSIX_FEATURE_CAPTURE | MOSIX_FEATURE_RESTORE | MOSIX_FEATURE_INTERCEPT),
+	      "features: freeze, capture, restore and intercept");
 
 	struct mosix_info in = {.abi = MOSIX_ABI_VERSION, .size = sizeof in};
 	r = ioctl(fd, MOSIX_IOC_INFO, &in);
@@ -332,6 +411,7 @@ int main(int argc, char **argv) {
 	check(expect_errno(fd, MOSIX_IOC_RESTORE, &bad, EFAULT), "MOSIX_IOC_RESTORE with a bad area pointer -> EFAULT");
 	native_engine(fd);
 	same_as_ptrace(fd);
+	intercept(fd);
 	close(fd);
 	if (failures) {
 		printf("MOSIX_PROBE_FAIL (%d failures)\n", failures);

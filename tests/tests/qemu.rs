@@ -114,6 +114,12 @@ fn workload_migrates_vm1_to_vm2_to_vm3() {
     eprintln!("migration engine used: {engine}");
     assert!(log.contains("MOS_PASS migrate engine="), "the scenario did not pass");
     assert_eq!(engine, "native", "the moves out of home were not made by the native engine");
+    // On VM 2 and VM 3 the guest's system calls were intercepted by the module, not seccomp.
+    for vm in [2, 3] {
+        let p = repo().join(format!("target/qemu/runs/migrate/vm{vm}.log"));
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        assert!(text.contains("system calls intercepted by the module"), "VM {vm} did not intercept with the module:\n{text}");
+    }
 }
 
 /// Issue 5: automatic balancing spreads 6 CPU-bound jobs started on VM 1 over the three VMs,

@@ -3,7 +3,9 @@
 # every job's output at VM 1 is byte-identical to an unmigrated run's and its exit status is 7.
 . /mos/lib.sh
 BALANCE=1
-insmod /mos/mosix.ko || { echo "MOS_FAIL balance"; exit 1; }
+# Every node loads mosix.ko: VM 1 freezes and captures with it, VMs 2 and 3 intercept their
+# guests' system calls with it.
+insmod /mos/mosix.ko || { echo "MOS_FAIL: insmod on node $NODE"; exit 1; }
 [ "$NODE" = 1 ] || { serve; exit; }
 JOBS=6 STEPS=150 MS=100
 fail() { log "$*"; mosctl ps; echo "MOS_FAIL balance"; exit 1; }

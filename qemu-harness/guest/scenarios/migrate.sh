@@ -4,10 +4,12 @@
 # process is frozen and its context captured by the module, without ptrace), which mosrun's log
 # must show; the return home and the restores are the portable engine's.
 . /mos/lib.sh
+# Every node loads mosix.ko: VM 1 freezes and captures with it, VMs 2 and 3 intercept their
+# guests' system calls with it.
+insmod /mos/mosix.ko || { echo "MOS_FAIL: insmod on node $NODE"; exit 1; }
 [ "$NODE" = 1 ] || { serve; exit; }
 STEPS=60 MS=100
 fail() { log "$*"; mosctl ps; echo "MOS_FAIL migrate"; exit 1; }
-insmod /mos/mosix.ko || fail "insmod failed"
 start_mosd || fail "mosd did not start"
 wait_for 90 "$NODES nodes up" all_up || fail "the cluster did not form"
 t0=$(cut -d' ' -f1 /proc/uptime)

@@ -1,0 +1,293 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The native engine's system-call interception (feature bit INTERCEPT): a remote component's
+//! calls reach its guest (the mosd thread that hosts it) without seccomp and without ptrace stops.
+//!
+//! `MOSIX_IOC_INTERCEPT` turns a descriptor into the listener of one process (the caller's
+//! single-threaded child, the stub a guest restored). A probe on the `sys_enter` tracepoint sees
+//! each of its calls in its own context: a call in the `local` set, or made from `pass_ip` (the
+//! engine's injection gadget), runs untouched at native speed; any other is recorded, skipped
+//! (its number becomes -1, as a tracepoint probe may do), and the process parks on its way back
+//! to user mode, killable only, until the guest answers. The call's result then becomes the
+//! return value, or, with CONTINUE, the call is made again and let through once.
+//!
+//! The listener speaks the seccomp user-notification ioctls, with their numbers and layouts
+//! (`SECCOMP_IOCTL_NOTIF_RECV`, `_SEND`, `_ID_VALID`, `_SET_FLAGS`) and poll(): the guest serves
+//! both engines with one code path. Closing it answers a waiting call with `ENOSYS` (as seccomp
+//! does) and stops the interception.
+use crate::abi::{Intercept, SeccompNotif, SeccompResp, AUDIT_ARCH_X86_64};
+use crate::freeze::FileState;
+use crate::sys::{self, TaskRef};
+use core::mem::size_of;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use kernel::bindings;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use kernel::types::Opaque;
+use kernel::uaccess::UserSlice;
+
+/// States of [`Listener::state`].
+const IDLE: u32 = 0;
+/// A call is recorded and the process parks (or is about to).
+const POSTED: u32 = 1;
+/// The guest has read it (`NOTIF_RECV`).
+const RECEIVED: u32 = 2;
+/// The guest answered; the process takes the answer and goes on.
+const ANSWERED: u32 = 3;
+
+const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
+const ENOSYS: i64 = 38;
+
+/// One intercepted process: shared by its descriptor, the probe's table and its queued work.
+pub(crate) struct Listener {
+    work: Opaque<bindings::callback_head>,
+    task: TaskRef,
+    pid: i32,
+    local: [u64; 8],
+    pass_ip: u64,
+    state: AtomicU32,
+    /// Id of the last recorded call (never 0).
+    id: AtomicU64,
+    nr: AtomicI64,
+    args: [AtomicU64; 6],
+    ip: AtomicU64,
+    /// The answer: result (a negative errno for an error) and whether to make the call instead.
+    ret: AtomicI64,
+    cont: AtomicBool,
+    /// A call to let through once, made again after a CONTINUE: its number and address.
+    pass_nr: AtomicI64,
+    pass_at: AtomicU64,
+    /// The descriptor is closed: nothing more is intercepted, a waiting call gets ENOSYS.
+    closed: AtomicBool,
+}
+
+impl Listener {
+    fn is_local(&self, nr: i64) -> bool {
+        (0..512).contains(&nr) && self.local[(nr / 64) as usize] & (1u64 << (nr % 64)) != 0
+    }
+}
+
+/// Called by the C probe, in the process's own context with preemption off, for each of its
+/// system calls: whether to intercept this one (the probe then skips it).
+///
+/// # Safety
+///
+/// `l` is a `Listener` kept alive by the probe's table entry for the whole call (the entry is
+/// removed under the lock the probe holds, before the table's reference is dropped).
+#[no_mangle]
+pub(crate) unsafe extern "C" fn mosix_intercept_enter(l: *const Listener, nr: i64, args: *const u64, ip: u64) -> bool {
+    // SAFETY: per the contract, `l` is live for this call.
+    let l = unsafe { &*l };
+    if l.closed.load(Ordering::Acquire) || nr < 0 {
+        return false;
+    }
+    if l.pass_nr.load(Ordering::Relaxed) == nr && l.pass_at.load(Ordering::Relaxed) == ip {
+        l.pass_nr.store(-1, Ordering::Relaxed);
+        return false;
+    }
+    if ip == l.pass_ip || l.is_local(nr) || l.state.load(Ordering::Acquire) != IDLE {
+        return false;
+    }
+    // SAFETY: the C probe passes the six argument registers.
+    let a = unsafe { core::slice::from_raw_parts(args, 6) };
+    l.nr.store(nr, Ordering::Relaxed);
+    for (slot, v) in l.args.iter().zip(a) {
+        slot.store(*v, Ordering::Relaxed);
+    }
+    l.ip.store(ip, Ordering::Relaxed);
+    let id = l.id.load(Ordering::Relaxed).wrapping_add(1).max(1);
+    l.id.store(id, Ordering::Relaxed);
+    // The work holds a reference to the listener until it has run.
+    // SAFETY: `l` lives in an `Arc` (every `Listener` is made by `intercept` below); this makes
+    // one more reference for the queued work, taken back by `mosix_icpt_park`.
+    let for_work = Arc::into_raw(unsafe { crate::freeze::arc_ref(l as *const Listener) });
+    // SAFETY: `work` lives in the listener that `for_work` keeps alive until `mosix_icpt_park`
+    // drops it; the current task is the intercepted one and is running (not exiting: it makes a
+    // system call).
+    if unsafe { sys::task_work_add_resume((*for_work).work.get()) }.is_err() {
+        // SAFETY: not queued: the reference is ours to drop.
+        drop(unsafe { Arc::from_raw(for_work) });
+        return false;
+    }
+    l.state.store(POSTED, Ordering::Release);
+    sys::wake();
+    true
+}
+
+/// The task_work of an intercepted call, run by the process itself on its way back to user mode:
+/// parks until the guest answers, then returns the answer (or makes the call again).
+///
+/// # Safety
+///
+/// `head` is the `work` field of a `Listener` whose `Arc` reference was given to this callback by
+/// `Arc::into_raw` in [`mosix_intercept_enter`].
+#[no_mangle]
+pub(crate) unsafe extern "C" fn mosix_icpt_park(head: *mut bindings::callback_head) {
+    // SAFETY: per the contract, `head` lies in a `Listener` kept alive by the reference handed to us.
+    let l = unsafe { Arc::from_raw(kernel::container_of!(head, Listener, work)) };
+    if l.task.is_exiting() {
+        l.state.store(IDLE, Ordering::Release);
+        sys::wake();
+        return;
+    }
+    loop {
+        let s = l.state.load(Ordering::Acquire);
+        if s == ANSWERED {
+            break;
+        }
+        if s == POSTED {
+            // Not received yet: any signal (or a ptrace interrupt) withdraws the call, which is
+            // then an interrupted call (-ERESTARTSYS), restarted or failed with EINTR by the
+            // kernel's own rules: what seccomp does before the listener receives (and
+            // WAIT_KILLABLE_RECV after).
+            if sys::park_interruptible(&l.state, POSTED).is_err()
+                && l.state.compare_exchange(POSTED, IDLE, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            {
+                sys::interrupted_call(l.nr.load(Ordering::Relaxed));
+                sys::wake();
+                return;
+            }
+            continue;
+        }
+        if l.closed.load(Ordering::Acquire) || sys::park(&l.state, s).is_err() {
+            // Killed, or the listener is gone: the call fails as with no guest.
+            l.ret.store(-ENOSYS, Ordering::Relaxed);
+            l.cont.store(false, Ordering::Relaxed);
+            break;
+        }
+    }
+    if l.cont.load(Ordering::Relaxed) {
+        let nr = l.nr.load(Ordering::Relaxed);
+        l.pass_at.store(l.ip.load(Ordering::Relaxed), Ordering::Relaxed);
+        l.pass_nr.store(nr, Ordering::Relaxed);
+        sys::restart_call(nr);
+    } else {
+        sys::set_return(l.ret.load(Ordering::Relaxed));
+    }
+    l.state.store(IDLE, Ordering::Release);
+    sys::wake();
+}
+
+/// `MOSIX_IOC_INTERCEPT`.
+pub(crate) fn intercept(file: &FileState, arg: usize) -> Result<i32> {
+    let req: Intercept = UserSlice::new(arg, size_of::<Intercept>()).reader().read()?;
+    if req.reserved0 != 0 || req.reserved != 0 {
+        return Err(EINVAL);
+    }
+    let held = file.lock()?;
+    if file.has_frozen(&held) || file.listener(&held).is_some() {
+        return Err(EBUSY);
+    }
+    let task = crate::freeze::mosix_child(req.pid)?;
+    let l = Arc::new(
+        Listener {
+            work: Opaque::uninit(),
+            task,
+            pid: req.pid,
+            local: req.local,
+            pass_ip: req.pass_ip,
+            state: AtomicU32::new(IDLE),
+            id: AtomicU64::new(0),
+            nr: AtomicI64::new(-1),
+            args: Default::default(),
+            ip: AtomicU64::new(0),
+            ret: AtomicI64::new(0),
+            cont: AtomicBool::new(false),
+            pass_nr: AtomicI64::new(-1),
+            pass_at: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        },
+        GFP_KERNEL,
+    )?;
+    let for_table = Arc::into_raw(l.clone());
+    if let Err(e) = sys::intercept_add(&l.task, for_table.cast()) {
+        // SAFETY: the table did not take it: the reference is still ours to drop.
+        drop(unsafe { Arc::from_raw(for_table) });
+        return Err(e);
+    }
+    file.set_listener(&held, l);
+    Ok(0)
+}
+
+/// The descriptor is closed: stop intercepting, answer a waiting call with ENOSYS.
+pub(crate) fn release(l: Arc<Listener>) {
+    l.closed.store(true, Ordering::Release);
+    // After this no probe uses the table's reference: take it back.
+    if sys::intercept_remove((&*l as *const Listener).cast()) {
+        // SAFETY: the table's reference, from `Arc::into_raw` in `intercept`, given back once.
+        drop(unsafe { Arc::from_raw(&*l as *const Listener) });
+    }
+    // No probe posts a call any more: one waiting (parked, or about to park) gets ENOSYS.
+    l.ret.store(-ENOSYS, Ordering::Relaxed);
+    l.cont.store(false, Ordering::Relaxed);
+    for waiting in [POSTED, RECEIVED] {
+        let _ = l.state.compare_exchange(waiting, ANSWERED, Ordering::AcqRel, Ordering::Acquire);
+    }
+    sys::wake();
+}
+
+/// `SECCOMP_IOCTL_NOTIF_RECV`: waits for a call, returns it.
+pub(crate) fn recv(l: &Listener, arg: usize) -> Result<i32> {
+    let mut w = UserSlice::new(arg, size_of::<SeccompNotif>()).writer();
+    // Waits once for a change, as seccomp's RECV sleeps until a notification comes: if what
+    // changed was not a new call (the process died, say), ENOENT, and the caller polls again.
+    let mut waited = false;
+    loop {
+        if l.state.compare_exchange(POSTED, RECEIVED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            break;
+        }
+        if waited || l.closed.load(Ordering::Acquire) {
+            return Err(ENOENT);
+        }
+        let s = l.state.load(Ordering::Acquire);
+        if s != POSTED {
+            sys::wait_change(&l.state, s, 60_000)?;
+            waited = true;
+        }
+    }
+    let mut n = SeccompNotif {
+        id: l.id.load(Ordering::Relaxed),
+        pid: l.pid as u32,
+        flags: 0,
+        nr: l.nr.load(Ordering::Relaxed) as i32,
+        arch: AUDIT_ARCH_X86_64,
+        ip: l.ip.load(Ordering::Relaxed),
+        args: [0; 6],
+    };
+    for (d, s) in n.args.iter_mut().zip(&l.args) {
+        *d = s.load(Ordering::Relaxed);
+    }
+    w.write(&n)?;
+    Ok(0)
+}
+
+/// `SECCOMP_IOCTL_NOTIF_SEND`: the answer to the call received.
+pub(crate) fn send(l: &Listener, arg: usize) -> Result<i32> {
+    let r: SeccompResp = UserSlice::new(arg, size_of::<SeccompResp>()).reader().read()?;
+    if r.flags & !SECCOMP_USER_NOTIF_FLAG_CONTINUE != 0 || (r.flags != 0 && (r.val != 0 || r.error != 0)) {
+        return Err(EINVAL);
+    }
+    if l.state.load(Ordering::Acquire) != RECEIVED || r.id != l.id.load(Ordering::Relaxed) {
+        return Err(ENOENT);
+    }
+    l.ret.store(if r.error != 0 { i64::from(r.error) } else { r.val }, Ordering::Relaxed);
+    l.cont.store(r.flags & SECCOMP_USER_NOTIF_FLAG_CONTINUE != 0, Ordering::Relaxed);
+    l.state.store(ANSWERED, Ordering::Release);
+    sys::wake();
+    Ok(0)
+}
+
+/// `SECCOMP_IOCTL_NOTIF_ID_VALID`: whether call `id` still waits for its answer.
+pub(crate) fn id_valid(l: &Listener, arg: usize) -> Result<i32> {
+    let id: u64 = UserSlice::new(arg, 8).reader().read()?;
+    let s = l.state.load(Ordering::Acquire);
+    if (s == RECEIVED || s == POSTED) && id == l.id.load(Ordering::Relaxed) && !l.task.is_exiting() {
+        Ok(0)
+    } else {
+        Err(ENOENT)
+    }
+}
+
+/// poll(): readable when a call waits to be received.
+pub(crate) fn readable(l: &Listener) -> bool {
+    l.state.load(Ordering::Acquire) == POSTED
+}

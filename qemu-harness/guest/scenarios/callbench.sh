@@ -1,0 +1,37 @@
+# Scenario "callbench" (not part of `run test`): forwarded-call latency, native vs portable engine,
+# in the same run. VM 2's mosd intercepts a guest's calls with mosix.ko (MOSIX_IOC_INTERCEPT);
+# VM 3's mosd runs with MOS_ENGINE=portable (seccomp user notification). A `callrate` job started
+# on VM 1 (getppid in batches, the mean ns per call printed per batch) is moved to VM 2, home,
+# VM 3, home, ROUNDS times; VM 1 prints each stay's median batch (MOS_CALLBENCH lines) and the
+# job's time at home. Run: qemu-harness/run boot callbench -n 3 -t 900
+. /mos/lib.sh
+ROUNDS=${ROUNDS:-3}
+insmod /mos/mosix.ko || { echo "MOS_FAIL callbench: insmod"; exit 1; }
+[ "$NODE" = 3 ] && export MOS_ENGINE=portable
+[ "$NODE" = 1 ] || { serve; exit; }
+fail() { log "$*"; mosctl ps; echo "MOS_FAIL callbench"; exit 1; }
+start_mosd || fail "mosd did not start"
+wait_for 90 "$NODES nodes up" all_up || fail "the cluster did not form"
+mosrun /mos/bin/callrate 100000 200 > /tmp/cr.out 2> /tmp/cr.err &
+job_pid() { mosctl ps | awk '/callrate/ { print $1; exit }'; }
+has_job() { [ -n "$(job_pid)" ]; }
+wait_for 60 "the job" has_job || fail "no job under mosrun"
+pid=$(job_pid)
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "none" }'; }
+stay() { # WHERE LABEL: batches 3..12 after the move
+  mosctl migrate "$pid" "$1" > /dev/null || fail "move to $1 failed"
+  from=$(( $(lines /tmp/cr.out) + 3 ))
+  wait_for 300 "12 batches at $1" has_lines /tmp/cr.out $((from + 9)) || fail "no progress at $1"
+  m=$(sed -n "${from},$((from + 9))p" /tmp/cr.out | median)
+  echo "MOS_CALLBENCH where=$2 ns_per_call=$m"
+}
+r=1
+while [ $r -le $ROUNDS ]; do
+  stay 2 native
+  stay home home
+  stay 3 portable
+  stay home home
+  r=$((r + 1))
+done
+kill -TERM "$pid" 2>/dev/null
+echo "MOS_PASS callbench"
