@@ -1,6 +1,7 @@
 //! Native restore: a stub restores *itself* with mosix.ko's `MOSIX_IOC_RESTORE`, no ptrace.
 //!
-//! The caller stages the image (pages in a memory file, areas, context), then forks a stub that
+//! The caller stages the image (areas, context, and where the pages are in the checkpoint file:
+//! they are not copied), then forks a stub that
 //! runs a small position-independent program (the runner, [`RUNNER`]) from a scratch area placed
 //! where neither the caller nor the image has memory. The runner loads the image's FPU state
 //! (XRSTOR), then executes a list of system calls prepared by the caller: descriptors, working
@@ -9,7 +10,7 @@
 //! the ioctl, in which the module maps the image's areas, fills them from the memory file, sets
 //! the registers and the signal mask, and returns into the image (parked until the caller thaws it).
 //! A call that fails stops the runner: it writes the failing entry to a pipe and exits, and the
-//! caller reports which step failed and why.
+//! caller reports which step failed and why. The module reads the pages from the file.
 //!
 //! Only the stop-and-copy part of a stream is taken (`Vmas`, `Pages`, `Context`): checkpoint
 //! recovery and stop-and-copy moves. Pre-copy and post-copy receivers fill a live stub while the
@@ -25,7 +26,6 @@ use nix::unistd::Pid;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 /// The runner, entered with r14 = the call table, r12 = the XSAVE image (0: none), r13 = the
@@ -179,7 +179,8 @@ impl Program {
     }
 }
 
-/// An image staged for a native restore: its pages in a memory file.
+/// An image staged for a native restore: its areas and context, and where its pages are in a
+/// file (the checkpoint file itself: nothing is copied before the restore).
 pub struct Staged {
     pub vmas: Vmas,
     pub ctx: Context,
@@ -189,35 +190,50 @@ pub struct Staged {
     pub bytes: u64,
 }
 
-/// Reads `Vmas`, `Pages`* and `Context` from `r` into a memory file.
-pub fn stage<R: Read>(r: &mut R) -> Result<Staged, Error> {
+/// Reads the memory map, the run tables of the `Pages` frames and the `Context` from a checkpoint
+/// positioned at its memory map, skipping over the page bytes: the module reads them from the
+/// file. The caller has verified the whole file (its SHA-256 trailer) before.
+pub fn stage_file(r: &mut std::io::BufReader<std::fs::File>) -> Result<Staged, Error> {
+    use std::io::{Seek, SeekFrom};
+    let io = |e: std::io::Error| Error::Restore(format!("cannot read the checkpoint: {e}"));
     let vmas: Vmas = frame::read_frame(r)?.expect(Kind::Vmas)?;
-    let fd = crate::sys::memfd("mos-restore").map_err(|e| Error::Sys { what: "memfd_create", pid: 0, errno: e })?;
-    let file = std::fs::File::from(fd);
-    let mut off = 0u64;
     let mut runs = Vec::new();
+    let mut bytes = 0u64;
     loop {
-        let f = frame::read_frame(r)?;
-        match f.kind {
-            Kind::Pages => {
-                let (rs, data) = pages::decode(&f.body)?;
-                file.write_all_at(data, off).map_err(|e| Error::Restore(format!("cannot stage pages: {e}")))?;
-                let mut at = off;
-                for run in &rs {
-                    runs.push([run.addr, run.bytes() as u64, at]);
-                    at += run.bytes() as u64;
+        let pos = r.stream_position().map_err(io)?;
+        let mut h = [0u8; frame::HEADER_LEN];
+        r.read_exact(&mut h).map_err(io)?;
+        let hdr = frame::Header::decode(&h)?;
+        if hdr.kind != Kind::Pages {
+            r.seek(SeekFrom::Start(pos)).map_err(io)?;
+            let f = frame::read_frame(r)?;
+            return match f.kind {
+                Kind::Context => {
+                    let ctx: Context = f.decode()?;
+                    let pages = r.get_ref().try_clone().map_err(io)?;
+                    Ok(Staged { vmas, ctx, runs, pages: OwnedFd::from(pages), bytes })
                 }
-                off += data.len() as u64;
-            }
-            Kind::Context => {
-                let ctx: Context = f.decode()?;
-                return Ok(Staged { vmas, ctx, runs, pages: OwnedFd::from(file), bytes: off });
-            }
-            Kind::Failed => return Err(Error::PeerFailed(f.decode::<Failed>()?.reason)),
-            other => {
-                return Err(Error::Restore(format!("native restore takes a stop-and-copy stream; got a {other:?} frame")));
-            }
+                other => Err(Error::Restore(format!("native restore takes a stop-and-copy image; got a {other:?} frame"))),
+            };
         }
+        let mut count = [0u8; 4];
+        r.read_exact(&mut count).map_err(io)?;
+        let n = (u32::from_le_bytes(count) as usize).min(pages::MAX_RUNS + 1);
+        let mut table = vec![0u8; 4 + n * 12];
+        table[..4].copy_from_slice(&count);
+        r.read_exact(&mut table[4..]).map_err(io)?;
+        let (rs, tlen) = pages::decode_table(&table)?;
+        let data: u64 = rs.iter().map(|x| x.bytes() as u64).sum();
+        if u64::from(hdr.len) != tlen as u64 + data {
+            return Err(Error::Restore(format!("a Pages frame of {} bytes holds {tlen} + {data}", hdr.len)));
+        }
+        let mut at = pos + frame::HEADER_LEN as u64 + tlen as u64;
+        for run in &rs {
+            runs.push([run.addr, run.bytes() as u64, at]);
+            at += run.bytes() as u64;
+        }
+        bytes += data;
+        r.seek(SeekFrom::Current(data as i64)).map_err(io)?;
     }
 }
 
@@ -759,8 +775,8 @@ pub fn restore_child(img: &Staged, setup: &Setup) -> Result<Parked, Error> {
 
 /// Recovers the checkpoint read by `r` (positioned at its memory map) natively, parked; see
 /// [`restore_child`].
-pub fn recover_checkpoint<R: Read>(r: &mut R, setup: &Setup) -> Result<Parked, Error> {
-    let img = stage(r)?;
+pub fn recover_checkpoint(r: &mut std::io::BufReader<std::fs::File>, setup: &Setup) -> Result<Parked, Error> {
+    let img = stage_file(r)?;
     let end = frame::read_frame(r)?;
     if end.kind != Kind::CheckpointEnd {
         return Err(Error::Restore(format!("malformed checkpoint: a {:?} frame after the context", end.kind)));

@@ -674,19 +674,6 @@ pub fn uffd_read(uffd: RawFd, out: &mut Vec<UffdMsg>) -> Result<usize, Errno> {
     Ok(n)
 }
 
-/// A new memory file (`memfd_create`, close-on-exec).
-pub fn memfd(name: &str) -> Result<OwnedFd, Errno> {
-    let name = std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: `name` is a valid NUL-terminated string for the call; a non-negative result is a
-    // new descriptor we own.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

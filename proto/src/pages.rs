@@ -44,6 +44,19 @@ fn bad(detail: impl Into<String>) -> FrameError {
 /// Decodes a `Pages` body into its runs and the slice of page bytes, validating alignment, bounds,
 /// overflow and that the byte count matches the runs exactly.
 pub fn decode(body: &[u8]) -> Result<(Vec<PageRun>, &[u8]), FrameError> {
+    let (runs, table) = decode_table(body)?;
+    let pages: usize = runs.iter().map(|r| r.npages as usize).sum();
+    let data = &body[table..];
+    if data.len() != pages * PAGE_SIZE {
+        return Err(bad(format!("{} data bytes for {pages} pages", data.len())));
+    }
+    Ok((runs, data))
+}
+
+/// Decodes the run table at the start of a `Pages` body (`body` may stop after it): the runs and
+/// the table's length in bytes (where the page bytes start). Validates as [`decode`] does, except
+/// the number of page bytes, which the caller checks against the frame length.
+pub fn decode_table(body: &[u8]) -> Result<(Vec<PageRun>, usize), FrameError> {
     if body.len() < 4 {
         return Err(bad("shorter than the run count"));
     }
@@ -76,9 +89,5 @@ pub fn decode(body: &[u8]) -> Result<(Vec<PageRun>, &[u8]), FrameError> {
         }
         runs.push(PageRun { addr, npages });
     }
-    let data = &body[table..];
-    if data.len() != pages * PAGE_SIZE {
-        return Err(bad(format!("{} data bytes for {pages} pages", data.len())));
-    }
-    Ok((runs, data))
+    Ok((runs, table))
 }
