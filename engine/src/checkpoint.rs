@@ -707,6 +707,8 @@ pub struct Recovered {
     pub pid: Pid,
     pub loaded: Loaded,
     pub restore_us: u64,
+    /// Of that, the rebuild itself: after the file was opened and verified.
+    pub rebuild_us: u64,
 }
 
 /// Recovers the process in checkpoint `path` as a child of the caller: its descriptors reopened
@@ -735,6 +737,7 @@ pub fn recover(path: &Path, overrides: &[(u32, PathBuf)]) -> Result<Recovered, E
             loaded.offer.files[i].path
         ))
     };
+    let rebuild = Instant::now();
     // The native engine restores when the module can and the image fits this node.
     if crate::native::restore_available() {
         match crate::native_restore::fits(&loaded.offer) {
@@ -750,7 +753,12 @@ pub fn recover(path: &Path, overrides: &[(u32, PathBuf)]) -> Result<Recovered, E
                 let pid = parked.pid();
                 parked.thaw()?;
                 tracing::info!(pid = pid.as_raw(), engine = "native", "recovered {name}");
-                return Ok(Recovered { pid, loaded, restore_us: start.elapsed().as_micros() as u64 });
+                return Ok(Recovered {
+                    pid,
+                    loaded,
+                    restore_us: start.elapsed().as_micros() as u64,
+                    rebuild_us: rebuild.elapsed().as_micros() as u64,
+                });
             }
             Err(why) => tracing::info!(%why, "the native engine cannot restore this checkpoint here; the portable engine does"),
         }
@@ -784,7 +792,7 @@ pub fn recover(path: &Path, overrides: &[(u32, PathBuf)]) -> Result<Recovered, E
     for s in pending {
         let _ = nix::sys::signal::kill(pid, s);
     }
-    Ok(Recovered { pid, loaded, restore_us: start.elapsed().as_micros() as u64 })
+    Ok(Recovered { pid, loaded, restore_us: start.elapsed().as_micros() as u64, rebuild_us: rebuild.elapsed().as_micros() as u64 })
 }
 
 #[cfg(test)]

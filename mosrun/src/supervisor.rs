@@ -168,7 +168,7 @@ pub fn run(control_path: &Path, launch: Launch, opts: Options) -> Result<i32, Bo
         }
         Launch::Recover { file, overrides } => {
             let r = checkpoint::recover(&file, &overrides)?;
-            tracing::info!(file = %file.display(), old_pid = r.loaded.header.pid, pid = r.pid.as_raw(), us = r.restore_us, "recovered");
+            tracing::info!(file = %file.display(), old_pid = r.loaded.header.pid, pid = r.pid.as_raw(), us = r.restore_us, rebuild_us = r.rebuild_us, "recovered");
             (r.pid, r.loaded.header.command)
         }
     };

@@ -138,7 +138,9 @@ fn mosrun_w_refuses_a_return_that_comes_before_its_policy() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("home-only.txt");
     std::fs::write(&path, "written at home").unwrap();
-    let args = ["30", "50", path.to_str().unwrap(), "busy"];
+    // 80 steps of 50 ms: the job must outlast a pre-copy move on a loaded machine (30 steps once
+    // ended during the live copy, with VMs running beside the suite).
+    let args = ["80", "50", path.to_str().unwrap(), "busy"];
     let c = Cluster::start(2);
     let mut job = c.spawn_mosrun_with_env(1, &["-w"], wl::OPENER_DYNAMIC, &args, &[("MOS_TEST_POLICY_HELD", "1")]);
     let pid = job.pid();
