@@ -309,6 +309,13 @@ static void mosix_probe(void *data, struct pt_regs *regs, long id)
 
 	if (!READ_ONCE(mosix_icpt_n))
 		return;
+	/* Every task's calls pass here while anything is intercepted: a look without the lock first
+	 * (only the current task's own entry can match, and it is rechecked under the lock). */
+	for (i = 0; i < MOSIX_MAX_ICPT; i++)
+		if (READ_ONCE(mosix_icpt[i].task) == current)
+			break;
+	if (i == MOSIX_MAX_ICPT)
+		return;
 	spin_lock_irqsave(&mosix_icpt_lock, flags);
 	for (i = 0; i < MOSIX_MAX_ICPT; i++) {
 		if (mosix_icpt[i].task == current) {
@@ -354,7 +361,7 @@ int mosix_shim_intercept_add(struct task_struct *t, const void *l)
 	spin_lock_irqsave(&mosix_icpt_lock, flags);
 	for (i = 0; i < MOSIX_MAX_ICPT; i++) {
 		if (!mosix_icpt[i].task) {
-			mosix_icpt[i].task = t;
+			WRITE_ONCE(mosix_icpt[i].task, t);
 			mosix_icpt[i].l = l;
 			WRITE_ONCE(mosix_icpt_n, mosix_icpt_n + 1);
 			break;
@@ -383,7 +390,7 @@ bool mosix_shim_intercept_remove(const void *l)
 	spin_lock_irqsave(&mosix_icpt_lock, flags);
 	for (i = 0; i < MOSIX_MAX_ICPT; i++) {
 		if (mosix_icpt[i].l == l) {
-			mosix_icpt[i].task = NULL;
+			WRITE_ONCE(mosix_icpt[i].task, NULL);
 			mosix_icpt[i].l = NULL;
 			WRITE_ONCE(mosix_icpt_n, mosix_icpt_n - 1);
 			found = true;
