@@ -434,7 +434,10 @@ int mosix_shim_task_work_add_resume(struct callback_head *work)
 	if (!try_module_get(THIS_MODULE))
 		return -ENODEV;
 	init_task_work(work, mosix_shim_icpt_work);
-	r = task_work_add(current, work, TWA_RESUME);
+	/* TWA_SIGNAL, not TWA_RESUME: get_signal() runs task works before it dequeues a signal, so
+	 * the call is answered (or withdrawn) before a signal that came meanwhile is delivered, and
+	 * the handler's frame saves the call's result, not -ENOSYS. */
+	r = task_work_add(current, work, TWA_SIGNAL);
 	if (r)
 		module_put(THIS_MODULE);
 	return r;

@@ -476,7 +476,8 @@ pub(crate) fn set_user_regs(words: &[u64; 27]) {
 }
 
 /// Queues `intercept::mosix_icpt_park(work)` on the calling task, to run before it returns to user
-/// mode (TWA_RESUME). Callable with preemption off. The queued work holds a module reference.
+/// mode and before any signal is delivered (TWA_SIGNAL). Callable with preemption off. The queued
+/// work holds a module reference.
 ///
 /// # Safety
 ///

@@ -311,6 +311,65 @@ static void intercept(int fd) {
 	close(p[0]), close(p[1]), close(go[0]), close(go[1]);
 }
 
+/* Interception, a call not yet received: a signal withdraws it (-ERESTARTSYS). With SA_RESTART
+ * the handler runs and the call is made again, intercepted again; the answer then arrives. */
+static volatile sig_atomic_t handled;
+static void on_usr2_count(int sig) { (void)sig; handled++; }
+
+static void intercept_withdrawn(void) {
+	int p[2], go[2];
+	if (pipe(p) || pipe(go)) {
+		check(0, "withdraw: pipes");
+		return;
+	}
+	pid_t c = fork();
+	if (c == 0) {
+		struct sigaction sa = {.sa_handler = on_usr2_count, .sa_flags = SA_RESTART};
+		sigaction(SIGUSR2, &sa, NULL);
+		char b;
+		if (read(go[0], &b, 1) != 1)
+			_exit(2);
+		long r[2];
+		r[0] = syscall(SYS_getppid); /* withdrawn by SIGUSR2, made again, answered 99 */
+		r[1] = handled;
+		_exit(write(p[1], r, sizeof r) == sizeof r ? 0 : 3);
+	}
+	check(sleeping(c), "withdraw: the child blocks in its read");
+	int l = open("/dev/mosix", O_RDWR | O_CLOEXEC);
+	struct mosix_intercept req = {.pid = c};
+	/* The handler's return, the report and the exit run locally. */
+	req.local[SYS_rt_sigreturn / 64] |= 1ull << (SYS_rt_sigreturn % 64);
+	req.local[SYS_write / 64] |= 1ull << (SYS_write % 64);
+	req.local[SYS_exit_group / 64] |= 1ull << (SYS_exit_group % 64);
+	check(ioctl(l, MOSIX_IOC_INTERCEPT, &req) == 0, "withdraw: MOSIX_IOC_INTERCEPT");
+	if (write(go[1], "g", 1) != 1)
+		check(0, "withdraw: start the child");
+	struct pollfd pf = {.fd = l, .events = POLLIN};
+	check(poll(&pf, 1, 10000) == 1, "withdraw: a call waits");
+	kill(c, SIGUSR2); /* before NOTIF_RECV: the call is withdrawn */
+	/* The handler's return and the restarted getppid post it again. */
+	struct seccomp_notif n;
+	int got = 0;
+	for (int i = 0; i < 50 && !got; i++) {
+		memset(&n, 0, sizeof n);
+		if (poll(&pf, 1, 200) == 1 && ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n) == 0)
+			got = 1;
+	}
+	check(got && n.data.nr == SYS_getppid, "withdraw: the call is made again after the handler");
+	if (got && n.data.nr != SYS_getppid)
+		printf("mosix-probe: withdraw: call %d came instead\n", n.data.nr);
+	struct seccomp_notif_resp a = {.id = n.id, .val = 99};
+	check(ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &a) == 0, "withdraw: NOTIF_SEND 99");
+	close(p[1]);
+	long res[2] = {0};
+	check(read(p[0], res, sizeof res) == sizeof res, "withdraw: the child reports");
+	close(l);
+	check(res[0] == 99 && res[1] == 1, "withdraw: getppid returned the answer, the handler ran once");
+	int st;
+	check(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0, "withdraw: the child exits normally");
+	close(p[0]), close(go[0]), close(go[1]);
+}
+
 static int pending_mode(void) {
 	int fd = open("/dev/mosix", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
@@ -412,6 +471,7 @@ int main(int argc, char **argv) {
 	native_engine(fd);
 	same_as_ptrace(fd);
 	intercept(fd);
+	intercept_withdrawn();
 	close(fd);
 	if (failures) {
 		printf("MOSIX_PROBE_FAIL (%d failures)\n", failures);
