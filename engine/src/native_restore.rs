@@ -354,10 +354,19 @@ pub struct Setup<'a> {
     pub overrides: &'a [(u32, PathBuf)],
 }
 
-/// Adds the calls that unmap everything of the stub but the scratch area and its kernel areas.
+/// Adds the calls that unregister the stub's rseq area and unmap everything of the stub but the
+/// scratch area and its kernel areas.
 /// Returns those areas (name, start, length) and the kept ranges.
 #[allow(clippy::type_complexity)]
 fn unmap_stub(p: &mut Program) -> Result<(Vec<(String, u64, u64)>, Vec<(u64, u64)>), Error> {
+    // This process's rseq area (the stub's, inherited) goes with its memory: unregister it first,
+    // or the kernel's next write of the CPU number there (after a preemption) kills the stub. The
+    // registered length is glibc's; one of the two forms matches, the other fails harmlessly.
+    if let Some(area) = own_rseq() {
+        for len in [32u64, own_rseq_size()] {
+            p.plain("rseq(unregister)", libc::SYS_rseq, [area, len, 1, RSEQ_SIG, 0, 0], Check::Any)?;
+        }
+    }
     let mine = own_specials()?;
     let mut keep: Vec<(u64, u64)> = mine.iter().map(|(_, s, l)| (*s, s + l)).collect();
     keep.push((p.base, p.base + p.len));
@@ -483,13 +492,6 @@ fn build(img: &Staged, setup: &Setup, base: u64, len: u64, inherited: (i32, i32,
         }
     }
 
-    // This process's rseq area (the stub's, inherited) goes with its memory: unregister it. The
-    // registered length is glibc's; one of the two forms matches, the other fails harmlessly.
-    if let Some(area) = own_rseq() {
-        for len in [32u64, own_rseq_size()] {
-            p.plain("rseq(unregister)", libc::SYS_rseq, [area, len, 1, RSEQ_SIG, 0, 0], Check::Any)?;
-        }
-    }
     let (mine, keep) = unmap_stub(&mut p)?;
     // The kernel areas to the image's addresses, through free places (one may sit where another goes).
     let mut used_ranges: Vec<(u64, u64)> = keep.iter().map(|(s, e)| (*s, e - s)).collect();
@@ -817,21 +819,27 @@ mod tests {
     }
 
     fn scratch(len: u64) -> (u64, *mut libc::c_void) {
-        let used: Vec<(u64, u64)> = procfs::maps(Pid::this()).unwrap().iter().map(|m| (m.start, m.len())).collect();
-        let base = free_spot(&used, len).unwrap();
-        // SAFETY: a fresh anonymous mapping at a free place; unmapped by the test.
-        let m = unsafe {
-            libc::mmap(
-                base as *mut _,
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(m, libc::MAP_FAILED);
-        (base, m)
+        // Tests run in parallel threads: another may take the same place first; then the next.
+        let mut used: Vec<(u64, u64)> = procfs::maps(Pid::this()).unwrap().iter().map(|m| (m.start, m.len())).collect();
+        loop {
+            let base = free_spot(&used, len).unwrap();
+            // SAFETY: a fresh anonymous mapping at a free place (MAP_FIXED_NOREPLACE replaces
+            // nothing); unmapped by the test.
+            let m = unsafe {
+                libc::mmap(
+                    base as *mut _,
+                    len as usize,
+                    libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            if m != libc::MAP_FAILED {
+                return (base, m);
+            }
+            used.push((base, len));
+        }
     }
 
     #[test]
