@@ -4,7 +4,7 @@
 //! credential its mosd issued) and [`accept`] (mosd's migration server, with the cluster key).
 use crate::Error;
 use mos_proto::auth::ClusterKey;
-use mos_proto::secure::{self, Credential, SecureError, SecureStream, Ticket};
+use mos_proto::secure::{self, Credential, Half, SecureError, SecureStream, Ticket};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -102,6 +102,35 @@ impl Channel {
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.tcp().peer_addr()
+    }
+
+    /// Ends the connection both ways (a thread blocked on it returns).
+    pub fn shutdown(&self) {
+        let _ = self.tcp().shutdown(std::net::Shutdown::Both);
+    }
+
+    /// A second handle of this connection that holds one direction, for another thread, while
+    /// this one keeps the other (a post-copy's lazy phase receives and sends at once). On a plain
+    /// connection it is a clone of the socket; on a secure one the direction's session state is
+    /// lent ([`SecureStream::split_off`]) and must come back through [`Channel::rejoin`] before
+    /// this handle uses that direction again.
+    pub fn split_off(&mut self, half: Half) -> io::Result<Channel> {
+        match self {
+            Channel::Plain(s) => Ok(Channel::Plain(s.try_clone()?)),
+            Channel::Secure(s) => {
+                let tcp = s.get_ref().try_clone()?;
+                Ok(Channel::Secure(Box::new(s.split_off(tcp, half)?)))
+            }
+        }
+    }
+
+    /// Takes back a handle made by [`Channel::split_off`].
+    pub fn rejoin(&mut self, half: Channel) -> io::Result<()> {
+        match (self, half) {
+            (Channel::Plain(_), Channel::Plain(_)) => Ok(()),
+            (Channel::Secure(s), Channel::Secure(h)) => s.rejoin(*h),
+            _ => Err(io::Error::other("rejoin of a plain and a secure connection")),
+        }
     }
 }
 

@@ -104,15 +104,7 @@ pub fn migrate_out(pid: Pid, home_node: u32, target: SocketAddr, mode: Mode, cre
             (t, img, sent, None)
         }
         Mode::Lazy => {
-            let Channel::Plain(tcp) = &mut stream else {
-                // The lazy phase reads and writes the connection from two threads, which the
-                // encrypted stream cannot do yet.
-                return Err(fail(Error::Unsupported {
-                    pid: pid.as_raw(),
-                    reason: "post-copy (--lazy) is not available on a cluster with a key yet; use pre-copy (the default)".into(),
-                }));
-            };
-            let (t, img, sent) = lazy(tcp, pid, home_node)?;
+            let (t, img, sent) = lazy(&mut stream, pid, home_node)?;
             (t, img, sent, None)
         }
         // Without dirty tracking (an older kernel, or the process cannot take one more
@@ -223,7 +215,7 @@ fn stop_copy<S: std::io::Read + std::io::Write>(
 /// Post-copy: freeze, send everything but the lazy areas, wait for `Resumed`, then serve the lazy
 /// phase ([`crate::postcopy`]) with the process frozen here. If that fails, the remote copy is
 /// given up and the process resumes here.
-fn lazy(stream: &mut TcpStream, pid: Pid, home_node: u32) -> Result<(Tracee<Stopped>, capture::Image, capture::Sent), Failure> {
+fn lazy(stream: &mut Channel, pid: Pid, home_node: u32) -> Result<(Tracee<Stopped>, capture::Image, capture::Sent), Failure> {
     let fail = |e: Error| Failure { source: e, at_home: true };
     let (mut h, img, frozen_at) = freeze_and_capture(pid, home_node)?;
     let back_home = |h: Held, e: Error| match capture::thaw_held(h, img.home_regs) {
@@ -361,8 +353,7 @@ pub fn accept_fork_child<S: Read + Write>(stream: &mut S) -> Result<(Guest, Stat
 
 /// [`accept_guest_with`] once the `Offer` is read. `child_tid`: the process is a forked child; its
 /// home pid is stored at that address (unless 0) before it runs, as CLONE_CHILD_SETTID does.
-/// A post-copy's lazy phase is served here, on a plain connection only (home refuses to start
-/// one on an encrypted connection).
+/// A post-copy's lazy phase is served here.
 pub fn accept_offer(
     stream: &mut Channel,
     offer: Offer,
@@ -373,11 +364,7 @@ pub fn accept_offer(
     let start = Instant::now();
     let (guest, mut stats, lazy) = receive_offer(stream, offer, admit, resumed, child_tid)?;
     let Some((uffd, areas)) = lazy else { return Ok((guest, stats)) };
-    let served = match stream {
-        Channel::Plain(tcp) => crate::postcopy::serve_guest(tcp, uffd, &areas),
-        Channel::Secure(_) => Err(Error::Restore("a lazy migration on an encrypted connection".into())),
-    };
-    match served {
+    match crate::postcopy::serve_guest(stream, uffd, &areas) {
         Ok(f) => {
             stats.total_us = start.elapsed().as_micros() as u64;
             stats.faults = f.faults;

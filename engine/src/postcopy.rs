@@ -20,10 +20,15 @@
 //! The userfaultfd belongs to the target's stub, created while the stub was still root (so it takes
 //! faults from kernel mode too: `vm.unprivileged_userfaultfd=0` limits an unprivileged one to user
 //! mode) before it took the process's identity; the restore remaps its address space but keeps its
-//! `mm`. mosd takes it with pidfd_getfd. The target also follows the process's own changes to the
+//! `mm`. mosd takes it with pidfd_getfd.
+//!
+//! Both sides receive and send at once from two threads; on a secure connection (a cluster with a
+//! key) each direction's session state is lent to the other thread for the lazy phase
+//! ([`Channel::split_off`]) and taken back before the connection becomes the deputy channel. The target also follows the process's own changes to the
 //! lazy areas (userfaultfd events): pages it drops (MADV_DONTNEED) or unmaps are zero from then on
 //! and never filled from home's copy; moving memory (mremap) during the lazy phase ends the move
 //! (home resumes the process).
+use crate::channel::Channel;
 use crate::mem;
 use crate::precopy::{normalize, SentMap};
 use crate::sys::{self, UffdMsg};
@@ -31,12 +36,12 @@ use crate::Error;
 use mos_proto::frame::{self, Kind};
 use mos_proto::migration::*;
 use mos_proto::pages::{self, PageRun};
+use mos_proto::secure::Half;
 use mos_proto::PAGE_SIZE;
 use nix::errno::Errno;
 use nix::unistd::Pid;
 use std::collections::HashSet;
 use std::io::Write;
-use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
@@ -110,8 +115,8 @@ fn write_pages<W: Write>(w: &mut W, runs: &[PageRun], data: &[u8], st: &mut Serv
 /// `lazy` from the frozen home task `pid` (which it does not change), sends `LazyEnd`, and waits
 /// for `LazyDone`. On `Err` the remote copy must be given up (drop the connection) and the process
 /// resumed at home.
-pub fn serve_home(stream: &TcpStream, pid: Pid, lazy: &[(u64, u64)], resumed_at: Instant) -> Result<Served, Error> {
-    let mut rd = stream.try_clone()?;
+pub fn serve_home(stream: &mut Channel, pid: Pid, lazy: &[(u64, u64)], resumed_at: Instant) -> Result<Served, Error> {
+    let mut rd = stream.split_off(Half::Receiver)?;
     // The process may not fault for a long time: no read timeout (dead peers: `migrate::tune`).
     let _ = stream.set_read_timeout(None);
     let (tx, rx) = mpsc::channel();
@@ -133,26 +138,22 @@ pub fn serve_home(stream: &TcpStream, pid: Pid, lazy: &[(u64, u64)], resumed_at:
         };
         let end = !matches!(m, FromTarget::Request(_));
         if tx.send(m).is_err() || end {
-            return;
+            return rd;
         }
     });
     let r = push_all(stream, pid, lazy, &rx, resumed_at);
     if r.is_err() {
         // Ends the reader (and the remote copy).
-        let _ = stream.shutdown(std::net::Shutdown::Both);
+        stream.shutdown();
     }
-    let _ = reader.join();
-    r
+    let rd = reader.join().map_err(|_| Error::Restore("the lazy phase's reader panicked".into()))?;
+    let r = r?;
+    // The deputy channel goes on over the whole connection.
+    stream.rejoin(rd)?;
+    Ok(r)
 }
 
-fn push_all(
-    stream: &TcpStream,
-    pid: Pid,
-    lazy: &[(u64, u64)],
-    rx: &mpsc::Receiver<FromTarget>,
-    resumed_at: Instant,
-) -> Result<Served, Error> {
-    let mut w = stream;
+fn push_all(w: &mut Channel, pid: Pid, lazy: &[(u64, u64)], rx: &mpsc::Receiver<FromTarget>, resumed_at: Instant) -> Result<Served, Error> {
     let mut st = Served::default();
     let mut sent = SentMap::default();
     let mut buf = vec![0u8; (PUSH_PAGES.max(FAULT_PAGES) * PAGE) as usize];
@@ -161,7 +162,7 @@ fn push_all(
         while a < e {
             loop {
                 match rx.try_recv() {
-                    Ok(FromTarget::Request(r)) => answer(&mut w, pid, lazy, r, &mut sent, &mut buf, &mut st)?,
+                    Ok(FromTarget::Request(r)) => answer(w, pid, lazy, r, &mut sent, &mut buf, &mut st)?,
                     Ok(FromTarget::Done) => return Err(Error::Restore("the target ended the lazy phase early".into())),
                     Ok(FromTarget::Gone(e)) => return Err(e),
                     Err(mpsc::TryRecvError::Empty) => break,
@@ -169,11 +170,11 @@ fn push_all(
                 }
             }
             let n = ((e - a) / PAGE).min(PUSH_PAGES);
-            push_chunk(&mut w, pid, a, n, &mut sent, &mut buf, &mut st)?;
+            push_chunk(w, pid, a, n, &mut sent, &mut buf, &mut st)?;
             a += n * PAGE;
         }
     }
-    frame::write_msg(&mut w, Kind::LazyEnd, &LazyEnd { pushed: st.pages - st.faults })?;
+    frame::write_msg(w, Kind::LazyEnd, &LazyEnd { pushed: st.pages - st.faults })?;
     let deadline = Instant::now() + DONE_TIMEOUT;
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -343,16 +344,16 @@ struct Shared {
 /// The target's half of the lazy phase, with the process running: serves its faults (asking home)
 /// and copies in every page home sends until `LazyEnd`; then closes the userfaultfd and answers
 /// `LazyDone`. On `Err` the process cannot go on (kill it).
-pub fn serve_guest(stream: &mut TcpStream, uffd: OwnedFd, lazy: &[(u64, u64)]) -> Result<Filled, Error> {
+pub fn serve_guest(stream: &mut Channel, uffd: OwnedFd, lazy: &[(u64, u64)]) -> Result<Filled, Error> {
     let shared = Mutex::new(Shared { dropped: Vec::new(), failed: None });
     let (stop_r, stop_w) = nix::unistd::pipe().map_err(|e| Error::Sys { what: "pipe", pid: 0, errno: e })?;
-    let mut writer = stream.try_clone()?;
+    let mut writer = stream.split_off(Half::Sender)?;
     let mut filled = Filled::default();
     let r = std::thread::scope(|sc| {
         let faults = sc.spawn(|| fault_loop(&uffd, &stop_r, &mut writer, lazy, &shared));
         let r = fill_loop(stream, &uffd, &shared, &mut filled);
         if r.is_err() {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+            stream.shutdown();
         }
         let _ = nix::unistd::write(&stop_w, &[1]);
         let n = faults.join().unwrap_or(Ok(0));
@@ -362,6 +363,7 @@ pub fn serve_guest(stream: &mut TcpStream, uffd: OwnedFd, lazy: &[(u64, u64)]) -
         return Err(Error::Restore(why));
     }
     filled.faults = r?;
+    stream.rejoin(writer)?;
     // Every non-zero page is in: the pages still missing are zero, and faults map them so once no
     // userfaultfd is left (blocked faulting threads retry).
     drop(uffd);
@@ -369,7 +371,7 @@ pub fn serve_guest(stream: &mut TcpStream, uffd: OwnedFd, lazy: &[(u64, u64)]) -
     Ok(filled)
 }
 
-fn fault_loop(uffd: &OwnedFd, stop: &OwnedFd, w: &mut TcpStream, lazy: &[(u64, u64)], shared: &Mutex<Shared>) -> Result<u64, Error> {
+fn fault_loop(uffd: &OwnedFd, stop: &OwnedFd, w: &mut Channel, lazy: &[(u64, u64)], shared: &Mutex<Shared>) -> Result<u64, Error> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut asked: HashSet<u64> = HashSet::new();
     let mut msgs: Vec<UffdMsg> = Vec::new();
@@ -425,7 +427,7 @@ fn fault_loop(uffd: &OwnedFd, stop: &OwnedFd, w: &mut TcpStream, lazy: &[(u64, u
                     }
                     UFFD_EVENT_REMAP => {
                         sh.failed = Some("the process moved lazily migrated memory (mremap) before it had all its pages".into());
-                        let _ = w.shutdown(std::net::Shutdown::Both);
+                        w.shutdown();
                         return Ok(asked.len() as u64);
                     }
                     _ => {}
@@ -438,7 +440,7 @@ fn fault_loop(uffd: &OwnedFd, stop: &OwnedFd, w: &mut TcpStream, lazy: &[(u64, u
     }
 }
 
-fn fill_loop(stream: &mut TcpStream, uffd: &OwnedFd, shared: &Mutex<Shared>, filled: &mut Filled) -> Result<(), Error> {
+fn fill_loop(stream: &mut Channel, uffd: &OwnedFd, shared: &Mutex<Shared>, filled: &mut Filled) -> Result<(), Error> {
     let mut frames = 0u64;
     loop {
         let f = frame::read_frame(stream)?;

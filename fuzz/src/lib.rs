@@ -12,10 +12,7 @@ pub fn postcard_body<T: Serialize + DeserializeOwned>(kind: Kind, data: &[u8]) {
     // A decoded body was at most the input, so re-encoding stays within the frame limit unless the
     // input was already over it.
     let Ok(once) = frame::encode(kind, &v) else {
-        assert!(
-            data.len() > kind.max_body() as usize,
-            "a decodable body failed to re-encode"
-        );
+        assert!(data.len() > kind.max_body() as usize, "a decodable body failed to re-encode");
         return;
     };
     let again: T = frame::decode_body(kind, &once[HEADER_LEN..]).expect("re-encoded body decodes");
@@ -40,14 +37,10 @@ pub fn whole_frame(data: &[u8]) {
     };
     assert_eq!(f.body.len() + HEADER_LEN, data.len());
     if f.version == VERSION {
-        assert_eq!(
-            Header::encode(f.kind, f.body.len() as u32),
-            data[..HEADER_LEN]
-        );
+        assert_eq!(Header::encode(f.kind, f.body.len() as u32), data[..HEADER_LEN]);
     }
     // The stream reader agrees with the slice parser.
-    let g = frame::read_frame(&mut std::io::Cursor::new(data))
-        .expect("read_frame agrees with parse_frame");
+    let g = frame::read_frame(&mut std::io::Cursor::new(data)).expect("read_frame agrees with parse_frame");
     assert_eq!(f, g);
     use mos_proto::control::{Command, Reply, Request};
     use mos_proto::deputy::DeputyMsg;
@@ -252,6 +245,8 @@ pub fn run_target(name: &str, data: &[u8]) -> Option<()> {
         "gossip" => gossip_datagram(data),
         "auth" => auth_envelope(data),
         "secure" => secure_stream(data),
+        "checkpoint" => checkpoint_file(data),
+        "map_update" => postcard_body::<migration::MapUpdate>(Kind::MapUpdate, data),
         _ => return None,
     }
     Some(())

@@ -30,6 +30,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 pub const MAGIC: [u8; 4] = *b"MOSN";
 pub const VERSION: u16 = 1;
@@ -208,7 +209,7 @@ pub fn initiate_with<S: Read + Write>(mut s: S, cred: &Credential, suite: &str) 
     s.flush()?;
     let reply = read_handshake_msg(&mut s)?;
     hs.read_message(&reply, &mut m).map_err(noise_err)?;
-    Ok(SecureStream::new(s, hs.into_transport_mode().map_err(noise_err)?))
+    Ok(SecureStream::new(s, hs.into_stateless_transport_mode().map_err(noise_err)?))
 }
 
 /// Accepts a secure connection over `s` (the responder: the node a process moves to), checking
@@ -247,7 +248,7 @@ pub fn respond_with<S: Read + Write>(
     let n = hs.write_message(&[], &mut m).map_err(noise_err)?;
     write_msg(&mut s, &m[..n])?;
     s.flush()?;
-    Ok((SecureStream::new(s, hs.into_transport_mode().map_err(noise_err)?), ticket))
+    Ok((SecureStream::new(s, hs.into_stateless_transport_mode().map_err(noise_err)?), ticket))
 }
 
 /// A connected pair of streams over `a` (initiator) and `b` (responder), the handshake done in
@@ -267,13 +268,15 @@ pub fn pair_in_memory<A, B>(a: A, b: B, key: &ClusterKey, suite: &str) -> Result
     let n = r.write_message(&[], &mut m).map_err(noise_err)?;
     i.read_message(&m[..n], &mut p).map_err(noise_err)?;
     Ok((
-        SecureStream::new(a, i.into_transport_mode().map_err(noise_err)?),
-        SecureStream::new(b, r.into_transport_mode().map_err(noise_err)?),
+        SecureStream::new(a, i.into_stateless_transport_mode().map_err(noise_err)?),
+        SecureStream::new(b, r.into_stateless_transport_mode().map_err(noise_err)?),
     ))
 }
 
-/// The receiving half's buffers: ciphertext as it arrived, and the plaintext of one message.
+/// The receiving direction: ciphertext as it arrived, the plaintext of one message, and the
+/// nonce of the next message expected.
 struct Rx {
+    nonce: u64,
     /// Room for two whole messages: one being consumed and the next arriving.
     wire: Box<[u8]>,
     start: usize,
@@ -303,17 +306,33 @@ pub struct SecureStream<S> {
     st: State,
 }
 
-/// Everything of a [`SecureStream`] but the wrapped stream.
+/// The sending direction: the messages of one `write`, and the nonce of the next one.
+struct Tx {
+    nonce: u64,
+    buf: Vec<u8>,
+    failed: bool,
+}
+
+/// Everything of a [`SecureStream`] but the wrapped stream. The keys are shared by the two halves
+/// of a split stream ([`SecureStream::split_off`]); each direction, with its nonce, is held by
+/// exactly one of them (`None` in the other).
 struct State {
-    noise: snow::TransportState,
-    rx: Rx,
-    tx: Vec<u8>,
-    tx_failed: bool,
+    noise: Arc<snow::StatelessTransportState>,
+    rx: Option<Box<Rx>>,
+    tx: Option<Tx>,
+}
+
+/// A direction of a [`SecureStream`], to lend to another thread ([`SecureStream::split_off`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    Receiver,
+    Sender,
 }
 
 impl<S> std::fmt::Debug for SecureStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecureStream").field("buffered", &(self.st.rx.p_end - self.st.rx.p_start)).finish_non_exhaustive()
+        let buffered = self.st.rx.as_ref().map(|rx| rx.p_end - rx.p_start);
+        f.debug_struct("SecureStream").field("buffered", &buffered).field("sends", &self.st.tx.is_some()).finish_non_exhaustive()
     }
 }
 
@@ -322,8 +341,9 @@ fn broken(what: &str) -> io::Error {
 }
 
 impl<S> SecureStream<S> {
-    fn new(inner: S, noise: snow::TransportState) -> SecureStream<S> {
+    fn new(inner: S, noise: snow::StatelessTransportState) -> SecureStream<S> {
         let rx = Rx {
+            nonce: 0,
             wire: vec![0u8; 2 * WIRE_MAX].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -332,7 +352,8 @@ impl<S> SecureStream<S> {
             p_end: 0,
             failed: false,
         };
-        SecureStream { inner, st: State { noise, rx, tx: Vec::with_capacity(TX_BATCH * WIRE_MAX), tx_failed: false } }
+        let tx = Tx { nonce: 0, buf: Vec::with_capacity(TX_BATCH * WIRE_MAX), failed: false };
+        SecureStream { inner, st: State { noise: Arc::new(noise), rx: Some(Box::new(rx)), tx: Some(tx) } }
     }
 
     pub fn get_ref(&self) -> &S {
@@ -348,27 +369,60 @@ impl<S> SecureStream<S> {
         &mut self.inner
     }
 
-    /// Nonce of the next message sent.
+    /// Nonce of the next message sent (0 in a receiving half).
     pub fn sending_nonce(&self) -> u64 {
-        self.st.noise.sending_nonce()
+        self.st.tx.as_ref().map_or(0, |tx| tx.nonce)
     }
 
     /// The same keys over another stream, with empty buffers, a cleared failure and the next
     /// message expected with nonce `recv_nonce` (fuzzing: one handshake, many inputs).
     pub fn rewire<T>(self, inner: T, recv_nonce: u64) -> SecureStream<T> {
         let mut st = self.st;
-        st.noise.set_receiving_nonce(recv_nonce);
-        let rx = &mut st.rx;
-        (rx.start, rx.end, rx.p_start, rx.p_end, rx.failed) = (0, 0, 0, 0, false);
-        st.tx_failed = false;
+        if let Some(rx) = st.rx.as_deref_mut() {
+            (rx.nonce, rx.start, rx.end, rx.p_start, rx.p_end, rx.failed) = (recv_nonce, 0, 0, 0, 0, false);
+        }
+        if let Some(tx) = st.tx.as_mut() {
+            tx.failed = false;
+        }
         SecureStream { inner, st }
     }
 
     /// Whether stream data has already been received that a `read` returns without reading `S`
     /// (decrypted bytes, or a whole message): a poll on the underlying socket does not show it.
     pub fn buffered(&self) -> bool {
-        let rx = &self.st.rx;
-        rx.p_start < rx.p_end || !matches!(rx.whole(), Ok(None))
+        self.st.rx.as_ref().is_some_and(|rx| rx.p_start < rx.p_end || !matches!(rx.whole(), Ok(None)))
+    }
+
+    /// Lends one direction of the session, with what it holds (received data not yet read, the
+    /// nonces), to a stream over `inner`: another handle of the same connection (e.g. a
+    /// `TcpStream::try_clone`) for another thread. The two then receive and send at the same time;
+    /// each fails the direction it does not hold ("lent out"). [`SecureStream::rejoin`] takes it back.
+    pub fn split_off<T>(&mut self, inner: T, half: Half) -> io::Result<SecureStream<T>> {
+        let lent = |what: &str| io::Error::other(format!("secure stream: the {what} direction is lent out already"));
+        let st = match half {
+            Half::Receiver => {
+                State { noise: Arc::clone(&self.st.noise), rx: Some(self.st.rx.take().ok_or_else(|| lent("receiving"))?), tx: None }
+            }
+            Half::Sender => {
+                State { noise: Arc::clone(&self.st.noise), rx: None, tx: Some(self.st.tx.take().ok_or_else(|| lent("sending"))?) }
+            }
+        };
+        Ok(SecureStream { inner, st })
+    }
+
+    /// Takes back what [`SecureStream::split_off`] lent (the other stream is dropped). Refused,
+    /// changing nothing, for a stream of another session or a direction this one still holds.
+    pub fn rejoin<T>(&mut self, half: SecureStream<T>) -> io::Result<()> {
+        let st = half.st;
+        if !Arc::ptr_eq(&st.noise, &self.st.noise) {
+            return Err(io::Error::other("secure stream: rejoin with a stream of another session"));
+        }
+        if (st.rx.is_some() && self.st.rx.is_some()) || (st.tx.is_some() && self.st.tx.is_some()) {
+            return Err(io::Error::other("secure stream: rejoin of a direction that was not lent out"));
+        }
+        self.st.rx = self.st.rx.take().or(st.rx);
+        self.st.tx = self.st.tx.take().or(st.tx);
+        Ok(())
     }
 
     /// Reads stream data like `read`, taking ciphertext from `src` instead of the wrapped stream
@@ -384,7 +438,9 @@ impl State {
         if buf.is_empty() {
             return Ok(0);
         }
-        let rx = &mut self.rx;
+        let Some(rx) = self.rx.as_deref_mut() else {
+            return Err(io::Error::other("secure stream: the receiving direction is lent out"));
+        };
         loop {
             if rx.failed {
                 return Err(broken("a message failed to decrypt or had a bad length"));
@@ -398,8 +454,9 @@ impl State {
             match rx.whole() {
                 Ok(Some(len)) => {
                     let msg = &rx.wire[rx.start + 2..rx.start + 2 + len];
-                    match self.noise.read_message(msg, &mut rx.plain) {
+                    match self.noise.read_message(rx.nonce, msg, &mut rx.plain) {
                         Ok(n) => {
+                            rx.nonce += 1;
                             rx.start += 2 + len;
                             rx.p_start = 0;
                             rx.p_end = n;
@@ -433,15 +490,16 @@ impl State {
     }
 
     /// Encrypts up to [`TX_BATCH`] messages of `buf` into `tx`; returns the stream bytes taken.
-    fn seal(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx.clear();
+    fn seal(noise: &snow::StatelessTransportState, tx: &mut Tx, buf: &[u8]) -> io::Result<usize> {
+        tx.buf.clear();
         let mut taken = 0;
         for chunk in buf.chunks(MAX_PLAIN).take(TX_BATCH) {
-            let at = self.tx.len();
-            self.tx.resize(at + 2 + chunk.len() + TAG_LEN, 0);
-            let n = self.noise.write_message(chunk, &mut self.tx[at + 2..]).map_err(|e| broken(&e.to_string()))?;
+            let at = tx.buf.len();
+            tx.buf.resize(at + 2 + chunk.len() + TAG_LEN, 0);
+            let n = noise.write_message(tx.nonce, chunk, &mut tx.buf[at + 2..]).map_err(|e| broken(&e.to_string()))?;
+            tx.nonce += 1;
             debug_assert_eq!(n, chunk.len() + TAG_LEN);
-            self.tx[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
+            tx.buf[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
             taken += chunk.len();
         }
         Ok(taken)
@@ -459,15 +517,18 @@ impl<S: Write> Write for SecureStream<S> {
     /// of the wrapped stream. A failed or timed-out send breaks the stream (a message may have
     /// been cut): later writes fail.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.st.tx_failed {
+        let Some(tx) = self.st.tx.as_mut() else {
+            return Err(io::Error::other("secure stream: the sending direction is lent out"));
+        };
+        if tx.failed {
             return Err(broken("an earlier send failed"));
         }
         if buf.is_empty() {
             return Ok(0);
         }
-        let taken = self.st.seal(buf)?;
-        if let Err(e) = self.inner.write_all(&self.st.tx) {
-            self.st.tx_failed = true;
+        let taken = State::seal(&self.st.noise, tx, buf)?;
+        if let Err(e) = self.inner.write_all(&tx.buf) {
+            tx.failed = true;
             return Err(e);
         }
         Ok(taken)
@@ -553,6 +614,78 @@ mod tests {
         // A clean close reads as end of stream.
         drop(i);
         assert_eq!(r.read(&mut b).unwrap(), 0);
+    }
+
+    /// Both directions used at once from two threads, as a post-copy's lazy phase does, then the
+    /// stream whole again; a half refuses the direction it does not hold, and a stream of another
+    /// session cannot be rejoined.
+    #[test]
+    fn a_split_stream_sends_and_receives_from_two_threads_and_rejoins() {
+        let k = key("a cluster key of some length");
+        let (i, r) = pair(&k, &k);
+        let (mut i, (mut r, _)) = (i.unwrap(), r.unwrap());
+        i.write_all(b"before").unwrap();
+        let mut b = [0u8; 6];
+        r.read_exact(&mut b).unwrap();
+        // Data already received but not read travels with the receiving half.
+        r.write_all(b"early!").unwrap();
+        let mut one = [0u8; 1];
+        i.read_exact(&mut one).unwrap();
+        let clone = tap(i.get_ref().s.try_clone().unwrap());
+        let mut rx = i.split_off(clone, Half::Receiver).unwrap();
+        assert!(i.split_off(tap(i.get_ref().s.try_clone().unwrap()), Half::Receiver).is_err(), "lent twice");
+        assert!(i.read(&mut one).is_err(), "the sender read");
+        assert!(rx.write(b"x").is_err(), "the receiver wrote");
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; 5];
+            rx.read_exact(&mut got).unwrap();
+            let mut all = Vec::new();
+            for _ in 0..200 {
+                let mut m = [0u8; 1000];
+                rx.read_exact(&mut m).unwrap();
+                all.extend_from_slice(&m);
+            }
+            (rx, got, all)
+        });
+        let peer = std::thread::spawn(move || {
+            for n in 0..200u32 {
+                r.write_all(&[n as u8; 1000]).unwrap();
+                let mut m = [0u8; 4];
+                r.read_exact(&mut m).unwrap();
+                assert_eq!(u32::from_le_bytes(m), n);
+            }
+            r
+        });
+        for n in 0..200u32 {
+            i.write_all(&n.to_le_bytes()).unwrap();
+        }
+        let (rx, got, all) = reader.join().unwrap();
+        let mut r = peer.join().unwrap();
+        assert_eq!(&got, b"arly!");
+        assert!(all.chunks(1000).enumerate().all(|(n, c)| c.iter().all(|b| *b == n as u8)));
+        // Another session's half is refused, and nothing changes.
+        let (i2, _) = pair(&k, &k);
+        let mut i2 = i2.unwrap();
+        let foreign = i2.split_off(tap(i2.get_ref().s.try_clone().unwrap()), Half::Receiver).unwrap();
+        assert!(i.rejoin(foreign).is_err());
+        i.rejoin(rx).unwrap();
+        i.write_all(b"after").unwrap();
+        r.write_all(b"reply").unwrap();
+        let mut b = [0u8; 5];
+        r.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"after");
+        i.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"reply");
+        // The sending direction can be lent the same way.
+        let mut tx = i.split_off(tap(i.get_ref().s.try_clone().unwrap()), Half::Sender).unwrap();
+        assert!(i.write(b"x").is_err(), "the receiver wrote");
+        tx.write_all(b"lent!").unwrap();
+        r.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"lent!");
+        i.rejoin(tx).unwrap();
+        i.write_all(b"again").unwrap();
+        r.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"again");
     }
 
     #[test]

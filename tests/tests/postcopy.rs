@@ -37,9 +37,13 @@ fn uffd_trace(pid: u32) -> Option<String> {
 /// Runs `program args` under mosrun on node 1, waits for `lines` lines, moves it lazily to node 2,
 /// checks its output against a run without MOS and returns the statistics.
 fn lazy_move(program: &str, args: &[&str], lines: usize) -> Value {
+    lazy_move_in(&Cluster::start(2), program, args, lines)
+}
+
+/// [`lazy_move`] on the cluster `c`.
+fn lazy_move_in(c: &Cluster, program: &str, args: &[&str], lines: usize) -> Value {
     let want = reference(program, args, REF_TIMEOUT);
     assert_eq!(want.status.code(), Some(0), "reference run of {program}: {} {}", describe(&want.status), text(&want.stderr));
-    let c = Cluster::start(2);
     let (mut job, pid) = c.start_job(1, program, args);
     job.wait_lines(lines, LINE_TIMEOUT);
     let pid_s = pid.to_string();
@@ -74,6 +78,18 @@ fn lazy_memtouch_reads_all_its_memory_exactly() {
     // lazy phase ends): churn below must.
     let st = lazy_move(wl::MEMTOUCH_STATIC, &["64", "400", "2"], 3);
     assert!(num(&st, "pages_sent") >= 16384, "64 MiB of non-zero data but only {} pages sent: {st}", num(&st, "pages_sent"));
+}
+
+/// On a cluster with a key the lazy phase runs over the encrypted stream, each direction lent to
+/// its own thread on both sides, and the connection then carries the deputy channel (churn
+/// writes its lines through it).
+#[test]
+fn lazy_churn_is_exact_on_a_keyed_cluster() {
+    const KEY: &str = "the post-copy test's cluster key\n";
+    let c = Cluster::start_with_env(2, &[(1, "MOS_TEST_KEY", KEY), (2, "MOS_TEST_KEY", KEY)]);
+    let st = lazy_move_in(&c, wl::CHURN_DYNAMIC, &["64", "3000", "2000", "25"], 3);
+    assert!(num(&st, "faults") >= 1, "{st}");
+    assert!(c.log(2).contains("secure=true"), "node 2 did not take the process on a secure stream:\n{}", c.log(2));
 }
 
 /// churn writes pages, drops some (MADV_DONTNEED: they must read as zero, not as home's copy),

@@ -232,20 +232,3 @@ fn fork_join_without_homes_token_gets_no_child() {
     assert!(c.ps_row(2, pid, true).is_some(), "the guest is gone from node 2: {}", c.log(2));
     job.proc.kill();
 }
-
-/// Post-copy is not offered on a keyed cluster yet (its lazy phase would need the encrypted
-/// stream from two threads): `mosctl migrate --lazy` says so and the process stays home, unharmed.
-#[test]
-fn lazy_migration_is_refused_clearly_on_a_keyed_cluster() {
-    let c = Cluster::start_with_env(2, &[(1, "MOS_TEST_KEY", KEY_A), (2, "MOS_TEST_KEY", KEY_A)]);
-    let want = mos_tests::reference(WL_RUST, &["30", "30"], Duration::from_secs(120));
-    let (mut job, pid) = c.start_job(1, WL_RUST, &["30", "30"]);
-    job.wait_lines(2, Duration::from_secs(60));
-    let out = c.mosctl(1, &["migrate", "--lazy", &pid.to_string(), "2"]);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success() && err.contains("not available on a cluster with a key"), "mosctl migrate --lazy: {err}");
-    assert_eq!(c.ps_row(1, pid, false).and_then(|r| r["node"].as_u64()), Some(1), "the process left home");
-    let st = job.wait(Duration::from_secs(120));
-    assert_eq!(st.code(), Some(7), "exit status");
-    mos_tests::assert_same_output(&job.stdout(), &want.stdout, "a job whose lazy move was refused");
-}

@@ -8,10 +8,24 @@
 ROUNDS=${ROUNDS:-3}
 insmod /mos/mosix.ko || { echo "MOS_FAIL callbench: insmod"; exit 1; }
 [ "$NODE" = 3 ] && export MOS_ENGINE=portable
-[ "$NODE" = 1 ] || { serve; exit; }
+# VMs 2 and 3 echo for the TCP round-trip floor (pingpong.c).
+[ "$NODE" = 1 ] || { /mos/bin/pingpong serve 5000 & serve; exit; }
 fail() { log "$*"; mosctl ps; echo "MOS_FAIL callbench"; exit 1; }
 start_mosd || fail "mosd did not start"
 wait_for 90 "$NODES nodes up" all_up || fail "the cluster did not form"
+# The floors under a forwarded call on these VMs: two tasks of one VM handing a byte over and
+# back (two wake-ups), a one-byte TCP round trip between user processes of VM 1 and VM 2/3, and
+# an ICMP echo (answered by VM 2/3's kernel: the network alone).
+floors() {
+  for t in 1 2 3; do
+    echo "MOS_CALLBENCH floor $(/mos/bin/pingpong pipe 2000)"
+    for vm in 2 3; do
+      echo "MOS_CALLBENCH floor vm$vm $(/mos/bin/pingpong tcp 10.77.0.$vm 5000 1000)"
+      echo "MOS_CALLBENCH floor vm$vm icmp $(ping -c 50 -i 0.05 -q 10.77.0.$vm | tail -1)"
+    done
+  done
+}
+floors
 mosrun /mos/bin/callrate 100000 200 > /tmp/cr.out 2> /tmp/cr.err &
 job_pid() { mosctl ps | awk '/callrate/ { print $1; exit }'; }
 has_job() { [ -n "$(job_pid)" ]; }
