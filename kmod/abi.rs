@@ -28,9 +28,11 @@ pub(crate) mod feature {
     /// Intercept a remote component's system calls without seccomp or ptrace
     /// ([`MOSIX_IOC_INTERCEPT`], then the seccomp user-notification ioctls on that descriptor).
     pub(crate) const INTERCEPT: u32 = 1 << 3;
+    /// The queued signals of a frozen process with their siginfo ([`MOSIX_IOC_SIGINFO`]).
+    pub(crate) const SIGINFO: u32 = 1 << 4;
     /// What this build provides on this kernel (interception needs its tracepoints).
     pub(crate) fn provided() -> u32 {
-        FREEZE | CAPTURE | RESTORE | if crate::sys::can_intercept() { INTERCEPT } else { 0 }
+        FREEZE | CAPTURE | RESTORE | SIGINFO | if crate::sys::can_intercept() { INTERCEPT } else { 0 }
     }
 }
 
@@ -184,6 +186,30 @@ pub(crate) struct Intercept {
     pub(crate) reserved: u64,
 }
 
+/// Argument of [`MOSIX_IOC_SIGINFO`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SigInfo {
+    /// In: the process frozen through this descriptor.
+    pub(crate) pid: i32,
+    /// In: room at `buf`, in siginfo slots of [`SIGINFO_SLOT`] bytes (at most [`SIGINFO_MAX`]).
+    /// Out: slots written.
+    pub(crate) count: u32,
+    /// In: user address of the slots (each a `siginfo_t`, as PTRACE_PEEKSIGINFO writes it).
+    pub(crate) buf: u64,
+    /// In: queued signals to skip (a caller reads a long queue in steps).
+    pub(crate) skip: u32,
+    /// Out: signals queued in all.
+    pub(crate) total: u32,
+    /// Must be zero (else `EINVAL`).
+    pub(crate) reserved: u64,
+}
+
+/// Bytes of one siginfo slot of [`SigInfo::buf`] (`sizeof(siginfo_t)`).
+pub(crate) const SIGINFO_SLOT: usize = 128;
+/// Largest [`SigInfo::count`] taken in one call.
+pub(crate) const SIGINFO_MAX: u32 = 64;
+
 /// `struct seccomp_notif` (include/uapi/linux/seccomp.h), as `SECCOMP_IOCTL_NOTIF_RECV` fills it.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -212,6 +238,7 @@ pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 
 // Layouts are part of the ABI: no padding anywhere.
 const _: () = assert!(size_of::<Intercept>() == 88);
+const _: () = assert!(size_of::<SigInfo>() == 32);
 const _: () = assert!(size_of::<SeccompNotif>() == 80);
 const _: () = assert!(size_of::<SeccompResp>() == 24);
 const _: () = assert!(size_of::<Restore>() == 312);
@@ -240,6 +267,10 @@ unsafe impl FromBytes for Context {}
 unsafe impl FromBytes for Restore {}
 // SAFETY: as above.
 unsafe impl FromBytes for Intercept {}
+// SAFETY: integers only, no padding (asserted): every bit pattern is valid.
+unsafe impl FromBytes for SigInfo {}
+// SAFETY: as above, so every byte is initialised.
+unsafe impl AsBytes for SigInfo {}
 // SAFETY: as above.
 unsafe impl FromBytes for SeccompResp {}
 // SAFETY: integers only, no padding (asserted), so every byte is initialised.
@@ -262,6 +293,9 @@ pub(crate) const MOSIX_IOC_RESTORE: u32 = _IOW::<Restore>(MAGIC, 5);
 /// `_IOW(0xB7, 6, struct mosix_intercept)`: this descriptor becomes the listener of a process's
 /// system calls (see intercept.rs).
 pub(crate) const MOSIX_IOC_INTERCEPT: u32 = _IOW::<Intercept>(MAGIC, 6);
+/// `_IOWR(0xB7, 7, struct mosix_siginfo)`: the queued signals of the process frozen through this
+/// descriptor, with their siginfo.
+pub(crate) const MOSIX_IOC_SIGINFO: u32 = _IOWR::<SigInfo>(MAGIC, 7);
 /// The seccomp user-notification ioctls an intercepting descriptor answers (same numbers).
 pub(crate) const SECCOMP_IOCTL_NOTIF_RECV: u32 = 0xc050_2100;
 pub(crate) const SECCOMP_IOCTL_NOTIF_SEND: u32 = 0xc018_2101;

@@ -8,7 +8,7 @@
 //! ptrace stop, signal or job-control state is involved. Only SIGKILL ends the park early.
 //! A descriptor freezes one process at a time; closing it thaws that process, so a freezer that
 //! dies never leaves a process frozen.
-use crate::abi::{Context, SigAction, Target};
+use crate::abi::{Context, SigAction, SigInfo, Target, SIGINFO_MAX, SIGINFO_SLOT};
 use crate::intercept::Listener;
 use crate::sys::{self, TaskRef};
 use core::mem::size_of;
@@ -357,5 +357,32 @@ pub(crate) fn context(file: &FileState, arg: usize) -> Result<i32> {
     }
     drop(held);
     writer.write(&*ctx)?;
+    Ok(0)
+}
+
+/// `MOSIX_IOC_SIGINFO`: the queued signals of the process frozen through this descriptor, with
+/// their siginfo (what PTRACE_PEEKSIGINFO gives a tracer), for a move that carries them along.
+pub(crate) fn siginfo(file: &FileState, arg: usize) -> Result<i32> {
+    let (mut reader, mut writer) = UserSlice::new(arg, size_of::<SigInfo>()).reader_writer();
+    let mut req: SigInfo = reader.read()?;
+    if req.reserved != 0 || req.count > SIGINFO_MAX {
+        return Err(EINVAL);
+    }
+    let held = file.lock()?;
+    let f = match file.current(&held) {
+        Some(f) if f.pid == req.pid => f,
+        _ => return Err(sys::esrch()),
+    };
+    if f.state.load(Ordering::Acquire) != PARKED {
+        return Err(sys::esrch());
+    }
+    let mut out = KVec::from_elem(0u8, req.count as usize * SIGINFO_SLOT, GFP_KERNEL)?;
+    let (total, written) = f.task.peek_siginfo(req.skip, &mut out, SIGINFO_SLOT)?;
+    drop(held);
+    let n = written as usize * SIGINFO_SLOT;
+    UserSlice::new(req.buf as usize, n).writer().write_slice(&out[..n])?;
+    req.count = written;
+    req.total = total;
+    writer.write(&req)?;
     Ok(0)
 }

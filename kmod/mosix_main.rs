@@ -16,7 +16,7 @@
 //!   - `MOSIX_IOC_VERSION = _IOR(0xB7, 0, struct mosix_version { u32 abi; u32 features; })`:
 //!     fills in the module's ABI version (2) and the feature bits it provides (bit 0 freeze/thaw,
 //!     bit 1 context capture, bit 2 restore, bit 3 system-call interception, which needs a
-//!     kernel with tracepoints). Returns 0.
+//!     kernel with tracepoints, bit 4 the queued signals of a frozen process). Returns 0.
 //!     Every client asks this first and uses only the version it knows.
 //!   - `MOSIX_IOC_INFO = _IOWR(0xB7, 1, struct mosix_info { u32 abi; u32 size; u32 features;
 //!     u32 open_files; u64 reserved; })`: the caller sets `abi` to the version it was built for
@@ -73,11 +73,19 @@
 //!     until the listener answers. The descriptor then speaks the **seccomp user-notification
 //!     ioctls**, with their numbers and structures: `SECCOMP_IOCTL_NOTIF_RECV` (waits for a
 //!     call; arch is always AUDIT_ARCH_X86_64), `_SEND` (the result, or `error`, or
-//!     `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the call is made again and let through once;
-//!     `ENOENT` for a call not waiting), `_ID_VALID`, `_SET_FLAGS` (accepted, no effect), and
+//!     `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the call is made again and let through once; the
+//!     error `-ERESTARTSYS` (512): the call was not made and is made again, intercepted again,
+//!     so a freeze requested meanwhile finds it interrupted, to be restarted wherever the process
+//!     resumes; `ENOENT` for a call not waiting), `_ID_VALID`, `_SET_FLAGS` (accepted, no effect), and
 //!     poll() is readable while a call waits to be received. Closing it answers a waiting call
 //!     with `ENOSYS` (as seccomp does) and ends the interception. Without `MOSIX_IOC_INTERCEPT`
 //!     these requests give `EINVAL`.
+//!   - `MOSIX_IOC_SIGINFO = _IOWR(0xB7, 7, struct mosix_siginfo { s32 pid; u32 count; u64 buf;
+//!     u32 skip; u32 total; u64 reserved; })`: the signals queued on the process frozen through
+//!     this descriptor (`ESRCH` for any other), its own queue then its process's (the order of
+//!     PTRACE_PEEKSIGINFO without and with PTRACE_PEEKSIGINFO_SHARED): after the first `skip`, up
+//!     to `count` (at most 64, else `EINVAL`) `siginfo_t` of 128 bytes each at `buf`; out: `count`
+//!     written and `total` queued. What a move needs to carry a process's pending signals along.
 //!   - Only one ioctl at a time per descriptor: a concurrent one gets `EBUSY` (the notification
 //!     requests excepted: they do not take the descriptor's lock).
 //!   - The module cannot be unloaded while a freeze's work is still queued on a process (one that
@@ -159,6 +167,7 @@ impl sys::Device for MosixDevice {
             MOSIX_IOC_CONTEXT => freeze::context(file, arg),
             MOSIX_IOC_RESTORE => return restore::restore(file, arg),
             MOSIX_IOC_INTERCEPT => intercept::intercept(file, arg),
+            MOSIX_IOC_SIGINFO => freeze::siginfo(file, arg),
             SECCOMP_IOCTL_NOTIF_RECV
             | SECCOMP_IOCTL_NOTIF_SEND
             | SECCOMP_IOCTL_NOTIF_ID_VALID

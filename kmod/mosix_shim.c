@@ -53,6 +53,8 @@ long mosix_shim_wait_change(u32 *state, u32 while_is, unsigned int timeout_ms);
 void mosix_shim_wake(void);
 void mosix_shim_save_user_fpu(void);
 int mosix_shim_regset(struct task_struct *t, unsigned int note_type, void *buf, unsigned int size);
+long mosix_shim_peek_siginfo(struct task_struct *t, unsigned long skip, void *out, unsigned int max,
+			     unsigned int slot, unsigned int *written);
 
 /* Whether @child's real parent is a thread of @parent's process now. */
 int mosix_shim_is_parent(struct task_struct *child, struct task_struct *parent)
@@ -112,6 +114,55 @@ void mosix_shim_wake(void)
 /* Copies up to @size bytes of @t's user regset @note_type (NT_PRSTATUS, NT_X86_XSTATE...) into
  * the kernel buffer @buf, as PTRACE_GETREGSET would: @t must be stopped or parked (not running).
  * Returns the bytes copied or -errno. */
+/*
+ * Copies the siginfo of @t's queued signals, its own queue then its process's (the order of
+ * PTRACE_PEEKSIGINFO without and with PTRACE_PEEKSIGINFO_SHARED), skipping the first @skip, into
+ * @out: room for @max, each in a zeroed @slot-byte slot (a kernel buffer: the copy is made under
+ * the signal lock). Returns how many are queued in all (-ESRCH: the task is gone); *@written
+ * says how many were copied. The lock is taken as __lock_task_sighand (not exported) does.
+ */
+long mosix_shim_peek_siginfo(struct task_struct *t, unsigned long skip, void *out, unsigned int max,
+			     unsigned int slot, unsigned int *written)
+{
+	struct sighand_struct *sighand;
+	struct sigpending *lists[2];
+	struct sigqueue *q;
+	unsigned long flags, i = 0;
+	unsigned int n = 0;
+	int k;
+
+	*written = 0;
+	if (slot < sizeof(kernel_siginfo_t))
+		return -EINVAL;
+	rcu_read_lock();
+	for (;;) {
+		sighand = rcu_dereference(t->sighand);
+		if (!sighand) {
+			rcu_read_unlock();
+			return -ESRCH;
+		}
+		spin_lock_irqsave(&sighand->siglock, flags);
+		if (likely(sighand == rcu_access_pointer(t->sighand)))
+			break;
+		spin_unlock_irqrestore(&sighand->siglock, flags);
+	}
+	rcu_read_unlock();
+	lists[0] = &t->pending;
+	lists[1] = &t->signal->shared_pending;
+	for (k = 0; k < 2; k++) {
+		list_for_each_entry(q, &lists[k]->list, list) {
+			if (i >= skip && n < max) {
+				memcpy((char *)out + (size_t)n * slot, &q->info, sizeof(q->info));
+				n++;
+			}
+			i++;
+		}
+	}
+	spin_unlock_irqrestore(&sighand->siglock, flags);
+	*written = n;
+	return i;
+}
+
 int mosix_shim_regset(struct task_struct *t, unsigned int note_type, void *buf, unsigned int size)
 {
 	const struct user_regset_view *view = task_user_regset_view(t);

@@ -25,6 +25,7 @@ extern "C" {
     fn mosix_shim_wake();
     fn mosix_shim_save_user_fpu();
     fn mosix_shim_regset(t: *mut bindings::task_struct, note_type: c_uint, buf: *mut c_void, size: c_uint) -> c_int;
+    fn mosix_shim_peek_siginfo(t: *mut bindings::task_struct, skip: c_ulong, out: *mut c_void, max: c_uint, slot: c_uint, written: *mut c_uint) -> c_long;
     fn mosix_shim_current_tgid() -> c_int;
     fn mosix_shim_user_top() -> c_ulong;
     fn mosix_shim_mmap(addr: c_ulong, len: c_ulong, prot: c_ulong, flags: c_ulong, fd: c_int, off: c_ulong) -> c_long;
@@ -301,6 +302,22 @@ impl TaskRef {
         let r = unsafe { mosix_shim_regset(self.0, note_type, buf.as_mut_ptr().cast(), size) };
         to_result(r.min(0))?;
         Ok(r as usize)
+    }
+
+    /// The siginfo of the task's queued signals (its own queue, then its process's), skipping
+    /// the first `skip`, into `out` in `slot`-byte slots (zero-padded: `out` must be zeroed):
+    /// (how many are queued in all, how many were copied).
+    pub(crate) fn peek_siginfo(&self, skip: u32, out: &mut [u8], slot: usize) -> Result<(u32, u32)> {
+        let max = c_uint::try_from(out.len() / slot).map_err(|_| EINVAL)?;
+        let slot_c = c_uint::try_from(slot).map_err(|_| EINVAL)?;
+        let mut written: c_uint = 0;
+        // SAFETY: the task is live (type invariant); `out` is a kernel buffer with room for `max`
+        // slots of `slot` bytes; the shim takes the task's signal lock for the copy.
+        let r = unsafe { mosix_shim_peek_siginfo(self.0, skip as c_ulong, out.as_mut_ptr().cast(), max, slot_c, &mut written) };
+        if r < 0 {
+            return Err(Error::from_errno(r as i32));
+        }
+        Ok((u32::try_from(r).unwrap_or(u32::MAX), written))
     }
 
     /// The signal action of signal `sig` (1..=64): handler, flags, restorer, mask.

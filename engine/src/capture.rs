@@ -203,6 +203,45 @@ pub fn capture_held(h: &mut Held, home_pid: u32, home_node: u32, reason: Reason)
     }
 }
 
+/// Lets a frozen process go on as it was when nothing was captured or changed (a call the freeze
+/// interrupted is restarted).
+pub fn resume_held(h: Held) -> Result<(), Error> {
+    match h {
+        Held::Traced(t) => {
+            let mut r = t.regs()?;
+            fixup_restart(&mut r, true);
+            thaw(t, r)
+        }
+        // The native thaw lets the kernel restart an interrupted call itself.
+        Held::Parked(p) => p.thaw(),
+    }
+}
+
+/// Ends a frozen process whose copy lives on elsewhere (SIGKILL, then reaped: it is our child
+/// or tracee).
+pub fn end_held(h: Held) {
+    match h {
+        Held::Traced(t) => t.kill(),
+        Held::Parked(p) => {
+            let pid = p.pid();
+            // Killed while parked (SIGKILL ends the park), before its descriptor closes.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            drop(p);
+            let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL));
+        }
+    }
+}
+
+/// The siginfo of every signal queued on a frozen process (to carry along when it moves).
+pub fn held_siginfo(h: &Held) -> Result<Vec<[u8; crate::sys::SIGINFO_LEN]>, Error> {
+    match h {
+        Held::Traced(t) => {
+            crate::sys::pending_siginfo(t.pid()).map_err(|e| Error::Sys { what: "PTRACE_PEEKSIGINFO", pid: t.pid().as_raw(), errno: e })
+        }
+        Held::Parked(p) => p.pending_siginfo(),
+    }
+}
+
 /// Lets a frozen process go on where it was (after a failed migration).
 pub fn thaw_held(h: Held, home_regs: Regs) -> Result<(), Error> {
     match h {

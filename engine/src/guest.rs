@@ -1094,61 +1094,82 @@ impl<S: Wire> Host<'_, S> {
 
     /// Freezes the process and streams it home over the deputy channel. `held`: the notification
     /// (listener, id) of the call that sends it home, which the task waits on.
-    fn go_home(&mut self, reason: Reason, held: Option<(i32, u64)>) -> Result<Option<End>, Error> {
-        let start = Instant::now();
+    /// Freezes the guest to send it home: with the module when it intercepts this guest (a call
+    /// held, received but not answered, is answered "restart" first: the module makes it again,
+    /// and the freeze finds it interrupted, to be restarted at home), else with ptrace.
+    fn freeze(&self, held: Option<(i32, u64)>) -> Result<capture::Held, Error> {
         let pid = self.g.pid;
-        // A task waiting on a notification we received waits killably (WAIT_KILLABLE_RECV): the
-        // interrupt cannot break that wait. Answering ERESTARTSYS once the interrupt is requested
-        // lets it leave the call and stop as an interrupted call, to be restarted at home.
-        let mut t = Tracee::<Running>::seize(pid)?.interrupt_with(|| {
+        if crate::native::can_freeze_guest(self.g.listener.as_fd()) {
             if let Some((listener, id)) = held {
                 let _ = sys::notif_send(listener, id, Err(ERESTARTSYS), false);
             }
-        })?;
+            match crate::native::Parked::freeze(pid) {
+                Ok(p) => return Ok(capture::Held::Parked(p)),
+                // The held call was answered already: a ptrace interrupt withdraws it again.
+                Err(e) => tracing::info!(pid = pid.as_raw(), error = %e, "the native engine cannot freeze the guest: ptrace"),
+            }
+            return Ok(capture::Held::Traced(Tracee::<Running>::seize(pid)?.interrupt()?));
+        }
+        // A task waiting on a notification we received waits killably (WAIT_KILLABLE_RECV): the
+        // interrupt cannot break that wait. Answering ERESTARTSYS once the interrupt is requested
+        // lets it leave the call and stop as an interrupted call, to be restarted at home.
+        Ok(capture::Held::Traced(Tracee::<Running>::seize(pid)?.interrupt_with(|| {
+            if let Some((listener, id)) = held {
+                let _ = sys::notif_send(listener, id, Err(ERESTARTSYS), false);
+            }
+        })?))
+    }
+
+    fn go_home(&mut self, reason: Reason, held: Option<(i32, u64)>) -> Result<Option<End>, Error> {
+        let start = Instant::now();
+        let pid = self.g.pid;
+        let mut h = self.freeze(held)?;
         let frozen_at = Instant::now();
-        let img = match capture::capture(&mut t, self.g.home_pid, self.g.home_node, reason) {
+        let img = match capture::capture_held(&mut h, self.g.home_pid, self.g.home_node, reason) {
             Ok(i) => i,
             Err(e) => {
                 // Cannot capture: keep running here; calls that need home now fail with ENOSYS.
                 tracing::error!(error = %e, "cannot capture the process to send it home");
                 self.home_refused = true;
-                let regs = t.regs()?;
-                let mut r = regs;
-                crate::ptrace::fixup_restart(&mut r, true);
-                thaw(t, r)?;
+                capture::resume_held(h)?;
                 return Ok(None);
             }
         };
         // Signals pending on the task go home with it (they die with this copy): queued ones with
-        // their siginfo, and those that raced with the freeze (suppressed: they are re-delivered
-        // here if the process stays).
-        let mut pending: Vec<Vec<u8>> = sys::pending_siginfo(pid).unwrap_or_default().iter().map(|i| i.to_vec()).collect();
-        for s in &t.pending_signals {
+        // their siginfo, and those that raced with a ptrace freeze (suppressed: they are
+        // re-delivered here if the process stays).
+        let mut pending: Vec<Vec<u8>> = capture::held_siginfo(&h).unwrap_or_default().iter().map(|i| i.to_vec()).collect();
+        for s in h.pending_signals().iter() {
             let mut info = vec![0u8; sys::SIGINFO_LEN];
             info[0..4].copy_from_slice(&(*s as i32).to_le_bytes());
             pending.push(info);
         }
         for info in pending {
             if let Err(e) = self.send(&DeputyMsg::Queued { info }) {
-                t.kill();
+                capture::end_held(h);
                 return Ok(Some(End::Killed(format!("lost the deputy channel while sending the process home: {e}"))));
             }
         }
-        match capture::send(&mut self.rx.chain(self.s), &mut t, &img, frozen_at) {
-            Ok(mut sent) => {
+        let engine = h.engine();
+        let mut raced = std::mem::take(h.pending_signals());
+        let sent = capture::send_mode(&mut self.rx.chain(self.s), pid, &mut raced, &img, frozen_at, false);
+        *h.pending_signals() = raced;
+        match sent {
+            Ok((mut sent, _)) => {
                 sent.stats.total_us = start.elapsed().as_micros() as u64;
-                t.kill();
+                tracing::info!(pid = pid.as_raw(), engine, frozen_us = sent.stats.frozen_us, "sent home");
+                capture::end_held(h);
                 Ok(Some(End::WentHome(sent.stats)))
             }
             Err(e @ (Error::Refused(_) | Error::PeerFailed(_))) => {
                 tracing::warn!(error = %e, "home did not take the process back; it keeps running here (calls only home runs fail with ENOSYS)");
                 self.home_refused = true;
-                thaw(t, img.home_regs)?;
+                capture::thaw_held(h, img.home_regs)?;
                 Ok(None)
             }
             Err(e) => {
                 // The channel to home is gone: without its deputy the process cannot go on.
-                t.kill();
+                capture::end_held(h);
                 Ok(Some(End::Killed(format!("lost the deputy channel while sending the process home: {e}"))))
             }
         }

@@ -1,5 +1,5 @@
 //! Whole-migration procedures used by the home supervisor (mosrun) and the migration server (mosd).
-use crate::capture::{self, thaw, Held};
+use crate::capture::{self, Held};
 use crate::channel::Channel;
 use crate::deputy::Deputy;
 use crate::guest::Guest;
@@ -172,15 +172,7 @@ fn freeze_and_capture(pid: Pid, home_node: u32) -> Result<(Held, capture::Image,
         }
         Err(e) => {
             // Registers are untouched by capture; resume as it was.
-            let _ = match h {
-                Held::Traced(t) => {
-                    let mut r = t.regs().map_err(fail)?;
-                    crate::ptrace::fixup_restart(&mut r, true);
-                    thaw(t, r)
-                }
-                // The native thaw lets the kernel restart an interrupted call itself.
-                Held::Parked(p) => p.thaw(),
-            };
+            let _ = capture::resume_held(h);
             Err(fail(e))
         }
     }

@@ -6,7 +6,9 @@
 //! calls into it (brk, prctl, rt_sigaction per caught signal, sigaltstack). Its pages are read
 //! with process_vm_readv as before. A process that moved away is then handed to ptrace for its
 //! deputy ([`Parked::into_traced`]): the deputy is still the portable one, as is restoring on the
-//! receiving node and the interception of system calls there (docs/NATIVE.md).
+//! receiving node. On that node the module intercepts the guest's system calls
+//! ([`intercept`]) and freezes it when it goes home, with its queued signals
+//! ([`Parked::pending_siginfo`]) (docs/NATIVE.md).
 //!
 //! Each freeze opens its own descriptor, and closing it thaws: a mosrun that dies never leaves
 //! its process frozen.
@@ -24,6 +26,7 @@ const FEATURE_FREEZE: u32 = 1 << 0;
 const FEATURE_CAPTURE: u32 = 1 << 1;
 const FEATURE_RESTORE: u32 = 1 << 2;
 const FEATURE_INTERCEPT: u32 = 1 << 3;
+const FEATURE_SIGINFO: u32 = 1 << 4;
 const DEVICE: &str = "/dev/mosix";
 /// XSAVE buffer given to the module (its own bound is 16 KiB).
 const XSTATE_BUF: usize = 16 << 10;
@@ -101,6 +104,21 @@ struct RawIntercept {
 }
 const _: () = assert!(std::mem::size_of::<RawIntercept>() == 88);
 const IOC_INTERCEPT: libc::c_ulong = ioc(1, 6, std::mem::size_of::<RawIntercept>());
+
+/// `struct mosix_siginfo` (kmod/abi.rs `SigInfo`).
+#[repr(C)]
+struct RawSigInfo {
+    pid: i32,
+    count: u32,
+    buf: u64,
+    skip: u32,
+    total: u32,
+    reserved: u64,
+}
+const _: () = assert!(std::mem::size_of::<RawSigInfo>() == 32);
+const IOC_SIGINFO: libc::c_ulong = ioc(3, 7, std::mem::size_of::<RawSigInfo>());
+/// siginfo slots asked for in one `MOSIX_IOC_SIGINFO` (the module's bound).
+const SIGINFO_STEP: usize = 64;
 
 /// `struct mosix_restore` (kmod/abi.rs `Restore`): an image staged by the calling task.
 #[repr(C)]
@@ -196,6 +214,17 @@ pub fn intercept(pid: Pid, local: &[u32], pass_ip: u64) -> Result<std::os::fd::O
     Ok(file.into())
 }
 
+/// Whether the native engine can freeze a guest to send it on (its queued signals go with it:
+/// feature SIGINFO) and `fd` is the module's listener of that guest (a guest the module
+/// intercepts: a call it holds can be answered "restart" before the freeze).
+pub fn can_freeze_guest(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    if features() & (FEATURE_SIGINFO | FEATURE_INTERCEPT) != (FEATURE_SIGINFO | FEATURE_INTERCEPT) {
+        return false;
+    }
+    let (Ok(dev), Ok(st)) = (nix::sys::stat::stat(DEVICE), nix::sys::stat::fstat(fd)) else { return false };
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == dev.st_rdev
+}
+
 /// Whether the native engine can also restore here (feature RESTORE; `MOS_ENGINE=portable` says
 /// no). Probed once per process.
 pub fn restore_available() -> bool {
@@ -260,6 +289,34 @@ impl Parked {
 
     pub fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// The siginfo of every signal queued on it (its own queue, then its process's), as
+    /// PTRACE_PEEKSIGINFO gives a tracer.
+    pub fn pending_siginfo(&self) -> Result<Vec<[u8; crate::sys::SIGINFO_LEN]>, Error> {
+        let mut out = Vec::new();
+        loop {
+            let mut buf = vec![[0u8; crate::sys::SIGINFO_LEN]; SIGINFO_STEP];
+            let mut q = RawSigInfo {
+                pid: self.pid.as_raw(),
+                count: SIGINFO_STEP as u32,
+                buf: buf.as_mut_ptr() as u64,
+                skip: out.len() as u32,
+                total: 0,
+                reserved: 0,
+            };
+            // `q.buf` has room for `q.count` slots of SIGINFO_LEN (128) bytes, all the module writes.
+            ioctl(&self.file, IOC_SIGINFO, &mut q).map_err(|e| Error::Sys {
+                what: "MOSIX_IOC_SIGINFO",
+                pid: self.pid.as_raw(),
+                errno: e,
+            })?;
+            buf.truncate(q.count as usize);
+            out.extend_from_slice(&buf);
+            if q.count == 0 || out.len() >= q.total as usize {
+                return Ok(out);
+            }
+        }
     }
 
     /// Its registers, XSAVE image, signal state and the rest of its context.

@@ -15,6 +15,7 @@
 #define MOSIX_FEATURE_CAPTURE (1u << 1)
 #define MOSIX_FEATURE_RESTORE (1u << 2)
 #define MOSIX_FEATURE_INTERCEPT (1u << 3)
+#define MOSIX_FEATURE_SIGINFO (1u << 4)
 
 struct mosix_version {
 	__u32 abi;
@@ -109,6 +110,16 @@ struct mosix_intercept {
 	__u64 reserved;
 };
 
+/* MOSIX_IOC_SIGINFO: the signals queued on the process frozen through this descriptor. */
+struct mosix_siginfo {
+	__s32 pid;
+	__u32 count;        /* in: room at buf (at most 64); out: written */
+	__u64 buf;          /* count siginfo_t of 128 bytes */
+	__u32 skip;         /* in: queued signals to skip */
+	__u32 total;        /* out: queued in all */
+	__u64 reserved;
+};
+
 #define MOSIX_IOC_VERSION _IOR(MOSIX_IOC_MAGIC, 0, struct mosix_version)
 #define MOSIX_IOC_INFO _IOWR(MOSIX_IOC_MAGIC, 1, struct mosix_info)
 #define MOSIX_IOC_FREEZE _IOW(MOSIX_IOC_MAGIC, 2, struct mosix_target)
@@ -116,5 +127,6 @@ struct mosix_intercept {
 #define MOSIX_IOC_CONTEXT _IOWR(MOSIX_IOC_MAGIC, 4, struct mosix_context)
 #define MOSIX_IOC_RESTORE _IOW(MOSIX_IOC_MAGIC, 5, struct mosix_restore)
 #define MOSIX_IOC_INTERCEPT _IOW(MOSIX_IOC_MAGIC, 6, struct mosix_intercept)
+#define MOSIX_IOC_SIGINFO _IOWR(MOSIX_IOC_MAGIC, 7, struct mosix_siginfo)
 
 #endif

@@ -370,6 +370,98 @@ static void intercept_withdrawn(void) {
 	close(p[0]), close(go[0]), close(go[1]);
 }
 
+/* A call answered -ERESTARTSYS was not made: it is made again and intercepted again (what a guest
+ * answers a call it holds when it freezes the process to send it home). */
+static void intercept_restart(void) {
+	int p[2], go[2];
+	if (pipe(p) || pipe(go)) {
+		check(0, "restart: pipes");
+		return;
+	}
+	pid_t c = fork();
+	if (c == 0) {
+		char b;
+		if (read(go[0], &b, 1) != 1)
+			_exit(2);
+		long r = syscall(SYS_getppid); /* answered "restart", then 77 */
+		_exit(write(p[1], &r, sizeof r) == sizeof r ? 0 : 3);
+	}
+	check(sleeping(c), "restart: the child blocks in its read");
+	int l = open("/dev/mosix", O_RDWR | O_CLOEXEC);
+	struct mosix_intercept req = {.pid = c};
+	req.local[SYS_write / 64] |= 1ull << (SYS_write % 64);
+	req.local[SYS_exit_group / 64] |= 1ull << (SYS_exit_group % 64);
+	check(ioctl(l, MOSIX_IOC_INTERCEPT, &req) == 0, "restart: MOSIX_IOC_INTERCEPT");
+	if (write(go[1], "g", 1) != 1)
+		check(0, "restart: start the child");
+	struct seccomp_notif n;
+	memset(&n, 0, sizeof n);
+	check(ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n) == 0 && n.data.nr == SYS_getppid, "restart: the call is received");
+	__u64 first = n.id;
+	struct seccomp_notif_resp rs = {.id = n.id, .error = -512};
+	check(ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &rs) == 0, "restart: NOTIF_SEND -ERESTARTSYS");
+	memset(&n, 0, sizeof n);
+	check(ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n) == 0 && n.data.nr == SYS_getppid && n.id != first,
+	      "restart: the same call is made again and intercepted again");
+	struct seccomp_notif_resp a = {.id = n.id, .val = 77};
+	check(ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &a) == 0, "restart: NOTIF_SEND 77");
+	close(p[1]);
+	long got = 0;
+	check(read(p[0], &got, sizeof got) == sizeof got && got == 77, "restart: getppid returned 77 (never -ERESTARTSYS)");
+	close(l);
+	int st;
+	check(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0, "restart: the child exits normally");
+	close(p[0]), close(go[0]), close(go[1]);
+}
+
+/* MOSIX_IOC_SIGINFO (feature bit 4): the signals queued on a frozen child, its own queue then its
+ * process's, with their siginfo; bounds and a process not frozen here are refused. */
+static void siginfo(int fd) {
+	volatile uint64_t *counter = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	sigset_t block;
+	sigemptyset(&block);
+	sigaddset(&block, SIGRTMIN);
+	sigaddset(&block, SIGUSR2);
+	sigset_t old;
+	sigprocmask(SIG_BLOCK, &block, &old); /* inherited by the child: its signals stay queued */
+	pid_t c = counting_child(counter);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	check(runs(counter, 0), "siginfo: a counting child");
+	struct mosix_target t = {.pid = c};
+	check(ioctl(fd, MOSIX_IOC_FREEZE, &t) == 0, "siginfo: FREEZE");
+	union sigval v1 = {.sival_int = 11}, v2 = {.sival_int = 22};
+	sigqueue(c, SIGRTMIN, v1);
+	sigqueue(c, SIGRTMIN, v2);
+	syscall(SYS_tgkill, c, c, SIGUSR2);
+	siginfo_t si[4];
+	memset(si, 0, sizeof si);
+	struct mosix_siginfo q = {.pid = c, .count = 4, .buf = (uintptr_t)si};
+	int r = ioctl(fd, MOSIX_IOC_SIGINFO, &q);
+	check(r == 0 && q.count == 3 && q.total == 3, "MOSIX_IOC_SIGINFO: three queued signals");
+	check(si[0].si_signo == SIGUSR2 && si[0].si_code == SI_TKILL && si[0].si_pid == getpid(),
+	      "the thread's own queue first: SIGUSR2 from tgkill, sender our pid");
+	check(si[1].si_signo == SIGRTMIN && si[1].si_code == SI_QUEUE && si[1].si_value.sival_int == 11 &&
+	      si[2].si_signo == SIGRTMIN && si[2].si_value.sival_int == 22, "then the process's: both SIGRTMIN with their values, in order");
+	memset(si, 0, sizeof si);
+	struct mosix_siginfo q2 = {.pid = c, .count = 1, .buf = (uintptr_t)si, .skip = 2};
+	check(ioctl(fd, MOSIX_IOC_SIGINFO, &q2) == 0 && q2.count == 1 && q2.total == 3 && si[0].si_value.sival_int == 22,
+	      "SIGINFO with skip 2, count 1: the last one");
+	struct mosix_siginfo big = {.pid = c, .count = 65, .buf = (uintptr_t)si};
+	check(expect_errno(fd, MOSIX_IOC_SIGINFO, &big, EINVAL), "SIGINFO with count 65 -> EINVAL");
+	struct mosix_siginfo res = {.pid = c, .count = 1, .buf = (uintptr_t)si, .reserved = 1};
+	check(expect_errno(fd, MOSIX_IOC_SIGINFO, &res, EINVAL), "SIGINFO with reserved != 0 -> EINVAL");
+	struct mosix_siginfo other = {.pid = 1, .count = 1, .buf = (uintptr_t)si};
+	check(expect_errno(fd, MOSIX_IOC_SIGINFO, &other, ESRCH), "SIGINFO of a process not frozen here -> ESRCH");
+	struct mosix_siginfo badbuf = {.pid = c, .count = 1, .buf = 8};
+	check(expect_errno(fd, MOSIX_IOC_SIGINFO, &badbuf, EFAULT), "SIGINFO into a bad buffer -> EFAULT");
+	check(ioctl(fd, MOSIX_IOC_THAW, &t) == 0, "siginfo: THAW");
+	check(expect_errno(fd, MOSIX_IOC_SIGINFO, &q, ESRCH), "SIGINFO after the thaw -> ESRCH");
+	kill(c, SIGKILL);
+	int st;
+	waitpid(c, &st, 0);
+	munmap((void *)counter, 4096);
+}
+
 static int pending_mode(void) {
 	int fd = open("/dev/mosix", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
@@ -421,7 +513,7 @@ int main(int argc, char **argv) {
 	memset(&v, 0xff, sizeof v);
 	int r = ioctl(fd, MOSIX_IOC_VERSION, &v);
 	check(r == 0 && v.abi == MOSIX_ABI_VERSION, "MOSIX_IOC_VERSION answers ABI version 2");
-	check(v.features == (MOSIX_FEATURE_FREEZE | MOSIX_FEATURE_CAPTURE | MOSIX_FEATURE_RESTORE | MOSIX_FEATURE_INTERCEPT),
+	check(v.features == (MOSIX_FEATURE_FREEZE | MOSIX_FEATURE_CAPTURE | MOSIX_FEATURE_RESTORE | MOSIX_FEATURE_INTERCEPT | MOSIX_FEATURE_SIGINFO),
 	      "features: freeze, capture, restore and intercept");
 
 	struct mosix_info in = {.abi = MOSIX_ABI_VERSION, .size = sizeof in};
@@ -472,6 +564,8 @@ int main(int argc, char **argv) {
 	same_as_ptrace(fd);
 	intercept(fd);
 	intercept_withdrawn();
+	intercept_restart();
+	siginfo(fd);
 	close(fd);
 	if (failures) {
 		printf("MOSIX_PROBE_FAIL (%d failures)\n", failures);

@@ -2,7 +2,8 @@
 # VM 3, and ends there; its output at VM 1 must be byte-identical to an unmigrated run's, its exit
 # status 7. With mosix.ko loaded, both moves out of home are made by the native engine (the
 # process is frozen and its context captured by the module, without ptrace), which mosrun's log
-# must show; the return home and the restores are the portable engine's.
+# must show; the guest's return home is frozen by VM 2's module (its log says so); the restores
+# are the portable engine's.
 . /mos/lib.sh
 # Every node loads mosix.ko: VM 1 freezes and captures with it, VMs 2 and 3 intercept their
 # guests' system calls with it.
@@ -48,5 +49,22 @@ echo "MOS_ENGINE $engine"
 log "mosrun exited with $rc after $(lines /tmp/mig.out) lines"
 [ $rc = 7 ] || fail "mosrun exited with $rc, want 7"
 cmp /tmp/ref.out /tmp/mig.out || { diff /tmp/ref.out /tmp/mig.out | head; fail "the output differs from the unmigrated run's"; }
+# A call only home runs (execve), made on VM 2: VM 2's guest holds it, answers it "restart", and
+# freezes the process with the module; it goes home and makes the call there.
+/mos/bin/execer 60 100 > /tmp/exref.out; rc=$?
+[ $rc = 3 ] || fail "the reference run of execer exited with $rc"
+MOS_LOG=info mosrun /mos/bin/execer 60 100 > /tmp/ex.out 2> /tmp/ex.err &
+mr=$!
+ex_pid() { mosctl ps | awk '/execer/ { print $1; exit }'; }
+has_ex() { [ -n "$(ex_pid)" ]; }
+wait_for 60 "execer in mosctl ps" has_ex || fail "no execer under mosrun"
+pid=$(ex_pid)
+wait_for 60 "3 lines" has_lines /tmp/ex.out 3 || fail "execer did not start"
+mosctl migrate "$pid" 2 || fail "moving execer to node 2 failed"
+[ "$(lines /tmp/ex.out)" -lt 60 ] || fail "execer reached its exec before it was moved"
+wait $mr; rc=$?
+log "execer: mosrun exited with $rc after $(lines /tmp/ex.out) lines"
+[ $rc = 3 ] || { cat /tmp/ex.err; fail "mosrun of execer exited with $rc, want 3"; }
+cmp /tmp/exref.out /tmp/ex.out || { diff /tmp/exref.out /tmp/ex.out | head; fail "execer's output differs from the unmigrated run's"; }
 echo "MOS_PASS migrate engine=$engine"
 exit 0
