@@ -273,6 +273,10 @@ impl Parked {
     /// Freezes `pid` (which must be a child of this process).
     pub fn freeze(pid: Pid) -> Result<Parked, Error> {
         let sys = |what, e: nix::errno::Errno| Error::Sys { what, pid: pid.as_raw(), errno: e };
+        // A stopped process never parks: the freeze would only time out (ptrace takes it).
+        if crate::procfs::status(pid).is_ok_and(|st| matches!(st.state, 'T' | 't')) {
+            return Err(sys("MOSIX_IOC_FREEZE: the process is stopped", nix::errno::Errno::EAGAIN));
+        }
         let file = open().map_err(|e| sys("open /dev/mosix", nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
         let mut t = Target { pid: pid.as_raw(), timeout_ms: FREEZE_TIMEOUT_MS, reserved: 0 };
         ioctl(&file, IOC_FREEZE, &mut t).map_err(|e| sys("MOSIX_IOC_FREEZE", e))?;
