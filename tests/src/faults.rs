@@ -2,8 +2,12 @@
 //! namespace on one bridge, each under a random fault: the target mosd killed at a random point
 //! of the migration (`MOS_FAULT`), a partition of the target (all its packets dropped by nftables
 //! for 0.3-2 s, starting just before the move), or 2-15 % random packet loss in and out of the
-//! target for 0.3-2 s from just before the move; then the process comes home. Counts processes lost (the job did not end
-//! with its own status) and wrong outputs (not byte-identical to an unmigrated run).
+//! target for 0.3-2 s from just before the move; then the process comes home. Each move is made
+//! by pre-copy, post-copy (`--lazy`; a kill may then also come in its lazy phase, `mid-lazy`) or
+//! stop-and-copy, in turns from a random one (`MOS_FAULT_MODES=pre-copy,post-copy,stop-and-copy`
+//! restricts the choice; with only pre-copy the faults are those of the runs before post-copy
+//! joined). Counts processes lost (the job did not end with its own status) and wrong outputs
+//! (not byte-identical to an unmigrated run).
 //! Used by `tests/tests/faults.rs` (a few rounds) and `src/bin/fault_bench.rs` (100 rounds).
 use crate::vnode::VNodeSpec;
 use crate::Cluster;
@@ -14,6 +18,8 @@ use std::time::Duration;
 const ARGS: [&str; 2] = ["80", "30"];
 const TIMEOUT: Duration = Duration::from_secs(180);
 const POINTS: [&str; 4] = ["after-offer", "after-accept", "mid-pages", "before-resumed"];
+/// The ways of moving: report name and `mosctl migrate` option.
+pub const MODES: [(&str, Option<&str>); 3] = [("pre-copy", None), ("post-copy", Some("--lazy")), ("stop-and-copy", Some("--stop-copy"))];
 
 /// What happened over the rounds.
 #[derive(Debug, Default, Clone)]
@@ -28,6 +34,8 @@ pub struct Report {
     pub kills: usize,
     pub partitions: usize,
     pub losses: usize,
+    /// Per way of moving ([`MODES`]): rounds.
+    pub modes: [usize; 3],
     /// Descriptions of lost or wrong rounds.
     pub problems: Vec<String>,
 }
@@ -78,8 +86,10 @@ fn impair_for(c: &Cluster, i: u32, percent: u64, ms: u64) -> std::thread::JoinHa
 
 /// Moves `pid` from node 1 to `target`; Ok = moved. A failure is printed (the process should
 /// then still run at home).
-fn try_move(c: &Cluster, pid: u32, target: u32) -> bool {
-    let out = c.try_mosctl(1, &["migrate", &pid.to_string(), &target.to_string()], TIMEOUT);
+fn try_move(c: &Cluster, pid: u32, target: u32, mode: Option<&str>) -> bool {
+    let (pid, target) = (pid.to_string(), target.to_string());
+    let args: Vec<&str> = ["migrate"].into_iter().chain(mode).chain([pid.as_str(), target.as_str()]).collect();
+    let out = c.try_mosctl(1, &args, TIMEOUT);
     if !out.status.success() {
         println!("  move failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -98,18 +108,33 @@ pub fn run(rounds: usize, seed: u64, program: &str) -> Report {
     };
     let mut c = Cluster::start_virtual(&specs, &keyed);
     let mut rng = Rng(seed | 1);
+    // The way of moving has its own stream: the faults of a seed stay what they were.
+    let mut mode_rng = Rng((seed ^ 0x6d6f_6465_7321) | 1);
+    let allowed: Vec<usize> = match std::env::var("MOS_FAULT_MODES") {
+        Ok(v) => MODES.iter().enumerate().filter(|(_, (name, _))| v.split(',').any(|m| m.trim() == *name)).map(|(i, _)| i).collect(),
+        Err(_) => (0..MODES.len()).collect(),
+    };
+    assert!(!allowed.is_empty(), "MOS_FAULT_MODES names none of pre-copy, post-copy, stop-and-copy");
+    // The ways take turns (from a random one): a short run covers each of them.
+    let first = mode_rng.below(allowed.len() as u64) as usize;
     let mut r = Report::default();
     for round in 0..rounds {
         let t0 = std::time::Instant::now();
         let target = 2 + rng.below(2) as u32;
         let kind = rng.below(3);
+        let m = allowed[(first + round) % allowed.len()];
+        let (mode_name, mode) = MODES[m];
+        r.modes[m] += 1;
         let (mut job, pid) = c.start_job(1, program, &ARGS);
         job.wait_lines(2, TIMEOUT);
         let (ok, what) = match kind {
             0 => {
-                let point = POINTS[rng.below(4) as usize];
+                let mut point = POINTS[rng.below(4) as usize];
+                if mode_name == "post-copy" && mode_rng.below(4) == 0 {
+                    point = "mid-lazy";
+                }
                 c.restart_node(target, &with_key(&[("MOS_FAULT", point)]));
-                let ok = try_move(&c, pid, target);
+                let ok = try_move(&c, pid, target, mode);
                 r.kills += 1;
                 // The node died at that point (or was never reached): start it again, clean.
                 c.restart_node(target, &with_key(&[]));
@@ -118,7 +143,7 @@ pub fn run(rounds: usize, seed: u64, program: &str) -> Report {
             1 => {
                 let ms = 300 + rng.below(1700);
                 let healer = impair_for(&c, target, 100, ms);
-                let ok = try_move(&c, pid, target);
+                let ok = try_move(&c, pid, target, mode);
                 let _ = healer.join();
                 r.partitions += 1;
                 (ok, format!("partition node {target} for {ms} ms"))
@@ -126,7 +151,7 @@ pub fn run(rounds: usize, seed: u64, program: &str) -> Report {
             _ => {
                 let (percent, ms) = (2 + rng.below(14), 300 + rng.below(1700));
                 let healer = impair_for(&c, target, percent, ms);
-                let ok = try_move(&c, pid, target);
+                let ok = try_move(&c, pid, target, mode);
                 let _ = healer.join();
                 r.losses += 1;
                 (ok, format!("{percent} % loss at node {target} for {ms} ms"))
@@ -141,6 +166,7 @@ pub fn run(rounds: usize, seed: u64, program: &str) -> Report {
         let _ = c.try_mosctl(1, &["migrate", &pid.to_string(), "home"], TIMEOUT);
         let st = job.wait(TIMEOUT);
         r.rounds += 1;
+        let what = format!("{mode_name}, {what}");
         let line = if st.code() != Some(7) {
             r.lost += 1;
             let p = format!(

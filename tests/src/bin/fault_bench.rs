@@ -8,12 +8,15 @@ fn main() {
     let t = std::time::Instant::now();
     let r = mos_tests::faults::run(rounds, seed, program.to_str().expect("utf-8 path"));
     println!(
-        "{} rounds in {:.0} s: {} kills of the target mid-migration, {} partitions, {} lossy links; moves ok {}, failed (process stayed home) {}; LOST {}, WRONG {}",
+        "{} rounds in {:.0} s: {} kills of the target mid-migration, {} partitions, {} lossy links; {} pre-copy, {} post-copy, {} stop-and-copy; moves ok {}, failed (process stayed home) {}; LOST {}, WRONG {}",
         r.rounds,
         t.elapsed().as_secs_f64(),
         r.kills,
         r.partitions,
         r.losses,
+        r.modes[0],
+        r.modes[1],
+        r.modes[2],
         r.moves_ok,
         r.moves_failed,
         r.lost,
