@@ -5,7 +5,7 @@
 # VM 3, home, ROUNDS times; VM 1 prints each stay's median batch (MOS_CALLBENCH lines) and the
 # job's time at home. Run: qemu-harness/run boot callbench -n 3 -t 900
 . /mos/lib.sh
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 insmod /mos/mosix.ko || { echo "MOS_FAIL callbench: insmod"; exit 1; }
 [ "$NODE" = 3 ] && export MOS_ENGINE=portable
 # VMs 2 and 3 echo for the TCP round-trip floor (pingpong.c).
@@ -32,8 +32,16 @@ has_job() { [ -n "$(job_pid)" ]; }
 wait_for 60 "the job" has_job || fail "no job under mosrun"
 pid=$(job_pid)
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "none" }'; }
-stay() { # WHERE LABEL: batches 3..12 after the move
-  mosctl migrate "$pid" "$1" > /dev/null || fail "move to $1 failed"
+field() { sed -n "s/.*\"$2\": *\([0-9]*\).*/\1/p" "$1" | head -1; }
+stay() { # WHERE LABEL [FROM]: batches 3..12 after the move
+  if [ "$1" = home ]; then
+    # The return home's own figures: the guest is frozen by VM 2's module (native) or by ptrace
+    # on VM 3 (portable), for a process in the same state.
+    mosctl migrate --wait --json "$pid" home > /tmp/m.json 2>&1 || fail "move home failed: $(cat /tmp/m.json)"
+    echo "MOS_CALLBENCH return from=$3 frozen_us=$(field /tmp/m.json frozen_us) total_us=$(field /tmp/m.json total_us)"
+  else
+    mosctl migrate "$pid" "$1" > /dev/null || fail "move to $1 failed"
+  fi
   from=$(( $(lines /tmp/cr.out) + 3 ))
   wait_for 300 "12 batches at $1" has_lines /tmp/cr.out $((from + 9)) || fail "no progress at $1"
   m=$(sed -n "${from},$((from + 9))p" /tmp/cr.out | median)
@@ -42,9 +50,9 @@ stay() { # WHERE LABEL: batches 3..12 after the move
 r=1
 while [ $r -le $ROUNDS ]; do
   stay 2 native
-  stay home home
+  stay home home native
   stay 3 portable
-  stay home home
+  stay home home portable
   r=$((r + 1))
 done
 kill -TERM "$pid" 2>/dev/null
