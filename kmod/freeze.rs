@@ -105,6 +105,14 @@ impl FileState {
     }
 
     /// Whether a process is frozen (or about to park) through this descriptor.
+    /// The process `pid` frozen through this descriptor and parked now (`ESRCH` otherwise).
+    fn parked(&self, held: &Busy<'_>, pid: i32) -> Result<Arc<Frozen>> {
+        match self.current(held) {
+            Some(f) if f.pid == pid && f.state.load(Ordering::Acquire) == PARKED => Ok(f),
+            _ => Err(sys::esrch()),
+        }
+    }
+
     pub(crate) fn has_frozen(&self, held: &Busy<'_>) -> bool {
         self.current(held).is_some()
     }
@@ -312,13 +320,7 @@ pub(crate) fn context(file: &FileState, arg: usize) -> Result<i32> {
         return Err(EINVAL);
     }
     let held = file.lock()?;
-    let f = match file.current(&held) {
-        Some(f) if f.pid == ctx.pid => f,
-        _ => return Err(sys::esrch()),
-    };
-    if f.state.load(Ordering::Acquire) != PARKED {
-        return Err(sys::esrch());
-    }
+    let f = file.parked(&held, ctx.pid)?;
     let t = &f.task;
     let mut regs = [0u8; 27 * 8];
     if t.regset(NT_PRSTATUS, &mut regs)? != regs.len() {
@@ -369,13 +371,7 @@ pub(crate) fn siginfo(file: &FileState, arg: usize) -> Result<i32> {
         return Err(EINVAL);
     }
     let held = file.lock()?;
-    let f = match file.current(&held) {
-        Some(f) if f.pid == req.pid => f,
-        _ => return Err(sys::esrch()),
-    };
-    if f.state.load(Ordering::Acquire) != PARKED {
-        return Err(sys::esrch());
-    }
+    let f = file.parked(&held, req.pid)?;
     let mut out = KVec::from_elem(0u8, req.count as usize * SIGINFO_SLOT, GFP_KERNEL)?;
     let (total, written) = f.task.peek_siginfo(req.skip, &mut out, SIGINFO_SLOT)?;
     drop(held);
