@@ -1151,10 +1151,7 @@ impl<S: Wire> Host<'_, S> {
             }
         }
         let engine = h.engine();
-        let mut raced = std::mem::take(h.pending_signals());
-        let sent = capture::send_mode(&mut self.rx.chain(self.s), pid, &mut raced, &img, frozen_at, false);
-        *h.pending_signals() = raced;
-        match sent {
+        match capture::send_mode(&mut self.rx.chain(self.s), pid, h.pending_signals(), &img, frozen_at, false) {
             Ok((mut sent, _)) => {
                 sent.stats.total_us = start.elapsed().as_micros() as u64;
                 tracing::info!(pid = pid.as_raw(), engine, frozen_us = sent.stats.frozen_us, "sent home");

@@ -28,6 +28,11 @@ all_up() { [ "$(nodes_up)" -ge "$NODES" ]; }
 # serve: what the other VMs do while VM 1 drives a scenario (the harness ends them).
 serve() { start_mosd || return 1; while :; do sleep 3600; done; }
 
+# pid_of NAME: the pid of the first process `mosctl ps` lists with NAME in its line;
+# listed NAME: whether there is one.
+pid_of() { mosctl ps | awk -v n="$1" 'index($0, n) { print $1; exit }'; }
+listed() { [ -n "$(pid_of "$1")" ]; }
+
 # lines FILE: number of lines in FILE.
 lines() { wc -l < "$1" 2>/dev/null || echo 0; }
 has_lines() { [ "$(lines "$1")" -ge "$2" ]; }

@@ -27,10 +27,8 @@ floors() {
 }
 floors
 mosrun /mos/bin/callrate 100000 200 > /tmp/cr.out 2> /tmp/cr.err &
-job_pid() { mosctl ps | awk '/callrate/ { print $1; exit }'; }
-has_job() { [ -n "$(job_pid)" ]; }
-wait_for 60 "the job" has_job || fail "no job under mosrun"
-pid=$(job_pid)
+wait_for 60 "the job" listed callrate || fail "no job under mosrun"
+pid=$(pid_of callrate)
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "none" }'; }
 field() { sed -n "s/.*\"$2\": *\([0-9]*\).*/\1/p" "$1" | head -1; }
 stay() { # WHERE LABEL [FROM]: batches 3..12 after the move

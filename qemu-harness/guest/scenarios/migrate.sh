@@ -19,10 +19,8 @@ t0=$(cut -d' ' -f1 /proc/uptime)
 log "reference run done ($(lines /tmp/ref.out) lines, started at $t0)"
 MOS_LOG=info mosrun /mos/bin/counter $STEPS $MS > /tmp/mig.out 2> /tmp/mosrun.err &
 mr=$!
-job_pid() { mosctl ps | awk '/counter/ { print $1; exit }'; }
-has_job() { [ -n "$(job_pid)" ]; }
-wait_for 60 "the job in mosctl ps" has_job || fail "no job under mosrun"
-pid=$(job_pid)
+wait_for 60 "the job in mosctl ps" listed counter || fail "no job under mosrun"
+pid=$(pid_of counter)
 log "job pid $pid under mosrun $mr"
 wait_for 60 "5 lines" has_lines /tmp/mig.out 5 || fail "the job did not start"
 for target in 2 home 3; do
@@ -55,10 +53,8 @@ cmp /tmp/ref.out /tmp/mig.out || { diff /tmp/ref.out /tmp/mig.out | head; fail "
 [ $rc = 3 ] || fail "the reference run of execer exited with $rc"
 MOS_LOG=info mosrun /mos/bin/execer 60 100 > /tmp/ex.out 2> /tmp/ex.err &
 mr=$!
-ex_pid() { mosctl ps | awk '/execer/ { print $1; exit }'; }
-has_ex() { [ -n "$(ex_pid)" ]; }
-wait_for 60 "execer in mosctl ps" has_ex || fail "no execer under mosrun"
-pid=$(ex_pid)
+wait_for 60 "execer in mosctl ps" listed execer || fail "no execer under mosrun"
+pid=$(pid_of execer)
 wait_for 60 "3 lines" has_lines /tmp/ex.out 3 || fail "execer did not start"
 mosctl migrate "$pid" 2 || fail "moving execer to node 2 failed"
 [ "$(lines /tmp/ex.out)" -lt 60 ] || fail "execer reached its exec before it was moved"

@@ -12,17 +12,15 @@ insmod /mos/mosix.ko || fail "insmod failed"
 start_mosd || fail "mosd did not start"
 /mos/bin/counter $STEPS 0 > /tmp/ref.out; rc=$?
 [ $rc = 7 ] || fail "the reference run exited with $rc"
-job_pid() { mosctl ps | awk '/counter/ { print $1; exit }'; }
-has_job() { [ -n "$(job_pid)" ]; }
-no_job() { [ -z "$(job_pid)" ]; }
+no_job() { ! listed counter; }
 passed=0
 for pair in portable:native native:portable native:native; do
   dump=${pair%%:*} rest=${pair##*:}
   c="$dump-$rest"
   MOS_ENGINE=$dump MOS_LOG=info mosrun -C /tmp/$c.ck /mos/bin/counter $STEPS $MS > /tmp/$c.a 2> /tmp/$c.a.err &
   mr=$!
-  wait_for 60 "the job in mosctl ps" has_job || fail "$c: no job under mosrun"
-  pid=$(job_pid)
+  wait_for 60 "the job in mosctl ps" listed counter || fail "$c: no job under mosrun"
+  pid=$(pid_of counter)
   wait_for 60 "8 lines" has_lines /tmp/$c.a 8 || fail "$c: the job did not start"
   mosctl migrate "$pid" chkexit || fail "$c: the checkpoint failed"
   wait $mr

@@ -27,10 +27,8 @@ wait_for 90 "$NODES nodes up" all_up || fail "the cluster did not form"
 [ $rc = 0 ] || fail "the reference run exited with $rc"
 mosrun /mos/bin/memtouch $ARGS > /tmp/mig.out &
 mr=$!
-job_pid() { mosctl ps | awk '/memtouch/ { print $1; exit }'; }
-has_job() { [ -n "$(job_pid)" ]; }
-wait_for 60 "the job in mosctl ps" has_job || fail "no job under mosrun"
-pid=$(job_pid)
+wait_for 60 "the job in mosctl ps" listed memtouch || fail "no job under mosrun"
+pid=$(pid_of memtouch)
 wait_for 120 "2 lines" has_lines /tmp/mig.out 2 || fail "the job did not start"
 s=$(cut -d' ' -f1 /proc/uptime)
 mosctl migrate "$pid" 2 > /tmp/migrate.out 2>&1; rc=$?
