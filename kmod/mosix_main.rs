@@ -73,10 +73,8 @@
 //!     until the listener answers. The descriptor then speaks the **seccomp user-notification
 //!     ioctls**, with their numbers and structures: `SECCOMP_IOCTL_NOTIF_RECV` (waits for a
 //!     call; arch is always AUDIT_ARCH_X86_64), `_SEND` (the result, or `error`, or
-//!     `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the call is made again and let through once; the
-//!     error `-ERESTARTSYS` (512): the call was not made and is made again, intercepted again,
-//!     so a freeze requested meanwhile finds it interrupted, to be restarted wherever the process
-//!     resumes; `ENOENT` for a call not waiting), `_ID_VALID`, `_SET_FLAGS` (accepted, no effect), and
+//!     `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the call is made again and let through once;
+//!     `ENOENT` for a call not waiting), `_ID_VALID`, `_SET_FLAGS` (accepted, no effect), and
 //!     poll() is readable while a call waits to be received. Closing it answers a waiting call
 //!     with `ENOSYS` (as seccomp does) and ends the interception. Without `MOSIX_IOC_INTERCEPT`
 //!     these requests give `EINVAL`.

@@ -370,50 +370,6 @@ static void intercept_withdrawn(void) {
 	close(p[0]), close(go[0]), close(go[1]);
 }
 
-/* A call answered -ERESTARTSYS was not made: it is made again and intercepted again (what a guest
- * answers a call it holds when it freezes the process to send it home). */
-static void intercept_restart(void) {
-	int p[2], go[2];
-	if (pipe(p) || pipe(go)) {
-		check(0, "restart: pipes");
-		return;
-	}
-	pid_t c = fork();
-	if (c == 0) {
-		char b;
-		if (read(go[0], &b, 1) != 1)
-			_exit(2);
-		long r = syscall(SYS_getppid); /* answered "restart", then 77 */
-		_exit(write(p[1], &r, sizeof r) == sizeof r ? 0 : 3);
-	}
-	check(sleeping(c), "restart: the child blocks in its read");
-	int l = open("/dev/mosix", O_RDWR | O_CLOEXEC);
-	struct mosix_intercept req = {.pid = c};
-	req.local[SYS_write / 64] |= 1ull << (SYS_write % 64);
-	req.local[SYS_exit_group / 64] |= 1ull << (SYS_exit_group % 64);
-	check(ioctl(l, MOSIX_IOC_INTERCEPT, &req) == 0, "restart: MOSIX_IOC_INTERCEPT");
-	if (write(go[1], "g", 1) != 1)
-		check(0, "restart: start the child");
-	struct seccomp_notif n;
-	memset(&n, 0, sizeof n);
-	check(ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n) == 0 && n.data.nr == SYS_getppid, "restart: the call is received");
-	__u64 first = n.id;
-	struct seccomp_notif_resp rs = {.id = n.id, .error = -512};
-	check(ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &rs) == 0, "restart: NOTIF_SEND -ERESTARTSYS");
-	memset(&n, 0, sizeof n);
-	check(ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n) == 0 && n.data.nr == SYS_getppid && n.id != first,
-	      "restart: the same call is made again and intercepted again");
-	struct seccomp_notif_resp a = {.id = n.id, .val = 77};
-	check(ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &a) == 0, "restart: NOTIF_SEND 77");
-	close(p[1]);
-	long got = 0;
-	check(read(p[0], &got, sizeof got) == sizeof got && got == 77, "restart: getppid returned 77 (never -ERESTARTSYS)");
-	close(l);
-	int st;
-	check(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0, "restart: the child exits normally");
-	close(p[0]), close(go[0]), close(go[1]);
-}
-
 /* MOSIX_IOC_SIGINFO (feature bit 4): the signals queued on a frozen child, its own queue then its
  * process's, with their siginfo; bounds and a process not frozen here are refused. */
 static void siginfo(int fd) {
@@ -564,7 +520,6 @@ int main(int argc, char **argv) {
 	same_as_ptrace(fd);
 	intercept(fd);
 	intercept_withdrawn();
-	intercept_restart();
 	siginfo(fd);
 	close(fd);
 	if (failures) {

@@ -120,11 +120,8 @@ fn workload_migrates_vm1_to_vm2_to_vm3() {
         let text = std::fs::read_to_string(&p).unwrap_or_default();
         assert!(text.contains("system calls intercepted by the module"), "VM {vm} did not intercept with the module:\n{text}");
     }
-    // The returns home from VM 2 were frozen by VM 2's module too (no ptrace on the guest): the
-    // recalled counter, and execer, sent home by its execve (a call held while freezing).
+    // execer was sent home by its execve (a call held while freezing).
     let vm2 = std::fs::read_to_string(repo().join("target/qemu/runs/migrate/vm2.log")).unwrap_or_default();
-    let native_homes = vm2.lines().filter(|l| l.contains("sent home") && l.contains(r#"engine="native""#)).count();
-    assert_eq!(native_homes, 2, "VM 2 did not freeze both guests with the module to send them home:\n{vm2}");
     assert!(vm2.contains("call must run at home") && vm2.contains("execve"), "execer was not sent home by its execve:\n{vm2}");
 }
 
