@@ -36,6 +36,7 @@ const ANSWERED: u32 = 3;
 
 const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
 const ENOSYS: i64 = 38;
+const ERESTARTSYS: i64 = 512;
 
 /// One intercepted process: shared by its descriptor, the probe's table and its queued work.
 pub(crate) struct Listener {
@@ -161,6 +162,10 @@ pub(crate) unsafe extern "C" fn mosix_icpt_park(head: *mut bindings::callback_he
         l.pass_at.store(l.ip.load(Ordering::Relaxed), Ordering::Relaxed);
         l.pass_nr.store(nr, Ordering::Relaxed);
         sys::restart_call(nr);
+    } else if ret == -ERESTARTSYS {
+        // As seccomp leaves it: an interrupted call with its number (the probe made it -1), so
+        // the kernel, or a tracer's fixup, restarts it.
+        sys::interrupted_call(l.nr.load(Ordering::Relaxed));
     } else {
         sys::set_return(ret);
     }
