@@ -30,9 +30,13 @@ pub(crate) mod feature {
     pub(crate) const INTERCEPT: u32 = 1 << 3;
     /// The queued signals of a frozen process with their siginfo ([`MOSIX_IOC_SIGINFO`]).
     pub(crate) const SIGINFO: u32 = 1 << 4;
-    /// What this build provides on this kernel (interception needs its tracepoints).
+    /// The kernel lane: register-only calls of an intercepted process sent on a socket by the
+    /// module itself ([`MOSIX_IOC_LANE`]), and a deputy at home served by the module, taking
+    /// such calls straight from that socket ([`MOSIX_IOC_DEPUTY`], [`MOSIX_IOC_DEPUTY_CALL`]).
+    pub(crate) const LANE: u32 = 1 << 5;
+    /// What this build provides on this kernel (interception and the lane need its tracepoints).
     pub(crate) fn provided() -> u32 {
-        FREEZE | CAPTURE | RESTORE | SIGINFO | if crate::sys::can_intercept() { INTERCEPT } else { 0 }
+        FREEZE | CAPTURE | RESTORE | SIGINFO | if crate::sys::can_intercept() { INTERCEPT | LANE } else { 0 }
     }
 }
 
@@ -186,6 +190,64 @@ pub(crate) struct Intercept {
     pub(crate) reserved: u64,
 }
 
+/// Argument of [`MOSIX_IOC_LANE`], on a listener's descriptor.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Lane {
+    /// The caller's descriptor of a connected stream socket to the process's deputy (the module
+    /// keeps its own reference: the caller may close it).
+    pub(crate) fd: i32,
+    /// Must be zero.
+    pub(crate) reserved0: u32,
+    /// Bitmap of the calls (0..512) sent on the lane: register-only calls whose result is all the
+    /// caller would do with them. Must not meet the listener's local set.
+    pub(crate) calls: [u64; 8],
+    /// Must be zero.
+    pub(crate) reserved: u64,
+}
+
+/// Argument of [`MOSIX_IOC_DEPUTY`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct DeputyReg {
+    /// The deputy (the caller's single-threaded child), running the lane loop: `pause()`
+    /// (the marker call) at `marker_ip`, whose rdi holds the last call's result.
+    pub(crate) pid: i32,
+    /// A connected stream socket to the remote process's module (the lane), or -1 for none.
+    pub(crate) fd: i32,
+    /// The address after the loop's `syscall` instruction.
+    pub(crate) marker_ip: u64,
+    /// Bitmap of the calls (0..512) the lane may ask for; any other is answered -ENOSYS.
+    pub(crate) calls: [u64; 8],
+    /// Must be zero.
+    pub(crate) reserved: u64,
+}
+
+/// Argument of [`MOSIX_IOC_DEPUTY_CALL`], read and written back.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct DeputyCall {
+    /// In: the call to make in the deputy, or -1 to wait on for the one posted before.
+    pub(crate) nr: i64,
+    /// In: its arguments.
+    pub(crate) args: [u64; 6],
+    /// Out: its result, when `done`.
+    pub(crate) ret: i64,
+    /// In: how long to wait for the result, in ms (at most 60,000).
+    pub(crate) timeout_ms: u32,
+    /// Out: 1 when the call was made (`ret` holds its result), 0 when it still runs (ask again
+    /// with `nr` = -1, after looking at the deputy's stops).
+    pub(crate) done: u32,
+    /// Must be zero.
+    pub(crate) reserved: u64,
+}
+
+/// Bytes of a lane call (remote module -> deputy module): `seq` u64, `nr` u32, zero u32,
+/// `args` 6 x u64, little-endian (mos_proto::lane).
+pub(crate) const LANE_CALL_LEN: usize = 64;
+/// Bytes of a lane reply (deputy module -> remote module): `seq` u64, `ret` i64.
+pub(crate) const LANE_REPLY_LEN: usize = 16;
+
 /// Argument of [`MOSIX_IOC_SIGINFO`].
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -239,6 +301,9 @@ pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 // Layouts are part of the ABI: no padding anywhere.
 const _: () = assert!(size_of::<Intercept>() == 88);
 const _: () = assert!(size_of::<SigInfo>() == 32);
+const _: () = assert!(size_of::<Lane>() == 80);
+const _: () = assert!(size_of::<DeputyReg>() == 88);
+const _: () = assert!(size_of::<DeputyCall>() == 80);
 const _: () = assert!(size_of::<SeccompNotif>() == 80);
 const _: () = assert!(size_of::<SeccompResp>() == 24);
 const _: () = assert!(size_of::<Restore>() == 312);
@@ -268,6 +333,14 @@ unsafe impl FromBytes for Restore {}
 // SAFETY: as above.
 unsafe impl FromBytes for Intercept {}
 // SAFETY: integers only, no padding (asserted): every bit pattern is valid.
+unsafe impl FromBytes for Lane {}
+// SAFETY: as above.
+unsafe impl FromBytes for DeputyReg {}
+// SAFETY: as above.
+unsafe impl FromBytes for DeputyCall {}
+// SAFETY: as above, so every byte is initialised.
+unsafe impl AsBytes for DeputyCall {}
+// SAFETY: integers only, no padding (asserted): every bit pattern is valid.
 unsafe impl FromBytes for SigInfo {}
 // SAFETY: as above, so every byte is initialised.
 unsafe impl AsBytes for SigInfo {}
@@ -296,6 +369,12 @@ pub(crate) const MOSIX_IOC_INTERCEPT: u32 = _IOW::<Intercept>(MAGIC, 6);
 /// `_IOWR(0xB7, 7, struct mosix_siginfo)`: the queued signals of the process frozen through this
 /// descriptor, with their siginfo.
 pub(crate) const MOSIX_IOC_SIGINFO: u32 = _IOWR::<SigInfo>(MAGIC, 7);
+/// `_IOW(0xB7, 8, struct mosix_lane)`: on a listener, its lane calls go on a socket (intercept.rs).
+pub(crate) const MOSIX_IOC_LANE: u32 = _IOW::<Lane>(MAGIC, 8);
+/// `_IOW(0xB7, 9, struct mosix_deputy)`: this descriptor serves a deputy (deputy.rs).
+pub(crate) const MOSIX_IOC_DEPUTY: u32 = _IOW::<DeputyReg>(MAGIC, 9);
+/// `_IOWR(0xB7, 10, struct mosix_deputy_call)`: a call made in the deputy served here.
+pub(crate) const MOSIX_IOC_DEPUTY_CALL: u32 = _IOWR::<DeputyCall>(MAGIC, 10);
 /// The seccomp user-notification ioctls an intercepting descriptor answers (same numbers).
 pub(crate) const SECCOMP_IOCTL_NOTIF_RECV: u32 = 0xc050_2100;
 pub(crate) const SECCOMP_IOCTL_NOTIF_SEND: u32 = 0xc018_2101;

@@ -9,6 +9,7 @@
 //! A descriptor freezes one process at a time; closing it thaws that process, so a freezer that
 //! dies never leaves a process frozen.
 use crate::abi::{Context, SigAction, SigInfo, Target, SIGINFO_MAX, SIGINFO_SLOT};
+use crate::deputy::Deputy;
 use crate::intercept::Listener;
 use crate::sys::{self, TaskRef};
 use core::mem::size_of;
@@ -55,6 +56,9 @@ pub(crate) struct FileState {
     /// The process intercepted through this descriptor (`Arc<Listener>` as a raw pointer, owned
     /// by this field), or null. Set once; taken at release.
     listener: AtomicPtr<Listener>,
+    /// The deputy served through this descriptor (`Arc<Deputy>` as a raw pointer, owned by this
+    /// field), or null. Set once; taken at release.
+    deputy: AtomicPtr<Deputy>,
 }
 
 impl FileState {
@@ -63,6 +67,7 @@ impl FileState {
             busy: AtomicBool::new(false),
             frozen: AtomicPtr::new(core::ptr::null_mut()),
             listener: AtomicPtr::new(core::ptr::null_mut()),
+            deputy: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
@@ -97,6 +102,28 @@ impl FileState {
     /// As [`listener_ref`](Self::listener_ref), under the descriptor's lock.
     pub(crate) fn listener(&self, _held: &Busy<'_>) -> Option<Arc<Listener>> {
         self.listener_ref()
+    }
+
+    /// The deputy this descriptor serves (a new reference), if any.
+    pub(crate) fn deputy_ref(&self) -> Option<Arc<Deputy>> {
+        let p = self.deputy.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `p` came from `Arc::into_raw` and this field owns that reference until release
+        // (no ioctl runs then).
+        Some(unsafe { arc_ref(p) })
+    }
+
+    /// Makes this descriptor serve deputy `d` (the caller checked it is not [`in_use`](Self::in_use)).
+    pub(crate) fn set_deputy(&self, _held: &Busy<'_>, d: Arc<Deputy>) {
+        self.deputy.store(Arc::into_raw(d).cast_mut(), Ordering::Release);
+    }
+
+    /// Whether this descriptor already freezes, intercepts or serves a process (each descriptor
+    /// does one of these at a time).
+    pub(crate) fn in_use(&self, held: &Busy<'_>) -> bool {
+        self.has_frozen(held) || self.listener_ref().is_some() || self.deputy_ref().is_some()
     }
 
     /// Makes this descriptor the listener `l` (the caller checked it has none).
@@ -309,6 +336,11 @@ pub(crate) fn release(file: &FileState) {
     if !p.is_null() {
         // SAFETY: the reference the field owned (from `Arc::into_raw`), now ours.
         crate::intercept::release(unsafe { Arc::from_raw(p) });
+    }
+    let p = file.deputy.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    if !p.is_null() {
+        // SAFETY: the reference the field owned (from `Arc::into_raw`), now ours.
+        crate::deputy::release(unsafe { Arc::from_raw(p) });
     }
 }
 

@@ -14,11 +14,11 @@
 //! (`SECCOMP_IOCTL_NOTIF_RECV`, `_SEND`, `_ID_VALID`, `_SET_FLAGS`) and poll(): the guest serves
 //! both engines with one code path. Closing it answers a waiting call with `ENOSYS` (as seccomp
 //! does) and stops the interception.
-use crate::abi::{Intercept, SeccompNotif, SeccompResp, AUDIT_ARCH_X86_64};
+use crate::abi::{Intercept, Lane, SeccompNotif, SeccompResp, AUDIT_ARCH_X86_64, LANE_CALL_LEN, LANE_REPLY_LEN};
 use crate::freeze::FileState;
-use crate::sys::{self, TaskRef};
+use crate::sys::{self, Sock, TaskRef};
 use core::mem::size_of;
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -33,6 +33,9 @@ const POSTED: u32 = 1;
 const RECEIVED: u32 = 2;
 /// The guest answered; the process takes the answer and goes on.
 const ANSWERED: u32 = 3;
+/// A lane call: the process sends it itself on the lane and waits there for its result (the
+/// guest never sees it; if it cannot be sent, it becomes POSTED).
+const LANE: u32 = 4;
 
 const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
 const ENOSYS: i64 = 38;
@@ -59,11 +62,95 @@ pub(crate) struct Listener {
     pass_at: AtomicU64,
     /// The descriptor is closed: nothing more is intercepted, a waiting call gets ENOSYS.
     closed: AtomicBool,
+    /// The kernel lane (`MOSIX_IOC_LANE`): a `KBox<Sock>` as a raw pointer, set once, owned by
+    /// this field and freed with the listener; null when there is none.
+    lane: AtomicPtr<Sock>,
+    /// The calls sent on the lane (bitmap of 0..512), set before `lane`.
+    lane_calls: [AtomicU64; 8],
+    /// The lane failed (its peer is gone, or it broke the format): no call is sent on it any more.
+    lane_dead: AtomicBool,
 }
 
 impl Listener {
     fn is_local(&self, nr: i64) -> bool {
         (0..512).contains(&nr) && self.local[(nr / 64) as usize] & (1u64 << (nr % 64)) != 0
+    }
+
+    /// The lane, if it is set and still used.
+    fn lane(&self) -> Option<&Sock> {
+        let p = self.lane.load(Ordering::Acquire);
+        if p.is_null() || self.lane_dead.load(Ordering::Acquire) {
+            return None;
+        }
+        // SAFETY: a non-null `lane` is a `KBox<Sock>` owned by this listener, freed only in its
+        // `drop` (after every reference, and so every user of `&self`, is gone).
+        Some(unsafe { &*p })
+    }
+
+    fn goes_on_lane(&self, nr: i64) -> bool {
+        (0..512).contains(&nr)
+            && self.lane_calls[(nr / 64) as usize].load(Ordering::Relaxed) & (1u64 << (nr % 64)) != 0
+            && self.lane().is_some()
+    }
+
+    /// The lane failed: no more calls on it, and its peer is told by the end of the stream.
+    fn lane_failed(&self, why: &str) {
+        if let Some(s) = self.lane() {
+            pr_warn!("pid {}: kernel lane closed ({}); calls go to the guest\n", self.pid, why);
+            self.lane_dead.store(true, Ordering::Release);
+            s.shutdown();
+        }
+    }
+
+    /// Sends the recorded call on the lane and waits (killable) for its result. None when it
+    /// could not be sent (the guest then takes it); else its result (-ENOSYS if the lane broke
+    /// after sending, as for a listener that went away).
+    fn lane_call(&self) -> Option<i64> {
+        let sock = self.lane()?;
+        let id = self.id.load(Ordering::Relaxed);
+        let mut m = [0u8; LANE_CALL_LEN];
+        m[0..8].copy_from_slice(&id.to_le_bytes());
+        m[8..12].copy_from_slice(&(self.nr.load(Ordering::Relaxed) as u32).to_le_bytes());
+        for (i, a) in self.args.iter().enumerate() {
+            m[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.load(Ordering::Relaxed).to_le_bytes());
+        }
+        if sock.send_all(&m).is_err() {
+            self.lane_failed("cannot send");
+            return None;
+        }
+        let mut r = [0u8; LANE_REPLY_LEN];
+        let mut got = 0;
+        while got < r.len() {
+            match sock.recv(&mut r[got..]) {
+                Ok(Some(n)) => got += n,
+                Ok(None) => {
+                    // Killable only, as a call the guest received: the process is dying if this fails.
+                    if Sock::wait(Some(sock), None, 0, true).is_err() {
+                        return Some(-ENOSYS);
+                    }
+                }
+                Err(_) => {
+                    self.lane_failed("its peer is gone");
+                    return Some(-ENOSYS);
+                }
+            }
+        }
+        let seq = u64::from_le_bytes(r[0..8].try_into().unwrap_or_default());
+        if seq != id {
+            self.lane_failed("a reply out of sequence");
+            return Some(-ENOSYS);
+        }
+        Some(i64::from_le_bytes(r[8..16].try_into().unwrap_or_default()))
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let p = self.lane.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !p.is_null() {
+            // SAFETY: the `KBox<Sock>` this field owned (from `KBox::into_raw` in `lane`).
+            drop(unsafe { KBox::from_raw(p) });
+        }
     }
 }
 
@@ -104,13 +191,17 @@ pub(crate) unsafe extern "C" fn mosix_intercept_enter(l: *const Listener, nr: i6
     // SAFETY: `work` lives in the listener that `for_work` keeps alive until `mosix_icpt_park`
     // drops it; the current task is the intercepted one and is running (not exiting: it makes a
     // system call).
-    if unsafe { sys::task_work_add_resume((*for_work).work.get()) }.is_err() {
+    if unsafe { sys::task_work_add_resume((*for_work).work.get(), sys::Kind::Listener) }.is_err() {
         // SAFETY: not queued: the reference is ours to drop.
         drop(unsafe { Arc::from_raw(for_work) });
         return false;
     }
-    l.state.store(POSTED, Ordering::Release);
-    sys::wake();
+    if l.goes_on_lane(nr) {
+        l.state.store(LANE, Ordering::Release);
+    } else {
+        l.state.store(POSTED, Ordering::Release);
+        sys::wake();
+    }
     true
 }
 
@@ -129,6 +220,23 @@ pub(crate) unsafe extern "C" fn mosix_icpt_park(head: *mut bindings::callback_he
         l.state.store(IDLE, Ordering::Release);
         sys::wake();
         return;
+    }
+    if l.state.load(Ordering::Acquire) == LANE {
+        if let Some(ret) = l.lane_call() {
+            sys::set_return(ret);
+            l.state.store(IDLE, Ordering::Release);
+            sys::wake();
+            return;
+        }
+        // Not sent: the guest takes it, as any call. A listener closed meanwhile answers it
+        // ENOSYS (`release` sets `closed` before it looks for a POSTED call, so one of us does).
+        l.state.store(POSTED, Ordering::SeqCst);
+        sys::wake();
+        if l.closed.load(Ordering::SeqCst) {
+            l.ret.store(-ENOSYS, Ordering::Relaxed);
+            l.cont.store(false, Ordering::Relaxed);
+            let _ = l.state.compare_exchange(POSTED, ANSWERED, Ordering::AcqRel, Ordering::Acquire);
+        }
     }
     loop {
         let s = l.state.load(Ordering::Acquire);
@@ -180,7 +288,7 @@ pub(crate) fn intercept(file: &FileState, arg: usize) -> Result<i32> {
         return Err(EINVAL);
     }
     let held = file.lock()?;
-    if file.has_frozen(&held) || file.listener(&held).is_some() {
+    if file.in_use(&held) {
         return Err(EBUSY);
     }
     let task = crate::freeze::mosix_child(req.pid)?;
@@ -201,11 +309,14 @@ pub(crate) fn intercept(file: &FileState, arg: usize) -> Result<i32> {
             pass_nr: AtomicI64::new(-1),
             pass_at: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            lane: AtomicPtr::new(core::ptr::null_mut()),
+            lane_calls: Default::default(),
+            lane_dead: AtomicBool::new(false),
         },
         GFP_KERNEL,
     )?;
     let for_table = Arc::into_raw(l.clone());
-    if let Err(e) = sys::intercept_add(&l.task, for_table.cast()) {
+    if let Err(e) = sys::intercept_add(&l.task, for_table.cast(), sys::Kind::Listener) {
         // SAFETY: the table did not take it: the reference is still ours to drop.
         drop(unsafe { Arc::from_raw(for_table) });
         return Err(e);
@@ -214,9 +325,36 @@ pub(crate) fn intercept(file: &FileState, arg: usize) -> Result<i32> {
     Ok(0)
 }
 
+/// `MOSIX_IOC_LANE`: the listener's calls in `calls` go on the socket `fd` from now on.
+pub(crate) fn lane(file: &FileState, arg: usize) -> Result<i32> {
+    let req: Lane = UserSlice::new(arg, size_of::<Lane>()).reader().read()?;
+    if req.reserved0 != 0 || req.reserved != 0 {
+        return Err(EINVAL);
+    }
+    let held = file.lock()?;
+    let l = file.listener(&held).ok_or(EINVAL)?;
+    if req.calls.iter().zip(&l.local).any(|(c, loc)| c & loc != 0) {
+        return Err(EINVAL);
+    }
+    if !l.lane.load(Ordering::Acquire).is_null() {
+        return Err(EBUSY);
+    }
+    let sock = KBox::into_raw(KBox::new(Sock::from_fd(req.fd)?, GFP_KERNEL)?);
+    for (slot, c) in l.lane_calls.iter().zip(req.calls) {
+        slot.store(c, Ordering::Relaxed);
+    }
+    // Under the descriptor's lock, so nothing else set it meanwhile.
+    l.lane.store(sock, Ordering::Release);
+    Ok(0)
+}
+
 /// The descriptor is closed: stop intercepting, answer a waiting call with ENOSYS.
 pub(crate) fn release(l: Arc<Listener>) {
-    l.closed.store(true, Ordering::Release);
+    l.closed.store(true, Ordering::SeqCst);
+    // A call waiting on the lane wakes at its end and fails with ENOSYS.
+    if let Some(s) = l.lane() {
+        s.shutdown();
+    }
     // After this no probe uses the table's reference: take it back.
     if sys::intercept_remove((&*l as *const Listener).cast()) {
         // SAFETY: the table's reference, from `Arc::into_raw` in `intercept`, given back once.
@@ -226,7 +364,7 @@ pub(crate) fn release(l: Arc<Listener>) {
     l.ret.store(-ENOSYS, Ordering::Relaxed);
     l.cont.store(false, Ordering::Relaxed);
     for waiting in [POSTED, RECEIVED] {
-        let _ = l.state.compare_exchange(waiting, ANSWERED, Ordering::AcqRel, Ordering::Acquire);
+        let _ = l.state.compare_exchange(waiting, ANSWERED, Ordering::SeqCst, Ordering::Acquire);
     }
     sys::wake();
 }

@@ -98,6 +98,7 @@ use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
 
 mod abi;
+mod deputy;
 mod freeze;
 mod intercept;
 mod restore;
@@ -166,6 +167,10 @@ impl sys::Device for MosixDevice {
             MOSIX_IOC_RESTORE => return restore::restore(file, arg),
             MOSIX_IOC_INTERCEPT => intercept::intercept(file, arg),
             MOSIX_IOC_SIGINFO => freeze::siginfo(file, arg),
+            MOSIX_IOC_LANE => intercept::lane(file, arg),
+            MOSIX_IOC_DEPUTY => deputy::register(file, arg),
+            // Waits for the deputy's call: not under the descriptor's lock.
+            MOSIX_IOC_DEPUTY_CALL => deputy::call(&*file.deputy_ref().ok_or(EINVAL)?, arg),
             SECCOMP_IOCTL_NOTIF_RECV
             | SECCOMP_IOCTL_NOTIF_SEND
             | SECCOMP_IOCTL_NOTIF_ID_VALID

@@ -324,17 +324,24 @@ void mosix_shim_set_user_regs(const u64 *w)
 
 #define MOSIX_MAX_ICPT 64
 
-int mosix_shim_task_work_add_resume(struct callback_head *work);
+int mosix_shim_task_work_add_resume(struct callback_head *work, int kind);
 void mosix_shim_set_return(long v);
 void mosix_shim_restart_call(long nr);
 void mosix_shim_interrupted_call(long nr);
 int mosix_shim_park_interruptible(u32 *state, u32 while_is);
-int mosix_shim_intercept_add(struct task_struct *t, const void *l);
+int mosix_shim_intercept_add(struct task_struct *t, const void *l, int kind);
 bool mosix_shim_intercept_remove(const void *l);
 void mosix_shim_poll_wait(struct file *file, struct poll_table_struct *wait);
 int mosix_shim_can_intercept(void);
 bool mosix_intercept_enter(const void *l, long nr, const u64 *args, u64 ip); /* intercept.rs */
 void mosix_icpt_park(struct callback_head *work);                          /* intercept.rs */
+bool mosix_deputy_enter(const void *d, long nr, u64 ip);                     /* deputy.rs */
+void mosix_dep_park(struct callback_head *work);                             /* deputy.rs */
+
+/* Kinds of table entries: an intercepted remote process (intercept.rs), or a deputy at home
+ * served by the module (deputy.rs). */
+#define MOSIX_KIND_LISTENER 0
+#define MOSIX_KIND_DEPUTY 1
 
 int mosix_shim_can_intercept(void)
 {
@@ -346,6 +353,7 @@ static DEFINE_SPINLOCK(mosix_icpt_lock);
 static struct {
 	struct task_struct *task;
 	const void *l;
+	int kind;
 } mosix_icpt[MOSIX_MAX_ICPT];
 static int mosix_icpt_n;
 static DEFINE_MUTEX(mosix_icpt_reg);
@@ -356,7 +364,7 @@ static void mosix_probe(void *data, struct pt_regs *regs, long id)
 {
 	const void *l = NULL;
 	unsigned long flags;
-	int i;
+	int i, kind = 0;
 
 	if (!READ_ONCE(mosix_icpt_n))
 		return;
@@ -371,10 +379,14 @@ static void mosix_probe(void *data, struct pt_regs *regs, long id)
 	for (i = 0; i < MOSIX_MAX_ICPT; i++) {
 		if (mosix_icpt[i].task == current) {
 			l = mosix_icpt[i].l;
+			kind = mosix_icpt[i].kind;
 			break;
 		}
 	}
-	if (l) {
+	if (l && kind == MOSIX_KIND_DEPUTY) {
+		if (mosix_deputy_enter(l, id, regs->ip))
+			regs->orig_ax = -1;
+	} else if (l) {
 		u64 args[6] = { regs->di, regs->si, regs->dx, regs->r10, regs->r8, regs->r9 };
 
 		/* Skipped: the entry code re-reads the number after the tracepoint and runs nothing
@@ -391,7 +403,7 @@ static void mosix_find_sys_enter(struct tracepoint *tp, void *priv)
 		mosix_tp_sys_enter = tp;
 }
 
-int mosix_shim_intercept_add(struct task_struct *t, const void *l)
+int mosix_shim_intercept_add(struct task_struct *t, const void *l, int kind)
 {
 	unsigned long flags;
 	int i, r = 0;
@@ -412,8 +424,9 @@ int mosix_shim_intercept_add(struct task_struct *t, const void *l)
 	spin_lock_irqsave(&mosix_icpt_lock, flags);
 	for (i = 0; i < MOSIX_MAX_ICPT; i++) {
 		if (!mosix_icpt[i].task) {
-			WRITE_ONCE(mosix_icpt[i].task, t);
 			mosix_icpt[i].l = l;
+			mosix_icpt[i].kind = kind;
+			WRITE_ONCE(mosix_icpt[i].task, t);
 			WRITE_ONCE(mosix_icpt_n, mosix_icpt_n + 1);
 			break;
 		}
@@ -459,7 +472,7 @@ bool mosix_shim_intercept_remove(const void *l)
 }
 #else
 /* A kernel without tracepoints: no interception (the feature bit says so). */
-int mosix_shim_intercept_add(struct task_struct *t, const void *l)
+int mosix_shim_intercept_add(struct task_struct *t, const void *l, int kind)
 {
 	return -ENOSYS;
 }
@@ -478,13 +491,21 @@ static void mosix_shim_icpt_work(struct callback_head *work)
 	module_put(THIS_MODULE);
 }
 
-int mosix_shim_task_work_add_resume(struct callback_head *work)
+/* The task_work of a deputy's marker call: deputy.rs's mosix_dep_park(), then the module
+ * reference is dropped (tail call). */
+static void mosix_shim_dep_work(struct callback_head *work)
+{
+	mosix_dep_park(work);
+	module_put(THIS_MODULE);
+}
+
+int mosix_shim_task_work_add_resume(struct callback_head *work, int kind)
 {
 	int r;
 
 	if (!try_module_get(THIS_MODULE))
 		return -ENODEV;
-	init_task_work(work, mosix_shim_icpt_work);
+	init_task_work(work, kind == MOSIX_KIND_DEPUTY ? mosix_shim_dep_work : mosix_shim_icpt_work);
 	/* TWA_SIGNAL, not TWA_RESUME: get_signal() runs task works before it dequeues a signal, so
 	 * the call is answered (or withdrawn) before a signal that came meanwhile is delivered, and
 	 * the handler's frame saves the call's result, not -ENOSYS. */
@@ -523,4 +544,137 @@ void mosix_shim_restart_call(long nr)
 void mosix_shim_poll_wait(struct file *file, struct poll_table_struct *wait)
 {
 	poll_wait(file, &mosix_wq, wait);
+}
+
+/*
+ * The kernel lane (intercept.rs, deputy.rs): a stream socket between a remote process's module
+ * and its deputy's module, which carries register-only calls and their results without either
+ * daemon. The module holds a file reference on the socket; it sends and receives only without
+ * blocking, and waits with mosix_shim_sock_wait().
+ */
+#include <linux/net.h>
+#include <net/sock.h>
+
+void *mosix_shim_sock_get(int fd, int *err);
+void mosix_shim_sock_put(void *sock);
+long mosix_shim_sock_send(void *sock, const void *buf, size_t len);
+long mosix_shim_sock_recv(void *sock, void *buf, size_t len);
+void mosix_shim_sock_shutdown(void *sock);
+int mosix_shim_sock_wait(void *sock, u32 *state, u32 while_is, int killable);
+void mosix_shim_set_call(long nr, const u64 *args);
+u64 mosix_shim_arg0(void);
+
+/* The caller's descriptor @fd as a stream socket, with a file reference (NULL and *@err set:
+ * -EBADF, -ENOTSOCK, or -EINVAL for a socket that is not a stream). */
+void *mosix_shim_sock_get(int fd, int *err)
+{
+	struct socket *sock = sockfd_lookup(fd, err);
+
+	if (!sock)
+		return NULL;
+	if (sock->type != SOCK_STREAM) {
+		sockfd_put(sock);
+		*err = -EINVAL;
+		return NULL;
+	}
+	return sock;
+}
+
+void mosix_shim_sock_put(void *sock)
+{
+	struct socket *s = sock;
+
+	sockfd_put(s);
+}
+
+/* Sends @len bytes without blocking: the bytes sent (all, or fewer when the socket's buffer is
+ * full) or -errno. */
+long mosix_shim_sock_send(void *sock, const void *buf, size_t len)
+{
+	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
+	struct kvec v = { .iov_base = (void *)buf, .iov_len = len };
+
+	return kernel_sendmsg(sock, &msg, &v, 1, len);
+}
+
+/* Receives at most @len bytes without blocking: the bytes received, 0 at the end of the stream,
+ * -EAGAIN when none are there, or -errno. */
+long mosix_shim_sock_recv(void *sock, void *buf, size_t len)
+{
+	struct msghdr msg = { .msg_flags = MSG_DONTWAIT };
+	struct kvec v = { .iov_base = buf, .iov_len = len };
+
+	return kernel_recvmsg(sock, &msg, &v, 1, len, MSG_DONTWAIT);
+}
+
+/* Ends both directions: a task waiting on the socket wakes and reads its end. */
+void mosix_shim_sock_shutdown(void *sock)
+{
+	kernel_sock_shutdown(sock, SHUT_RDWR);
+}
+
+/*
+ * Sleeps until @sock (if not NULL) is readable or at its end or in error, or *@state (if not
+ * NULL) no longer holds @while_is (a change announced by mosix_shim_wake()). Killable only, or
+ * interruptible by any signal: 0, or -ERESTARTSYS when a (fatal) signal ended the wait.
+ */
+/* Socket callbacks wake only interruptible sleepers (wake_up_interruptible*): this entry wakes
+ * its task in a killable sleep too. */
+static int mosix_wake_any(struct wait_queue_entry *w, unsigned int mode, int flags, void *key)
+{
+	return default_wake_function(w, TASK_NORMAL, flags, key);
+}
+
+int mosix_shim_sock_wait(void *s, u32 *state, u32 while_is, int killable)
+{
+	struct socket *sock = s;
+	struct wait_queue_entry ws, wm;
+	int r = 0;
+
+	init_waitqueue_entry(&wm, current);
+	add_wait_queue(&mosix_wq, &wm);
+	if (sock) {
+		init_waitqueue_func_entry(&ws, mosix_wake_any);
+		ws.private = current;
+		add_wait_queue(&sock->wq.wait, &ws);
+	}
+	for (;;) {
+		set_current_state(killable ? TASK_KILLABLE : TASK_INTERRUPTIBLE);
+		if (state && READ_ONCE(*state) != while_is)
+			break;
+		if (sock && (vfs_poll(sock->file, NULL) & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+			break;
+		if (killable ? fatal_signal_pending(current) : signal_pending(current)) {
+			r = -ERESTARTSYS;
+			break;
+		}
+		schedule();
+	}
+	__set_current_state(TASK_RUNNING);
+	if (sock)
+		remove_wait_queue(&sock->wq.wait, &ws);
+	remove_wait_queue(&mosix_wq, &wm);
+	return r;
+}
+
+/* On its return to user mode the calling task makes system call @nr with @args (six words):
+ * its `syscall` instruction is executed again with these registers. */
+void mosix_shim_set_call(long nr, const u64 *args)
+{
+	struct pt_regs *regs = task_pt_regs(current);
+
+	regs->di = args[0];
+	regs->si = args[1];
+	regs->dx = args[2];
+	regs->r10 = args[3];
+	regs->r8 = args[4];
+	regs->r9 = args[5];
+	regs->ax = nr;
+	regs->ip -= 2;
+}
+
+/* The calling task's first argument register (rdi) as it made its current system call. */
+u64 mosix_shim_arg0(void)
+{
+	return task_pt_regs(current)->di;
 }

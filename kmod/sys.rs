@@ -35,12 +35,20 @@ extern "C" {
     fn mosix_shim_set_blocked(mask: u64);
     fn mosix_shim_set_user_regs(words: *const u64);
     fn mosix_shim_close_fd(fd: c_uint);
-    fn mosix_shim_task_work_add_resume(work: *mut bindings::callback_head) -> c_int;
+    fn mosix_shim_task_work_add_resume(work: *mut bindings::callback_head, kind: c_int) -> c_int;
     fn mosix_shim_set_return(v: c_long);
     fn mosix_shim_restart_call(nr: c_long);
     fn mosix_shim_interrupted_call(nr: c_long);
     fn mosix_shim_park_interruptible(state: *mut u32, while_is: u32) -> c_int;
-    fn mosix_shim_intercept_add(t: *mut bindings::task_struct, l: *const c_void) -> c_int;
+    fn mosix_shim_intercept_add(t: *mut bindings::task_struct, l: *const c_void, kind: c_int) -> c_int;
+    fn mosix_shim_sock_get(fd: c_int, err: *mut c_int) -> *mut c_void;
+    fn mosix_shim_sock_put(sock: *mut c_void);
+    fn mosix_shim_sock_send(sock: *mut c_void, buf: *const c_void, len: usize) -> c_long;
+    fn mosix_shim_sock_recv(sock: *mut c_void, buf: *mut c_void, len: usize) -> c_long;
+    fn mosix_shim_sock_shutdown(sock: *mut c_void);
+    fn mosix_shim_sock_wait(sock: *mut c_void, state: *mut u32, while_is: u32, killable: c_int) -> c_int;
+    fn mosix_shim_set_call(nr: c_long, args: *const u64);
+    fn mosix_shim_arg0() -> u64;
     fn mosix_shim_intercept_remove(l: *const c_void) -> bool;
     fn mosix_shim_can_intercept() -> c_int;
     fn mosix_shim_poll_wait(file: *mut bindings::file, wait: *mut bindings::poll_table_struct);
@@ -492,17 +500,119 @@ pub(crate) fn set_user_regs(words: &[u64; 27]) {
     unsafe { mosix_shim_set_user_regs(words.as_ptr()) };
 }
 
-/// Queues `intercept::mosix_icpt_park(work)` on the calling task, to run before it returns to user
-/// mode and before any signal is delivered (TWA_SIGNAL). Callable with preemption off. The queued
-/// work holds a module reference.
+/// Kinds of entries of the probe's table (and of the task works they queue).
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    /// An intercepted remote process: `intercept::mosix_intercept_enter`, `mosix_icpt_park`.
+    Listener = 0,
+    /// A deputy served by the module: `deputy::mosix_deputy_enter`, `mosix_dep_park`.
+    Deputy = 1,
+}
+
+/// Queues `intercept::mosix_icpt_park(work)` (kind `Listener`) or `deputy::mosix_dep_park(work)`
+/// (kind `Deputy`) on the calling task, to run before it returns to user mode and before any
+/// signal is delivered (TWA_SIGNAL). Callable with preemption off. The queued work holds a module
+/// reference.
 ///
 /// # Safety
 ///
-/// `work` must stay valid and unmoved until `mosix_icpt_park` has been called with it, and must
+/// `work` must stay valid and unmoved until that function has been called with it, and must
 /// satisfy its contract.
-pub(crate) unsafe fn task_work_add_resume(work: *mut bindings::callback_head) -> Result {
+pub(crate) unsafe fn task_work_add_resume(work: *mut bindings::callback_head, kind: Kind) -> Result {
     // SAFETY: the caller guarantees `work`; the shim queues it on the current task.
-    to_result(unsafe { mosix_shim_task_work_add_resume(work) })
+    to_result(unsafe { mosix_shim_task_work_add_resume(work, kind as c_int) })
+}
+
+/// A stream socket of the caller's, held by the module (a file reference) for the kernel lane.
+///
+/// # Invariants
+///
+/// `self.0` is a `struct socket *` of a stream socket whose file reference this value holds.
+pub(crate) struct Sock(*mut c_void);
+
+// SAFETY: a socket's file reference may be used and dropped from any task; the kernel's socket
+// calls do their own locking.
+unsafe impl Send for Sock {}
+// SAFETY: as above: every use goes through the kernel's socket calls, which lock.
+unsafe impl Sync for Sock {}
+
+impl Sock {
+    /// The caller's descriptor `fd`, which must be a stream socket (`EBADF`, `ENOTSOCK`, `EINVAL`).
+    pub(crate) fn from_fd(fd: i32) -> Result<Sock> {
+        let mut err: c_int = 0;
+        // SAFETY: the shim looks `fd` up in the calling task's own table and takes a reference.
+        let p = unsafe { mosix_shim_sock_get(fd, &mut err) };
+        if p.is_null() {
+            return Err(Error::from_errno(if err < 0 { err } else { -(bindings::EBADF as c_int) }));
+        }
+        Ok(Sock(p))
+    }
+
+    /// Sends all of `buf` without blocking: Err when the socket cannot take it all now (its end
+    /// is gone, or its buffer is full: the lane then stops being used).
+    pub(crate) fn send_all(&self, buf: &[u8]) -> Result {
+        // SAFETY: `self.0` is a live socket (type invariant); `buf` is valid for its length.
+        let r = unsafe { mosix_shim_sock_send(self.0, buf.as_ptr().cast(), buf.len()) };
+        if r < 0 {
+            return Err(Error::from_errno(r as c_int));
+        }
+        if r as usize != buf.len() {
+            return Err(EIO);
+        }
+        Ok(())
+    }
+
+    /// Receives what is there, at most `buf.len()` bytes, without blocking: Ok(Some(n)) with
+    /// n > 0 bytes, Ok(None) when nothing is there yet, Err at the end of the stream (`EPIPE`)
+    /// or on an error.
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+        // SAFETY: `self.0` is a live socket (type invariant); `buf` is valid for writes of its
+        // length.
+        let r = unsafe { mosix_shim_sock_recv(self.0, buf.as_mut_ptr().cast(), buf.len()) };
+        match r {
+            0 => Err(EPIPE),
+            r if r == -(bindings::EAGAIN as c_long) => Ok(None),
+            r if r < 0 => Err(Error::from_errno(r as c_int)),
+            r => Ok(Some(r as usize)),
+        }
+    }
+
+    /// Ends both directions: a task waiting on it wakes and finds its end.
+    pub(crate) fn shutdown(&self) {
+        // SAFETY: `self.0` is a live socket (type invariant).
+        unsafe { mosix_shim_sock_shutdown(self.0) };
+    }
+
+    /// Sleeps until the socket is readable (or at its end), or `state` (if given) no longer holds
+    /// `while_is`. `killable`: only a fatal signal ends the wait; else any signal. Err(ERESTARTSYS)
+    /// when a signal ended it.
+    pub(crate) fn wait(sock: Option<&Sock>, state: Option<&AtomicU32>, while_is: u32, killable: bool) -> Result {
+        let s = sock.map_or(core::ptr::null_mut(), |s| s.0);
+        let st = state.map_or(core::ptr::null_mut(), |a| a.as_ptr());
+        // SAFETY: `s` is null or a live socket (type invariant of the borrowed `Sock`); `st` is
+        // null or a live atomic u32 for the whole wait (borrowed), read with READ_ONCE.
+        to_result(unsafe { mosix_shim_sock_wait(s, st, while_is, c_int::from(killable)) })
+    }
+}
+
+impl Drop for Sock {
+    fn drop(&mut self) {
+        // SAFETY: gives back the file reference this value holds (type invariant).
+        unsafe { mosix_shim_sock_put(self.0) };
+    }
+}
+
+/// The calling task makes system call `nr` with `args` on its return to user mode: its `syscall`
+/// instruction (the one that entered the current call) is executed again with these registers.
+pub(crate) fn set_call(nr: i64, args: &[u64; 6]) {
+    // SAFETY: `args` is six valid words; the shim writes the calling task's own pt_regs.
+    unsafe { mosix_shim_set_call(nr as c_long, args.as_ptr()) };
+}
+
+/// The calling task's first argument register (rdi) of its current system call.
+pub(crate) fn arg0() -> u64 {
+    // SAFETY: reads the calling task's own pt_regs.
+    unsafe { mosix_shim_arg0() }
 }
 
 /// The calling task's current system call returns `v` to user mode.
@@ -520,10 +630,11 @@ pub(crate) fn restart_call(nr: i64) {
 
 /// Adds `t` to the interception probe's table with its listener `l` (a pointer the table keeps
 /// until [`intercept_remove`]); registers the probe with the first entry.
-pub(crate) fn intercept_add(t: &TaskRef, l: *const c_void) -> Result {
+pub(crate) fn intercept_add(t: &TaskRef, l: *const c_void, kind: Kind) -> Result {
     // SAFETY: `t` is a live task for as long as its entry exists (its listener holds the
-    // reference and outlives the entry); `l` is only handed back to intercept.rs by the probe.
-    to_result(unsafe { mosix_shim_intercept_add(t.0, l) })
+    // reference and outlives the entry); `l` is only handed back, by the probe, to the module
+    // file of its kind.
+    to_result(unsafe { mosix_shim_intercept_add(t.0, l, kind as c_int) })
 }
 
 /// Removes listener `l` from the probe's table (unregistering the probe with the last entry);

@@ -61,6 +61,19 @@ pub trait Wire: Read + Write + AsFd {
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         recv_now(self.as_fd(), buf)
     }
+
+    /// The bytes travel unencrypted (no cluster key): the kernel lane, which carries no
+    /// encryption, may be offered beside it.
+    fn plain(&self) -> bool {
+        true
+    }
+}
+
+/// An unguessable token (a fork's `ForkJoin`, a lane's `LaneJoin`).
+pub fn token() -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
 }
 
 fn recv_now(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
@@ -175,6 +188,10 @@ impl Read for NoWait {
 }
 
 impl Wire for Channel {
+    fn plain(&self) -> bool {
+        !self.is_secure()
+    }
+
     fn buffered(&self) -> bool {
         match self {
             Channel::Plain(_) => false,

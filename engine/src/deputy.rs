@@ -102,6 +102,25 @@ const LOOP_CODE: [u8; 90] = [
     0xeb, 0xa6, // jmp top
 ];
 
+/// Where the lane loop starts in the deputy's code page (after [`LOOP_CODE`]).
+const LANE_AT: u64 = 128;
+/// The lane loop (native mode, kmod/deputy.rs): a marker `pause` that the module catches and
+/// turns into the next call, whose result goes in the next marker's rdi.
+/// ```text
+/// marker: mov eax,34; syscall          ; the module's marker (LANE_MARKER_END: after the syscall)
+///         mov rdi,rax; jmp marker
+/// ```
+const LANE_CODE: [u8; 12] = [0xb8, 0x22, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x48, 0x89, 0xc7, 0xeb, 0xf4];
+const LANE_MARKER_END: u64 = 7;
+
+/// The deputy's code page: the futex loop, then the lane loop at [`LANE_AT`].
+fn code_page() -> Vec<u8> {
+    let mut page = LOOP_CODE.to_vec();
+    page.resize(LANE_AT as usize, 0xcc);
+    page.extend_from_slice(&LANE_CODE);
+    page
+}
+
 /// While asleep on a call, mosrun looks for stops of the deputy (a signal that arrived during the
 /// call stops it until it is taken; or its death) after 1 ms, then at doubling intervals up to this.
 const CALL_CHECK: Duration = Duration::from_millis(100);
@@ -135,6 +154,11 @@ pub struct Deputy {
     /// Signals for the home pid taken with their siginfo (served mode), for
     /// [`take_siginfos`](Self::take_siginfos).
     siginfos: Vec<Vec<u8>>,
+    /// Served mode: where the code page is in the deputy.
+    code: u64,
+    /// Served by the module (native mode, [`Deputy::serve_natively`]): the deputy runs the lane
+    /// loop, calls are posted through the module, and lane calls reach it without mosrun.
+    native: Option<crate::native::ServedDeputy>,
 }
 
 /// Maps the shared memory file into the deputy and here, and the loop code into the deputy.
@@ -166,7 +190,7 @@ fn serve_setup(t: &mut Tracee<Stopped>) -> Result<(Shared, u64), Error> {
     })();
     let _ = t.inject(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
     let shared = shared?;
-    mem::write_mem(pid, page, &LOOP_CODE)?;
+    mem::write_mem(pid, page, &code_page())?;
     t.inject_ok("mprotect(deputy code)", libc::SYS_mprotect, [page, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64, 0, 0, 0])?;
     Ok((shared, page))
 }
@@ -210,7 +234,7 @@ impl Deputy {
                 r.orig_rax = u64::MAX;
                 t.set_regs(r)?;
                 let task = Task::Serving(t.resume()?);
-                Ok(Deputy { task, pid, area: 0, shared: Some(shared), siginfos: Vec::new() })
+                Ok(Deputy { task, pid, area: 0, shared: Some(shared), siginfos: Vec::new(), code, native: None })
             }
             Err(e) => {
                 tracing::warn!(pid = pid.as_raw(), error = %e, "deputy without shared memory: one ptrace stop per forwarded call");
@@ -231,7 +255,7 @@ impl Deputy {
                 t.set_trap(Some(code));
                 // Its user memory is gone: the registers it was frozen with will never be resumed.
                 t.registers_disposable()?;
-                Ok(Deputy { task: Task::Parked(t), pid, area, shared: None, siginfos: Vec::new() })
+                Ok(Deputy { task: Task::Parked(t), pid, area, shared: None, siginfos: Vec::new(), code: 0, native: None })
             }
         }
     }
@@ -239,6 +263,41 @@ impl Deputy {
     /// Does the deputy run calls without ptrace stops (served mode)?
     pub fn served(&self) -> bool {
         self.shared.is_some()
+    }
+
+    /// Is the deputy served by the module (native mode)?
+    pub fn served_natively(&self) -> bool {
+        self.native.is_some()
+    }
+
+    /// Native mode (kmod/deputy.rs): the module serves the deputy from now on, with the kernel
+    /// lane `lane` (a connected stream socket to the remote node's module; the module keeps its
+    /// own reference) if given. The deputy leaves its futex loop for the lane loop; calls posted
+    /// by [`execute`](Self::execute) go through the module. Only for a served deputy that is our
+    /// own child; on failure it stays as it was.
+    pub fn serve_natively(&mut self, lane: Option<std::os::fd::BorrowedFd<'_>>) -> Result<(), Error> {
+        if self.shared.is_none() || self.native.is_some() {
+            return Err(Error::Sys { what: "MOSIX_IOC_DEPUTY", pid: self.pid.as_raw(), errno: nix::errno::Errno::EINVAL });
+        }
+        let (pid, code) = (self.pid, self.code);
+        let t = self.parked()?;
+        let mut r = t.regs()?;
+        // rbx (the shared page) is kept: the futex loop can take over again.
+        r.rip = code + LANE_AT;
+        r.rax = 0;
+        r.orig_rax = u64::MAX;
+        t.set_regs(r)?;
+        let served = crate::native::serve_deputy(pid, lane, code + LANE_AT + LANE_MARKER_END, &crate::policy::lane_numbers());
+        if served.is_err() {
+            // Back to the futex loop.
+            r.rip = code;
+            t.set_regs(r)?;
+        }
+        if let Task::Parked(t) = std::mem::replace(&mut self.task, Task::Gone) {
+            self.task = Task::Serving(t.resume()?);
+        }
+        self.native = Some(served?);
+        Ok(())
     }
 
     /// Stops a served deputy's loop and holds it in a ptrace stop (for the return home or its
@@ -266,6 +325,10 @@ impl Deputy {
     /// # Panics
     /// If a served deputy was not [parked](Self::park) first.
     pub fn into_tracee(mut self) -> Tracee<Stopped> {
+        // Parked: its registers are about to be replaced; the module stops serving it.
+        if matches!(self.task, Task::Parked(_)) {
+            self.native = None;
+        }
         match std::mem::replace(&mut self.task, Task::Gone) {
             Task::Parked(mut t) => {
                 t.set_trap(None);
@@ -443,6 +506,24 @@ impl Deputy {
         let Task::Serving(t) = &mut self.task else {
             return Err(Error::TraceeGone { pid: self.pid.as_raw(), how: "deputy not serving".into(), code: None });
         };
+        if let Some(n) = &self.native {
+            // Through the module: posted, then waited for, looking at the deputy's stops between
+            // waits as below.
+            let mut post = Some(nr);
+            let mut nap = Duration::from_millis(1);
+            loop {
+                match n.call(post, args, nap) {
+                    Ok(Some(ret)) => return Ok(ret),
+                    Ok(None) => post = None,
+                    Err(e) => {
+                        t.take_stops()?;
+                        return Err(Error::Sys { what: "MOSIX_IOC_DEPUTY_CALL", pid: self.pid.as_raw(), errno: e });
+                    }
+                }
+                t.take_stops()?;
+                nap = (nap * 2).min(CALL_CHECK);
+            }
+        }
         let m = &sh.mem;
         m.u64_at(NR).store(u64::from(nr), Ordering::Relaxed);
         for (i, a) in args.iter().enumerate() {
@@ -520,6 +601,7 @@ impl Deputy {
     pub fn end(mut self, status: ExitStatus) -> Result<(), Error> {
         let pid = self.pid;
         self.park()?;
+        self.native = None;
         let Task::Parked(mut t) = std::mem::replace(&mut self.task, Task::Gone) else { unreachable!("parked") };
         t.set_trap(None);
         match status {

@@ -47,6 +47,8 @@ pub enum Order {
     MoveTo(u32),
     /// A [`ForkSlot`] was queued: wakes the host loop, which drops it unless it is forking.
     Slot,
+    /// A [`LaneSlot`] was queued: the host loop takes it if its token is the one it offered.
+    Lane,
 }
 
 impl Order {
@@ -55,6 +57,7 @@ impl Order {
             Order::GoHome => (0u8, 0u32),
             Order::MoveTo(n) => (1, n),
             Order::Slot => (2, 0),
+            Order::Lane => (3, 0),
         };
         let mut b = [tag, 0, 0, 0, 0];
         b[1..].copy_from_slice(&n.to_le_bytes());
@@ -66,6 +69,7 @@ impl Order {
             (0, _) => Some(Order::GoHome),
             (1, n) => Some(Order::MoveTo(u32::from_le_bytes(n.try_into().ok()?))),
             (2, _) => Some(Order::Slot),
+            (3, _) => Some(Order::Lane),
             _ => None,
         }
     }
@@ -73,7 +77,7 @@ impl Order {
 
 /// The sending end of a guest's order channel; cheap to clone, usable from any thread.
 #[derive(Debug)]
-pub struct Orders(std::os::unix::net::UnixDatagram, std::sync::mpsc::Sender<ForkSlot>);
+pub struct Orders(std::os::unix::net::UnixDatagram, std::sync::mpsc::Sender<ForkSlot>, std::sync::mpsc::Sender<LaneSlot>);
 
 impl Orders {
     /// Queues `o` for the guest; fails when its host loop is gone (the guest ended).
@@ -82,7 +86,7 @@ impl Orders {
     }
 
     pub fn try_clone(&self) -> std::io::Result<Orders> {
-        Ok(Orders(self.0.try_clone()?, self.1.clone()))
+        Ok(Orders(self.0.try_clone()?, self.1.clone(), self.2.clone()))
     }
 
     /// Hands the guest the place for the child it is forking (the child's deputy channel has
@@ -92,6 +96,21 @@ impl Orders {
         let _ = self.send(Order::Slot);
         Ok(())
     }
+
+    /// Hands the guest the kernel lane home opened ([`mos_proto::deputy::LaneJoin`]). Fails
+    /// (giving it back) when its host loop is gone.
+    pub fn lane(&self, slot: LaneSlot) -> Result<(), LaneSlot> {
+        self.2.send(slot).map_err(|e| e.0)?;
+        let _ = self.send(Order::Lane);
+        Ok(())
+    }
+}
+
+/// A kernel lane from home: the connection after its `LaneJoin`, and the join's token.
+#[derive(Debug)]
+pub struct LaneSlot {
+    pub token: u64,
+    pub stream: std::net::TcpStream,
 }
 
 /// Where a guest that forks sends its child: the hosting node made a new guest thread for the
@@ -108,14 +127,15 @@ pub struct ForkSlot {
 
 /// The receiving end, polled by [`serve`].
 #[derive(Debug)]
-pub struct Inbox(std::os::unix::net::UnixDatagram, std::sync::mpsc::Receiver<ForkSlot>);
+pub struct Inbox(std::os::unix::net::UnixDatagram, std::sync::mpsc::Receiver<ForkSlot>, std::sync::mpsc::Receiver<LaneSlot>);
 
 /// A new order channel.
 pub fn orders() -> std::io::Result<(Orders, Inbox)> {
     let (a, b) = std::os::unix::net::UnixDatagram::pair()?;
     b.set_nonblocking(true)?;
     let (tx, rx) = std::sync::mpsc::channel();
-    Ok((Orders(a, tx), Inbox(b, rx)))
+    let (ltx, lrx) = std::sync::mpsc::channel();
+    Ok((Orders(a, tx, ltx), Inbox(b, rx, lrx)))
 }
 
 /// How long a forking guest waits for its child's deputy channel from home.
@@ -1199,6 +1219,7 @@ pub fn serve<S: Wire>(stream: &mut S, g: &Guest, inbox: &Inbox) -> End {
     };
     // The task and this thread hand over each call like a synchronous call, on one CPU.
     sys::notif_sync_wake_up(g.listener.as_raw_fd());
+    let mut lane_token = offer_lane(&mut h);
     loop {
         if h.recall {
             h.recall = false;
@@ -1246,6 +1267,15 @@ pub fn serve<S: Wire>(stream: &mut S, g: &Guest, inbox: &Inbox) -> End {
                     }
                     // Dropped at the top of the loop (it is not forking now).
                     Some(Order::Slot) => {}
+                    Some(Order::Lane) => {
+                        while let Ok(slot) = inbox.2.try_recv() {
+                            // Only the lane offered, once; any other connection is dropped (ended).
+                            if lane_token.is_some_and(|t| t == slot.token) {
+                                lane_token = None;
+                                open_lane(g, slot.stream);
+                            }
+                        }
+                    }
                     None => tracing::warn!("malformed order for a guest; ignored"),
                 }
             }
@@ -1290,6 +1320,37 @@ pub fn serve<S: Wire>(stream: &mut S, g: &Guest, inbox: &Inbox) -> End {
                 }
             }
         }
+    }
+}
+
+/// Offers home the kernel lane (docs/NATIVE.md) when this guest's calls are intercepted by the
+/// module, which offers the lane, and the deputy channel is not encrypted (the lane is not):
+/// returns the token of the offer.
+fn offer_lane<S: Wire>(h: &mut Host<'_, S>) -> Option<u64> {
+    if !h.s.plain() || !crate::native::lane_available() || !crate::native::can_freeze_guest(h.g.listener.as_fd()) {
+        return None;
+    }
+    let token = crate::channel::token().ok()?;
+    match h.send(&DeputyMsg::Lane { token }) {
+        Ok(()) => Some(token),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not offer the kernel lane");
+            None
+        }
+    }
+}
+
+/// Home opened the lane: from now on the module sends the process's register-only calls on it.
+fn open_lane(g: &Guest, stream: std::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let calls = policy::lane_numbers();
+    match crate::native::set_lane(g.listener.as_fd(), stream.as_fd(), &calls) {
+        Ok(()) => tracing::info!(
+            pid = g.pid.as_raw(),
+            calls = calls.len(),
+            "kernel lane open: register-only calls go to the deputy without this daemon"
+        ),
+        Err(e) => tracing::warn!(pid = g.pid.as_raw(), error = %e, "could not open the kernel lane; calls keep coming here"),
     }
 }
 

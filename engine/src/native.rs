@@ -27,6 +27,7 @@ const FEATURE_CAPTURE: u32 = 1 << 1;
 const FEATURE_RESTORE: u32 = 1 << 2;
 const FEATURE_INTERCEPT: u32 = 1 << 3;
 const FEATURE_SIGINFO: u32 = 1 << 4;
+const FEATURE_LANE: u32 = 1 << 5;
 const DEVICE: &str = "/dev/mosix";
 /// XSAVE buffer given to the module (its own bound is 16 KiB).
 const XSTATE_BUF: usize = 16 << 10;
@@ -146,7 +147,7 @@ pub(crate) struct RawRestore {
 const _: () = assert!(std::mem::size_of::<RawRestore>() == 312);
 
 /// `ioctl(fd, req, arg)` with a pointer to a `#[repr(C)]` value of the size encoded in `req`.
-fn ioctl<T>(f: &File, req: libc::c_ulong, arg: &mut T) -> Result<(), nix::errno::Errno> {
+fn ioctl<T>(f: &impl AsRawFd, req: libc::c_ulong, arg: &mut T) -> Result<(), nix::errno::Errno> {
     // SAFETY: `arg` is a valid, writable `T` for the whole call, and `req` encodes
     // `size_of::<T>()` (the constants above are built that way), so the module reads and writes
     // at most that many bytes of it.
@@ -212,6 +213,102 @@ pub fn intercept(pid: Pid, local: &[u32], pass_ip: u64) -> Result<std::os::fd::O
     }
     ioctl(&file, IOC_INTERCEPT, &mut req).map_err(|e| sys("MOSIX_IOC_INTERCEPT", e))?;
     Ok(file.into())
+}
+
+/// `struct mosix_lane` (kmod/abi.rs `Lane`).
+#[repr(C)]
+struct RawLane {
+    fd: i32,
+    reserved0: u32,
+    calls: [u64; 8],
+    reserved: u64,
+}
+const IOC_LANE: libc::c_ulong = ioc(1, 8, std::mem::size_of::<RawLane>());
+
+/// `struct mosix_deputy` (kmod/abi.rs `DeputyReg`).
+#[repr(C)]
+struct RawDeputy {
+    pid: i32,
+    fd: i32,
+    marker_ip: u64,
+    calls: [u64; 8],
+    reserved: u64,
+}
+const IOC_DEPUTY: libc::c_ulong = ioc(1, 9, std::mem::size_of::<RawDeputy>());
+
+/// `struct mosix_deputy_call` (kmod/abi.rs `DeputyCall`).
+#[repr(C)]
+struct RawDeputyCall {
+    nr: i64,
+    args: [u64; 6],
+    ret: i64,
+    timeout_ms: u32,
+    done: u32,
+    reserved: u64,
+}
+const IOC_DEPUTY_CALL: libc::c_ulong = ioc(3, 10, std::mem::size_of::<RawDeputyCall>());
+
+fn bitmap(calls: &[u32]) -> [u64; 8] {
+    let mut m = [0u64; 8];
+    for &nr in calls.iter().filter(|n| **n < 512) {
+        m[(nr / 64) as usize] |= 1u64 << (nr % 64);
+    }
+    m
+}
+
+/// Whether the module offers the kernel lane here (feature LANE; not with `MOS_ENGINE=portable`
+/// nor `MOS_LANE=off`).
+pub fn lane_available() -> bool {
+    features() & FEATURE_LANE != 0 && !std::env::var("MOS_LANE").is_ok_and(|v| v == "off")
+}
+
+/// On the module's listener `listener` (from [`intercept`]): the calls in `calls` go on the
+/// stream socket `sock` (the lane to the deputy's module) from now on. The module keeps its
+/// own reference to the socket.
+pub fn set_lane(listener: std::os::fd::BorrowedFd<'_>, sock: std::os::fd::BorrowedFd<'_>, calls: &[u32]) -> Result<(), nix::errno::Errno> {
+    let mut req = RawLane { fd: sock.as_raw_fd(), reserved0: 0, calls: bitmap(calls), reserved: 0 };
+    ioctl(&listener, IOC_LANE, &mut req)
+}
+
+/// A deputy served by the module ([`serve_deputy`]): posted calls go through it, lane calls
+/// reach the deputy without us. Dropping it stops the service (the deputy must first be moved
+/// out of its lane loop).
+#[derive(Debug)]
+pub struct ServedDeputy {
+    dev: File,
+}
+
+/// Registers `pid` (our single-threaded child, running the lane loop whose marker `syscall`
+/// ends at `marker_ip`) as a deputy served by the module, with the lane socket `sock` (a copy is
+/// kept by the module) whose calls may be those in `calls`.
+pub fn serve_deputy(pid: Pid, sock: Option<std::os::fd::BorrowedFd<'_>>, marker_ip: u64, calls: &[u32]) -> Result<ServedDeputy, Error> {
+    let sys = |what, e: nix::errno::Errno| Error::Sys { what, pid: pid.as_raw(), errno: e };
+    let dev = open().map_err(|e| sys("open /dev/mosix", nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+    let mut req = RawDeputy { pid: pid.as_raw(), fd: sock.map_or(-1, |s| s.as_raw_fd()), marker_ip, calls: bitmap(calls), reserved: 0 };
+    ioctl(&dev, IOC_DEPUTY, &mut req).map_err(|e| sys("MOSIX_IOC_DEPUTY", e))?;
+    Ok(ServedDeputy { dev })
+}
+
+impl ServedDeputy {
+    /// Posts call `nr` (or, with `None`, waits on for the one posted before) and waits at most
+    /// `wait` for its result: Ok(Some(result)) or Ok(None) while it still runs.
+    pub fn call(&self, nr: Option<u32>, args: [u64; 6], wait: std::time::Duration) -> Result<Option<i64>, nix::errno::Errno> {
+        let mut c = RawDeputyCall {
+            nr: nr.map_or(-1, i64::from),
+            args,
+            ret: 0,
+            timeout_ms: wait.as_millis().clamp(1, 60_000) as u32,
+            done: 0,
+            reserved: 0,
+        };
+        loop {
+            match ioctl(&self.dev, IOC_DEPUTY_CALL, &mut c) {
+                Err(nix::errno::Errno::EINTR) if nr.is_none() => continue,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok((c.done == 1).then_some(c.ret)),
+            }
+        }
+    }
 }
 
 /// Whether the native engine can freeze a guest to send it on (its queued signals go with it:

@@ -441,6 +441,46 @@ pub fn local_numbers() -> Vec<u32> {
     TABLE.iter().filter(|r| matches!(r.disposition, Disposition::Local(_))).map(|r| r.nr as u32).collect()
 }
 
+/// Calls the kernel lane may carry (native engine, docs/NATIVE.md): forwarded with no buffer
+/// whatever their arguments, nothing for the guest to do before or after (no signal to itself,
+/// no credentials to mirror, no fork, no path), and never blocking at home (a frozen process
+/// waits for a lane call's result, so a call that could sleep forever stays on the guest's
+/// path, where a return home can interrupt it).
+pub const LANE_CANDIDATES: &[libc::c_long] = &[
+    libc::SYS_getppid,
+    libc::SYS_getpgrp,
+    libc::SYS_getpgid,
+    libc::SYS_getsid,
+    libc::SYS_setpgid,
+    libc::SYS_lseek,
+    libc::SYS_dup,
+    libc::SYS_dup2,
+    libc::SYS_dup3,
+    libc::SYS_close,
+    libc::SYS_fchdir,
+    libc::SYS_fchmod,
+    libc::SYS_fchown,
+    libc::SYS_ftruncate,
+    libc::SYS_umask,
+    libc::SYS_getpriority,
+    libc::SYS_setpriority,
+    libc::SYS_shutdown,
+    libc::SYS_listen,
+];
+
+/// The numbers of [`LANE_CANDIDATES`] that this table forwards with no buffer and that run
+/// nowhere else (never local: the module refuses a lane call that is also local).
+pub fn lane_numbers() -> Vec<u32> {
+    let local = local_numbers();
+    LANE_CANDIDATES
+        .iter()
+        .map(|&nr| nr as u32)
+        .filter(|&nr| {
+            !local.contains(&nr) && TABLE.iter().any(|r| r.nr == nr as libc::c_long && r.disposition == Disposition::Forward(&[]))
+        })
+        .collect()
+}
+
 /// Human-readable reason a call brings the process home.
 pub fn home_reason(nr: u32) -> String {
     format!("system call {} must run at home", syscall_names::name(nr))
@@ -449,6 +489,34 @@ pub fn home_reason(nr: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lane_carries_only_register_only_forwarded_calls() {
+        let lane = lane_numbers();
+        assert!(lane.contains(&(libc::SYS_getppid as u32)), "{lane:?}");
+        assert!(lane.contains(&(libc::SYS_close as u32)), "{lane:?}");
+        for nr in &lane {
+            // Whatever the arguments: no buffer, no path, forwarded.
+            for args in [[0u64; 6], [u64::MAX; 6], [3, 1, 2, 0, 0, 0]] {
+                assert_eq!(classify(*nr, &args), Disposition::Forward(&[]), "{}", syscall_names::name(*nr));
+            }
+        }
+        let local = local_numbers();
+        assert!(lane.iter().all(|nr| !local.contains(nr)));
+        // Calls that block, signal, fork or carry memory never go on the lane.
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_write,
+            libc::SYS_kill,
+            libc::SYS_fcntl,
+            libc::SYS_ioctl,
+            libc::SYS_wait4,
+            libc::SYS_pause,
+            libc::SYS_setuid,
+        ] {
+            assert!(!lane.contains(&(nr as u32)), "{}", syscall_names::name(nr as u32));
+        }
+    }
 
     #[test]
     fn proc_files_of_the_process_memory_go_home() {

@@ -15,6 +15,7 @@
 #define MOSIX_FEATURE_CAPTURE (1u << 1)
 #define MOSIX_FEATURE_RESTORE (1u << 2)
 #define MOSIX_FEATURE_INTERCEPT (1u << 3)
+#define MOSIX_FEATURE_LANE (1u << 5)
 #define MOSIX_FEATURE_SIGINFO (1u << 4)
 
 struct mosix_version {
@@ -120,6 +121,35 @@ struct mosix_siginfo {
 	__u64 reserved;
 };
 
+/* MOSIX_IOC_LANE (on a listener): its calls in `calls` are sent by the module itself on the
+ * stream socket fd (the kernel lane to the deputy's module; records of mos_proto::lane). */
+struct mosix_lane {
+	__s32 fd;
+	__u32 reserved0;
+	__u64 calls[8];     /* bitmap of the calls (0..511) sent on the lane; none of them local */
+	__u64 reserved;
+};
+
+/* MOSIX_IOC_DEPUTY: this descriptor serves a deputy (the caller's single-threaded child) running
+ * the lane loop: `mov eax,34; syscall` (marker_ip: after it) `mov rdi,rax; jmp` back. */
+struct mosix_deputy {
+	__s32 pid;
+	__s32 fd;           /* the lane socket, or -1 */
+	__u64 marker_ip;
+	__u64 calls[8];     /* bitmap of the calls the lane may ask for (others: -ENOSYS) */
+	__u64 reserved;
+};
+
+/* MOSIX_IOC_DEPUTY_CALL: post a call in the deputy (nr >= 0) or wait on (nr = -1). */
+struct mosix_deputy_call {
+	__s64 nr;
+	__u64 args[6];
+	__s64 ret;          /* out, when done */
+	__u32 timeout_ms;   /* at most 60000 */
+	__u32 done;         /* in: 0; out: 1 when ret holds the result */
+	__u64 reserved;
+};
+
 #define MOSIX_IOC_VERSION _IOR(MOSIX_IOC_MAGIC, 0, struct mosix_version)
 #define MOSIX_IOC_INFO _IOWR(MOSIX_IOC_MAGIC, 1, struct mosix_info)
 #define MOSIX_IOC_FREEZE _IOW(MOSIX_IOC_MAGIC, 2, struct mosix_target)
@@ -128,5 +158,8 @@ struct mosix_siginfo {
 #define MOSIX_IOC_RESTORE _IOW(MOSIX_IOC_MAGIC, 5, struct mosix_restore)
 #define MOSIX_IOC_INTERCEPT _IOW(MOSIX_IOC_MAGIC, 6, struct mosix_intercept)
 #define MOSIX_IOC_SIGINFO _IOWR(MOSIX_IOC_MAGIC, 7, struct mosix_siginfo)
+#define MOSIX_IOC_LANE _IOW(MOSIX_IOC_MAGIC, 8, struct mosix_lane)
+#define MOSIX_IOC_DEPUTY _IOW(MOSIX_IOC_MAGIC, 9, struct mosix_deputy)
+#define MOSIX_IOC_DEPUTY_CALL _IOWR(MOSIX_IOC_MAGIC, 10, struct mosix_deputy_call)
 
 #endif

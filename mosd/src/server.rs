@@ -7,7 +7,7 @@ use crate::Node;
 use mos_engine::channel::Channel;
 use mos_engine::guest::{self, End};
 use mos_engine::{channel, migrate};
-use mos_proto::deputy::ForkJoin;
+use mos_proto::deputy::{ForkJoin, LaneJoin};
 use mos_proto::frame::{self, Kind};
 use mos_proto::migration::{Failed, Resumed, Stats};
 use mos_proto::secure::Ticket;
@@ -84,6 +84,9 @@ fn host(s: TcpStream, node: &Node) {
     };
     if first.kind == Kind::ForkJoin {
         return host_child(s, node, ip, first, ticket, orders, inbox);
+    }
+    if first.kind == Kind::LaneJoin {
+        return join_lane(s, node, ip, &first);
     }
     let admit = |o: &mos_proto::migration::Offer| {
         if let Some(t) = ticket.filter(|t| (t.uid, t.gid, t.node) != (o.uid, o.gid, o.home_node)) {
@@ -204,6 +207,27 @@ fn host_child(
     }
     tracing::info!(home = g.home_node, pid = g.home_pid, parent = join.parent_pid, local = g.pid.as_raw(), "forked child resumed here");
     run_guest(s, node, g, &stats, &inbox);
+}
+
+/// A connection from home that is the kernel lane of a guest here ([`LaneJoin`]): handed to that
+/// guest, which gives it to the module if the token is the one it offered. Only on a cluster
+/// without a key (the lane carries no encryption; a guest never offers it otherwise).
+fn join_lane(s: Channel, node: &Node, ip: IpAddr, first: &mos_proto::frame::Frame) {
+    let join: LaneJoin = match first.decode() {
+        Ok(j) => j,
+        Err(e) => return node.guard.bad_connection(ip, &e.to_string()),
+    };
+    let Channel::Plain(stream) = s else {
+        return node.guard.bad_connection(ip, "a kernel lane on an encrypted connection");
+    };
+    let Some((_, guest)) = node.registry.guest_by_home(join.home_node, join.home_pid) else {
+        tracing::warn!(home = join.home_node, pid = join.home_pid, "a kernel lane for no guest here; dropped");
+        return;
+    };
+    let _ = stream.set_read_timeout(None);
+    if guest.lane(guest::LaneSlot { token: join.token, stream }).is_err() {
+        tracing::warn!(home = join.home_node, pid = join.home_pid, "the guest ended before its kernel lane came; dropped");
+    }
 }
 
 /// Hosts a running guest (already listed) until it ends or leaves.

@@ -8,7 +8,7 @@ use mos_engine::deputy::{Deputy, SpinPolicy};
 use mos_engine::migrate::{self, Away};
 use mos_engine::Error as EngineError;
 use mos_proto::control::{AfterCheckpoint, Command, Mode, Reply, Request, Target};
-use mos_proto::deputy::{DeputyMsg, OnUnsupported};
+use mos_proto::deputy::{DeputyMsg, LaneJoin, OnUnsupported};
 use mos_proto::frame::{self, FrameReader, Kind};
 use mos_proto::migration::{Offer, Reason, Refuse, Stats};
 use mos_proto::secure::Credential;
@@ -318,14 +318,6 @@ fn ticket(control_path: &Path) -> Result<Option<Credential>, BoxError> {
         Reply::Error { message } => Err(message.into()),
         other => Err(format!("unexpected reply from mosd: {other:?}").into()),
     }
-}
-
-/// An unguessable token for a fork's [`mos_proto::deputy::ForkJoin`].
-fn fork_token() -> std::io::Result<u64> {
-    use std::io::Read;
-    let mut b = [0u8; 8];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(u64::from_le_bytes(b))
 }
 
 impl Supervisor {
@@ -660,6 +652,7 @@ impl Supervisor {
                 }
             }
             DeputyMsg::Unsupported { nr } => self.warn_unsupported(nr, node),
+            DeputyMsg::Lane { token } => self.open_lane(&mut away, node, token),
             DeputyMsg::Queued { info } => self.returning.push(info),
             DeputyMsg::Reroute { node: to } => {
                 tracing::info!(from = node, to, "the remote node's balancer moves the process on");
@@ -672,13 +665,41 @@ impl Supervisor {
         Ok(Where::Away { node, away: Box::new(away) })
     }
 
+    /// The remote side offers the kernel lane (docs/NATIVE.md): if this node's module can serve
+    /// the deputy, it does from now on, and a connection to the remote node carries the lane.
+    /// Anything that fails leaves the deputy served as before (the offer is then ignored).
+    fn open_lane(&mut self, away: &mut Away, node: u32, token: u64) {
+        if !mos_engine::native::lane_available() || away.stream.is_secure() || !away.deputy.served() || away.deputy.served_natively() {
+            tracing::debug!(node, "kernel lane offered, not taken");
+            return;
+        }
+        let opened = (|| -> Result<(), BoxError> {
+            let addr = away.stream.peer_addr()?;
+            let mut lane = std::net::TcpStream::connect_timeout(&addr, mos_engine::channel::CONNECT_TIMEOUT)?;
+            migrate::tune(&lane);
+            lane.set_nodelay(true)?;
+            // Served first: the remote module sends calls only once the join has arrived there.
+            away.deputy.serve_natively(Some(std::os::fd::AsFd::as_fd(&lane)))?;
+            frame::write_msg(
+                &mut lane,
+                Kind::LaneJoin,
+                &LaneJoin { home_node: self.home_node, home_pid: self.pid.as_raw() as u32, token },
+            )?;
+            Ok(())
+        })();
+        match opened {
+            Ok(()) => tracing::info!(node, "kernel lane open: the module serves the deputy"),
+            Err(e) => tracing::warn!(node, error = %e, "could not open the kernel lane; calls keep coming through mosrun"),
+        }
+    }
+
     /// The process forked away: the deputy forks (the child deputy has its descriptors, cwd,
     /// credentials and parent), and a supervisor of its own, in a new process, takes the child
     /// deputy over and opens the child's deputy channel. Returns the fork's result for the remote
     /// side (the child's home pid, or -errno) and the channel's token.
     fn on_fork(&mut self, away: &mut Away, node: u32) -> Result<(i64, u64), EngineError> {
         let again = -i64::from(libc::EAGAIN);
-        let (addr, token) = match (away.stream.peer_addr(), fork_token()) {
+        let (addr, token) = match (away.stream.peer_addr(), mos_engine::channel::token()) {
             (Ok(a), Ok(t)) => (a, t),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(error = %e, "cannot fork away");

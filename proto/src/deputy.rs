@@ -112,6 +112,22 @@ pub enum DeputyMsg {
     /// errno. With a pid, home then opens the child's deputy channel ([`ForkJoin`]) carrying the
     /// same random `token`: the remote side takes only that connection as the child's.
     Forked { seq: u64, ret: i64, token: u64 },
+    /// From the remote side, once: its module can carry register-only calls itself (the kernel
+    /// lane, [`crate::lane`]). If home's module can serve the deputy, home opens the lane
+    /// ([`LaneJoin`]) with this random `token`; otherwise it ignores this.
+    Lane { token: u64 },
+}
+
+/// First frame (`Kind::LaneJoin`) of a connection from home to the node of a guest that offered
+/// a lane ([`DeputyMsg::Lane`]): once the guest's node has taken it (it answers nothing), the
+/// connection carries only [`crate::lane`] records, between the two nodes' modules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneJoin {
+    pub home_node: u32,
+    /// Home pid of the process (the guest on that node).
+    pub home_pid: u32,
+    /// The token of the guest's [`DeputyMsg::Lane`].
+    pub token: u64,
 }
 
 /// First frame (`Kind::ForkJoin`) of a connection from home to the node where a guest forked:

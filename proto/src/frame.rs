@@ -59,6 +59,9 @@ pub enum Kind {
     /// Home -> remote mosd, first frame of a new connection: the deputy channel of a child forked
     /// by a guest there ([`crate::deputy::ForkJoin`]).
     ForkJoin = 40,
+    /// Home -> remote mosd, first frame of a new connection: the kernel lane of a guest there
+    /// ([`crate::deputy::LaneJoin`]); after it the connection carries [`crate::lane`] records.
+    LaneJoin = 41,
 }
 
 impl Kind {
@@ -84,6 +87,7 @@ impl Kind {
             21 => Kind::FileTable,
             22 => Kind::CheckpointEnd,
             40 => Kind::ForkJoin,
+            41 => Kind::LaneJoin,
             _ => return None,
         })
     }

@@ -13,6 +13,8 @@
 //! * [`checkpoint`]: the checkpoint file (the migration stream plus a header, a file table and a
 //!   SHA-256 trailer).
 //! * [`secure`]: Noise-encrypted migration and deputy connections keyed by the cluster key.
+//! * [`lane`]: the kernel lane's fixed records (register-only calls and their results, sent and
+//!   read by mosix.ko at both ends).
 //!
 //! Pure code: no I/O besides generic `Read`/`Write` helpers, no clock, no unsafe.
 #![forbid(unsafe_code)]
@@ -22,6 +24,7 @@ pub mod checkpoint;
 pub mod control;
 pub mod deputy;
 pub mod frame;
+pub mod lane;
 pub mod migration;
 pub mod nodemap;
 pub mod pages;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
 #include <sys/user.h>
@@ -370,6 +371,130 @@ static void intercept_withdrawn(void) {
 	close(p[0]), close(go[0]), close(go[1]);
 }
 
+/* The kernel lane (feature bit 5): a deputy served by the module (MOSIX_IOC_DEPUTY) runs the
+ * lane loop below; an intercepted child's lane calls (MOSIX_IOC_LANE) reach it over a socket
+ * pair with no daemon in between; calls posted with MOSIX_IOC_DEPUTY_CALL run in it too. */
+extern char mosix_probe_marker_end[];
+static void lane_loop(void) {
+	__asm__ volatile("1: mov $34, %%eax\n\t"
+			 "syscall\n\t"
+			 ".globl mosix_probe_marker_end\n"
+			 "mosix_probe_marker_end:\n\t"
+			 "mov %%rax, %%rdi\n\t"
+			 "jmp 1b"
+			 ::: "rax", "rdi", "rcx", "r11", "memory");
+}
+
+static void set_bit(__u64 *m, int nr) { m[nr / 64] |= 1ull << (nr % 64); }
+
+static void lane(void) {
+	int sv[2], p[2], go[2], dgo[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || pipe(p) || pipe(go) || pipe(dgo)) {
+		check(0, "lane: sockets and pipes");
+		return;
+	}
+	pid_t d = fork();
+	if (d == 0) { /* the deputy: its own process group, so getpgid(0) names it */
+		char b;
+		setpgid(0, 0);
+		if (read(dgo[0], &b, 1) != 1)
+			_exit(2);
+		lane_loop();
+		_exit(4);
+	}
+	pid_t c = fork();
+	if (c == 0) { /* the remote process */
+		char b;
+		if (read(go[0], &b, 1) != 1)
+			_exit(2);
+		long r[4];
+		r[0] = syscall(SYS_getpgid, 0); /* on the lane: the deputy's group */
+		r[1] = syscall(SYS_getsid, 0);  /* on the lane, not allowed by the deputy: ENOSYS */
+		if (r[1] == -1)
+			r[1] = -errno;
+		if (write(p[1], r, 2 * sizeof(long)) != 2 * sizeof(long))
+			_exit(3);
+		if (read(go[0], &b, 1) != 1)    /* the deputy's descriptor is closed meanwhile */
+			_exit(2);
+		r[2] = syscall(SYS_getpgid, 0); /* the lane is gone: to the listener, answered 77 */
+		r[3] = syscall(SYS_getpgid, 0); /* and again, without trying the lane */
+		_exit(write(p[1], r + 2, 2 * sizeof(long)) == 2 * sizeof(long) ? 0 : 3);
+	}
+	check(sleeping(d) && sleeping(c), "lane: the deputy and the process wait to start");
+	int dep = open("/dev/mosix", O_RDWR | O_CLOEXEC);
+	struct mosix_deputy dr = {.pid = d, .fd = sv[1], .marker_ip = (__u64)mosix_probe_marker_end};
+	set_bit(dr.calls, SYS_getpgid);
+	struct mosix_deputy bad = dr;
+	bad.pid = 1;
+	check(expect_errno(dep, MOSIX_IOC_DEPUTY, &bad, EPERM), "MOSIX_IOC_DEPUTY on a process not our child -> EPERM");
+	bad = dr;
+	bad.fd = p[0];
+	check(expect_errno(dep, MOSIX_IOC_DEPUTY, &bad, ENOTSOCK), "MOSIX_IOC_DEPUTY with a pipe for a lane -> ENOTSOCK");
+	check(ioctl(dep, MOSIX_IOC_DEPUTY, &dr) == 0, "MOSIX_IOC_DEPUTY on a child");
+	check(expect_errno(dep, MOSIX_IOC_DEPUTY, &dr, EBUSY), "a second MOSIX_IOC_DEPUTY on the descriptor -> EBUSY");
+	if (write(dgo[1], "g", 1) != 1)
+		check(0, "lane: start the deputy");
+	/* A posted call: getpid in the deputy. */
+	struct mosix_deputy_call dc = {.nr = SYS_getpid, .timeout_ms = 5000};
+	int r = ioctl(dep, MOSIX_IOC_DEPUTY_CALL, &dc);
+	check(r == 0 && dc.done == 1 && dc.ret == d, "MOSIX_IOC_DEPUTY_CALL: getpid ran in the deputy");
+	struct mosix_deputy_call marker = {.nr = 34, .timeout_ms = 10};
+	check(expect_errno(dep, MOSIX_IOC_DEPUTY_CALL, &marker, EINVAL), "MOSIX_IOC_DEPUTY_CALL of the marker call -> EINVAL");
+	int l = open("/dev/mosix", O_RDWR | O_CLOEXEC);
+	struct mosix_intercept req = {.pid = c};
+	set_bit(req.local, SYS_read);
+	set_bit(req.local, SYS_write);
+	set_bit(req.local, SYS_exit_group);
+	check(ioctl(l, MOSIX_IOC_INTERCEPT, &req) == 0, "lane: MOSIX_IOC_INTERCEPT");
+	struct mosix_lane ln = {.fd = sv[0]};
+	set_bit(ln.calls, SYS_read);
+	check(expect_errno(l, MOSIX_IOC_LANE, &ln, EINVAL), "MOSIX_IOC_LANE of a local call -> EINVAL");
+	memset(ln.calls, 0, sizeof ln.calls);
+	set_bit(ln.calls, SYS_getpgid);
+	set_bit(ln.calls, SYS_getsid);
+	ln.fd = p[0];
+	check(expect_errno(l, MOSIX_IOC_LANE, &ln, ENOTSOCK), "MOSIX_IOC_LANE on a pipe -> ENOTSOCK");
+	ln.fd = sv[0];
+	check(ioctl(l, MOSIX_IOC_LANE, &ln) == 0, "MOSIX_IOC_LANE");
+	check(expect_errno(l, MOSIX_IOC_LANE, &ln, EBUSY), "a second MOSIX_IOC_LANE -> EBUSY");
+	close(sv[0]), close(sv[1]); /* the module holds its own references */
+	if (write(go[1], "g", 1) != 1)
+		check(0, "lane: start the process");
+	struct pollfd pf = {.fd = l, .events = POLLIN};
+	long got[4] = {0};
+	struct pollfd pr = {.fd = p[0], .events = POLLIN};
+	check(poll(&pr, 1, 10000) == 1 && read(p[0], got, 2 * sizeof(long)) == 2 * sizeof(long), "lane: the process reports its lane calls");
+	/* Both lane calls were answered without the listener: nothing to receive here. */
+	check(poll(&pf, 1, 0) == 0, "lane calls never reach the listener");
+	close(dep); /* the deputy is no longer served: its lane ends */
+	if (write(go[1], "g", 1) != 1)
+		check(0, "lane: resume the process");
+	struct seccomp_notif n;
+	for (int i = 0; i < 2; i++) {
+		memset(&n, 0, sizeof n);
+		r = poll(&pf, 1, 10000) == 1 ? ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n) : -2;
+		check(r == 0 && n.data.nr == SYS_getpgid, "with the lane gone, the call comes to the listener");
+		if (r != 0 || n.data.nr != SYS_getpgid)
+			printf("mosix-probe: lane: RECV gave %d, call %d\n", r, n.data.nr);
+		struct seccomp_notif_resp a = {.id = n.id, .val = 77};
+		check(r == 0 && ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &a) == 0, "lane: NOTIF_SEND 77");
+	}
+	check(read(p[0], got + 2, 2 * sizeof(long)) == 2 * sizeof(long), "lane: the process reports");
+	check(got[0] == d, "getpgid on the lane ran in the deputy (its group)");
+	check(got[1] == -ENOSYS, "a lane call the deputy does not allow -> ENOSYS");
+	check(got[2] == 77 && got[3] == 77, "after the lane ended, calls went to the listener");
+	if (got[0] != d || got[1] != -ENOSYS || got[2] != 77)
+		printf("mosix-probe: lane results %ld %ld %ld %ld (deputy %d)\n", got[0], got[1], got[2], got[3], d);
+	close(l);
+	int st;
+	check(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0, "lane: the process exits normally");
+	/* No longer served, the deputy's marker is a real pause(). */
+	check(sleeping(d), "lane: the deputy sleeps in pause() once no longer served");
+	kill(d, SIGKILL);
+	check(waitpid(d, &st, 0) == d && WIFSIGNALED(st), "lane: the deputy is killed");
+	close(p[0]), close(p[1]), close(go[0]), close(go[1]), close(dgo[0]), close(dgo[1]);
+}
+
 /* MOSIX_IOC_SIGINFO (feature bit 4): the signals queued on a frozen child, its own queue then its
  * process's, with their siginfo; bounds and a process not frozen here are refused. */
 static void siginfo(int fd) {
@@ -469,8 +594,9 @@ int main(int argc, char **argv) {
 	memset(&v, 0xff, sizeof v);
 	int r = ioctl(fd, MOSIX_IOC_VERSION, &v);
 	check(r == 0 && v.abi == MOSIX_ABI_VERSION, "MOSIX_IOC_VERSION answers ABI version 2");
-	check(v.features == (MOSIX_FEATURE_FREEZE | MOSIX_FEATURE_CAPTURE | MOSIX_FEATURE_RESTORE | MOSIX_FEATURE_INTERCEPT | MOSIX_FEATURE_SIGINFO),
-	      "features: freeze, capture, restore and intercept");
+	check(v.features == (MOSIX_FEATURE_FREEZE | MOSIX_FEATURE_CAPTURE | MOSIX_FEATURE_RESTORE | MOSIX_FEATURE_INTERCEPT | MOSIX_FEATURE_SIGINFO |
+			     MOSIX_FEATURE_LANE),
+	      "features: freeze, capture, restore, intercept, siginfo and lane");
 
 	struct mosix_info in = {.abi = MOSIX_ABI_VERSION, .size = sizeof in};
 	r = ioctl(fd, MOSIX_IOC_INFO, &in);
@@ -520,6 +646,7 @@ int main(int argc, char **argv) {
 	same_as_ptrace(fd);
 	intercept(fd);
 	intercept_withdrawn();
+	lane();
 	siginfo(fd);
 	close(fd);
 	if (failures) {
