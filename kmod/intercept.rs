@@ -14,6 +14,11 @@
 //! (`SECCOMP_IOCTL_NOTIF_RECV`, `_SEND`, `_ID_VALID`, `_SET_FLAGS`) and poll(): the guest serves
 //! both engines with one code path. Closing it answers a waiting call with `ENOSYS` (as seccomp
 //! does) and stops the interception.
+//!
+//! With a lane (`MOSIX_IOC_LANE`), a call in the lane set is not posted to the guest: the
+//! process's park sends it on the lane socket to its deputy's module (deputy.rs) and waits there,
+//! killable, for the result, with no daemon on either side. A lane that fails is closed and its
+//! calls go to the guest again.
 use crate::abi::{Intercept, Lane, SeccompNotif, SeccompResp, AUDIT_ARCH_X86_64, LANE_CALL_LEN, LANE_REPLY_LEN};
 use crate::freeze::FileState;
 use crate::sys::{self, Sock, TaskRef};

@@ -84,6 +84,26 @@
 //!     PTRACE_PEEKSIGINFO without and with PTRACE_PEEKSIGINFO_SHARED): after the first `skip`, up
 //!     to `count` (at most 64, else `EINVAL`) `siginfo_t` of 128 bytes each at `buf`; out: `count`
 //!     written and `total` queued. What a move needs to carry a process's pending signals along.
+//!   - **The kernel lane** (feature bit 5, `LANE`; intercept.rs and deputy.rs; records in
+//!     `mos_proto::lane`):
+//!     - `MOSIX_IOC_LANE = _IOW(0xB7, 8, struct mosix_lane { s32 fd; u32 reserved0; u64
+//!       calls[8]; u64 reserved; })`, on a listener: its process's calls in `calls` (none of
+//!       them local: `EINVAL`) are sent by the process itself, from its park, on the stream
+//!       socket `fd` (`ENOTSOCK`, `EINVAL` for a socket that is not a stream; once, `EBUSY`),
+//!       and it waits there (killable) for the result; the listener never sees them. A lane
+//!       that cannot send, reaches its end or breaks the format is closed (one line in the
+//!       kernel log) and its calls go to the listener again.
+//!     - `MOSIX_IOC_DEPUTY = _IOW(0xB7, 9, struct mosix_deputy { s32 pid; s32 fd; u64
+//!       marker_ip; u64 calls[8]; u64 reserved; })`: this descriptor serves the deputy `pid`
+//!       (the caller's single-threaded child, as for a freeze), which runs the lane loop (a
+//!       `pause` marker at `marker_ip`; deputy.rs) and takes calls from the lane `fd` (or none,
+//!       -1): a call not in `calls` is answered -ENOSYS.
+//!     - `MOSIX_IOC_DEPUTY_CALL = _IOWR(0xB7, 10, struct mosix_deputy_call { s64 nr; u64
+//!       args[6]; s64 ret; u32 timeout_ms; u32 done; u64 reserved; })`: posts call `nr` in the
+//!       served deputy (`EBUSY` while another is posted; the marker number, or a number outside
+//!       0..512: `EINVAL`), or with `nr` = -1 waits on for it; `done` = 1 with `ret` once it ran,
+//!       0 when `timeout_ms` passed (or a signal came) first. Closing the descriptor ends the
+//!       service and the lane; the deputy's marker is then a real `pause()`.
 //!   - Only one ioctl at a time per descriptor: a concurrent one gets `EBUSY` (the notification
 //!     requests excepted: they do not take the descriptor's lock).
 //!   - The module cannot be unloaded while a freeze's work is still queued on a process (one that

@@ -665,3 +665,13 @@ golden!(
     DeputyMsg::Queued { info: vec![34, 0, 0, 0] },
     "4d4f5300 0100 0900 06000000 00000000  090422000000"
 );
+
+// ---------------------------------------------------------------- the kernel lane
+golden!(deputy_lane_golden, Kind::Deputy, DeputyMsg, DeputyMsg::Lane { token: 5 }, "4d4f5300 0100 0900 02000000 00000000  0c05");
+golden!(
+    lane_join_golden,
+    Kind::LaneJoin,
+    mos_proto::deputy::LaneJoin,
+    mos_proto::deputy::LaneJoin { home_node: 1, home_pid: 96, token: 5 },
+    "4d4f5300 0100 2900 03000000 00000000  016005"
+);

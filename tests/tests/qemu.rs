@@ -119,7 +119,10 @@ fn workload_migrates_vm1_to_vm2_to_vm3() {
         let p = repo().join(format!("target/qemu/runs/migrate/vm{vm}.log"));
         let text = std::fs::read_to_string(&p).unwrap_or_default();
         assert!(text.contains("system calls intercepted by the module"), "VM {vm} did not intercept with the module:\n{text}");
+        // The kernel lane: register-only calls went module to module, past both daemons.
+        assert!(text.contains("kernel lane open"), "VM {vm} did not open the kernel lane:\n{text}");
     }
+    assert!(log.contains("kernel lane open: the module serves the deputy"), "home did not serve the deputy with the module");
     // execer was sent home by its execve (a call held while freezing).
     let vm2 = std::fs::read_to_string(repo().join("target/qemu/runs/migrate/vm2.log")).unwrap_or_default();
     assert!(vm2.contains("call must run at home") && vm2.contains("execve"), "execer was not sent home by its execve:\n{vm2}");
