@@ -297,6 +297,9 @@ static void intercept(int fd) {
 	check(r == 0, "NOTIF_SEND CONTINUE");
 	if (r)
 		printf("mosix-probe: second call %d, SEND CONTINUE gave %d (%s)\n", n.data.nr, r, strerror(errno));
+	/* As the guest does: poll first (RECV waits for one change only, and the CONTINUE's own
+	 * end, ANSWERED -> IDLE, can be that change: ENOENT then). */
+	check(poll(&pf, 1, 10000) == 1, "the third getppid is posted");
 	memset(&n, 0, sizeof n);
 	r = ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n);
 	check(r == 0 && n.data.nr == SYS_getppid, "the third getppid waits");
