@@ -290,6 +290,7 @@ static void intercept(int fd) {
 	struct seccomp_notif_resp a = {.id = n.id, .val = 4242};
 	check(ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &a) == 0, "NOTIF_SEND 4242");
 	check(expect_errno(l, SECCOMP_IOCTL_NOTIF_SEND, &a, ENOENT), "a second answer -> ENOENT");
+	check(poll(&pf, 1, 10000) == 1, "the second getppid is posted");
 	memset(&n, 0, sizeof n);
 	r = ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n);
 	struct seccomp_notif_resp cont = {.id = n.id, .flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE};
