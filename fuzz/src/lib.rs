@@ -63,6 +63,7 @@ pub fn whole_frame(data: &[u8]) {
         }
         Kind::MapUpdate => postcard_body::<MapUpdate>(f.kind, &f.body),
         Kind::ForkJoin => postcard_body::<mos_proto::deputy::ForkJoin>(f.kind, &f.body),
+        Kind::LaneJoin => postcard_body::<mos_proto::deputy::LaneJoin>(f.kind, &f.body),
         Kind::LazyAreas => postcard_body::<mos_proto::migration::LazyAreas>(f.kind, &f.body),
         Kind::PageRequest => postcard_body::<mos_proto::migration::PageRequest>(f.kind, &f.body),
         Kind::LazyEnd => postcard_body::<mos_proto::migration::LazyEnd>(f.kind, &f.body),
