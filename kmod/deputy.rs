@@ -27,8 +27,9 @@
 //!
 //! The lane carries fixed records (`abi::LANE_CALL_LEN`, `abi::LANE_REPLY_LEN`; mos_proto::lane):
 //! a call not in the registered set is answered -ENOSYS; a malformed record ends the lane.
-use crate::abi::{DeputyCall, DeputyReg, LANE_CALL_LEN, LANE_REPLY_LEN};
+use crate::abi::{DeputyCall, DeputyReg};
 use crate::freeze::FileState;
+use crate::lane::{Lane, LaneErr};
 use crate::sys::{self, Sock, TaskRef};
 use core::mem::size_of;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -60,8 +61,7 @@ pub(crate) struct Deputy {
     pid: i32,
     marker_ip: u64,
     calls: [u64; 8],
-    lane: Option<Sock>,
-    lane_dead: AtomicBool,
+    lane: Option<Lane>,
     queued: AtomicBool,
     running: AtomicU32,
     lane_seq: AtomicU64,
@@ -76,25 +76,20 @@ pub(crate) struct Deputy {
 }
 
 impl Deputy {
-    fn lane(&self) -> Option<&Sock> {
-        self.lane.as_ref().filter(|_| !self.lane_dead.load(Ordering::Acquire))
+    fn lane(&self) -> Option<&Lane> {
+        self.lane.as_ref().filter(|l| l.live())
     }
 
-    fn lane_failed(&self, why: &str) {
-        if let Some(s) = self.lane() {
+    fn lane_failed(&self, lane: &Lane, why: &str) {
+        if lane.fail() {
             pr_warn!("deputy {}: kernel lane closed ({})\n", self.pid, why);
-            self.lane_dead.store(true, Ordering::Release);
-            s.shutdown();
         }
     }
 
     fn reply(&self, seq: u64, ret: i64) {
-        let Some(s) = self.lane() else { return };
-        let mut m = [0u8; LANE_REPLY_LEN];
-        m[0..8].copy_from_slice(&seq.to_le_bytes());
-        m[8..16].copy_from_slice(&ret.to_le_bytes());
-        if s.send_all(&m).is_err() {
-            self.lane_failed("cannot send a reply");
+        let Some(lane) = self.lane() else { return };
+        if lane.reply(seq, ret).is_err() {
+            self.lane_failed(lane, "cannot send a reply");
         }
     }
 
@@ -103,40 +98,20 @@ impl Deputy {
     }
 
     /// Reads one whole lane call if one has begun to arrive: Ok(Some((seq, nr, args))), Ok(None)
-    /// when nothing is there, Err when the deputy was killed while the rest came.
+    /// when nothing is there (or the lane just failed), Err when the deputy was killed while the
+    /// rest came.
     fn next_lane_call(&self) -> Result<Option<(u64, u32, [u64; 6])>> {
-        let Some(s) = self.lane() else { return Ok(None) };
-        let mut m = [0u8; LANE_CALL_LEN];
-        let mut got = match s.recv(&mut m) {
-            Ok(Some(n)) => n,
-            Ok(None) => return Ok(None),
-            Err(_) => {
-                self.lane_failed("its peer is gone");
-                return Ok(None);
+        let Some(lane) = self.lane() else { return Ok(None) };
+        match lane.next_call() {
+            Ok(c) => Ok(c),
+            Err(LaneErr::Killed) => Err(EINTR),
+            Err(LaneErr::Broken(why)) => {
+                self.lane_failed(lane, why);
+                Ok(None)
             }
-        };
-        // The sender sends a record at once: the rest is on its way.
-        while got < m.len() {
-            match s.recv(&mut m[got..]) {
-                Ok(Some(n)) => got += n,
-                Ok(None) => Sock::wait(Some(s), None, 0, true)?,
-                Err(_) => {
-                    self.lane_failed("its peer is gone");
-                    return Ok(None);
-                }
-            }
+            // (Receiving never gives it.)
+            Err(LaneErr::NotSent) => Ok(None),
         }
-        let word = |i: usize| u64::from_le_bytes(m[i..i + 8].try_into().unwrap_or_default());
-        let nr = u32::from_le_bytes(m[8..12].try_into().unwrap_or_default());
-        if m[12..16] != [0; 4] {
-            self.lane_failed("a malformed call");
-            return Ok(None);
-        }
-        let mut args = [0u64; 6];
-        for (i, a) in args.iter_mut().enumerate() {
-            *a = word(16 + 8 * i);
-        }
-        Ok(Some((word(0), nr, args)))
     }
 }
 
@@ -154,14 +129,9 @@ pub(crate) unsafe extern "C" fn mosix_deputy_enter(d: *const Deputy, nr: i64, ip
     if nr != MARKER || ip != d.marker_ip || d.closed.load(Ordering::Acquire) || d.queued.swap(true, Ordering::AcqRel) {
         return false;
     }
-    // SAFETY: `d` lives in an `Arc` (made by `register` below); one more reference for the work,
-    // taken back by `mosix_dep_park`.
-    let for_work = Arc::into_raw(unsafe { crate::freeze::arc_ref(d as *const Deputy) });
-    // SAFETY: `work` lives in the deputy that `for_work` keeps alive until `mosix_dep_park`
-    // drops it; the current task is the deputy, running (it makes a system call).
-    if unsafe { sys::task_work_add_resume((*for_work).work.get(), sys::Kind::Deputy) }.is_err() {
-        // SAFETY: not queued: the reference is ours to drop.
-        drop(unsafe { Arc::from_raw(for_work) });
+    // SAFETY: `d` lives in an `Arc` (made by `register` below); `work` is its field;
+    // `mosix_dep_park` takes the reference back from it.
+    if !unsafe { crate::freeze::queue_with_ref(d, d.work.get(), sys::Kind::Deputy) } {
         d.queued.store(false, Ordering::Release);
         return false;
     }
@@ -222,7 +192,7 @@ pub(crate) unsafe extern "C" fn mosix_dep_park(head: *mut bindings::callback_hea
             Ok(None) => {}
         }
         // Any signal or ptrace interrupt ends the wait; the marker is made again after it.
-        if Sock::wait(d.lane(), Some(&d.posted), P_IDLE, false).is_err() {
+        if Lane::wait(d.lane(), &d.posted, P_IDLE, false).is_err() {
             sys::interrupted_call(MARKER);
             return;
         }
@@ -240,7 +210,7 @@ pub(crate) fn register(file: &FileState, arg: usize) -> Result<i32> {
         return Err(EBUSY);
     }
     let task = crate::freeze::mosix_child(req.pid)?;
-    let lane = if req.fd >= 0 { Some(Sock::from_fd(req.fd)?) } else { None };
+    let lane = if req.fd >= 0 { Some(Lane::new(Sock::from_fd(req.fd)?)) } else { None };
     let d = Arc::new(
         Deputy {
             work: Opaque::uninit(),
@@ -249,7 +219,6 @@ pub(crate) fn register(file: &FileState, arg: usize) -> Result<i32> {
             marker_ip: req.marker_ip,
             calls: req.calls,
             lane,
-            lane_dead: AtomicBool::new(false),
             queued: AtomicBool::new(false),
             running: AtomicU32::new(RUN_NONE),
             lane_seq: AtomicU64::new(0),
@@ -262,12 +231,7 @@ pub(crate) fn register(file: &FileState, arg: usize) -> Result<i32> {
         },
         GFP_KERNEL,
     )?;
-    let for_table = Arc::into_raw(d.clone());
-    if let Err(e) = sys::intercept_add(&d.task, for_table.cast(), sys::Kind::Deputy) {
-        // SAFETY: the table did not take it: the reference is still ours to drop.
-        drop(unsafe { Arc::from_raw(for_table) });
-        return Err(e);
-    }
+    crate::freeze::table_add(&d.task, &d, sys::Kind::Deputy)?;
     file.set_deputy(&held, d);
     Ok(0)
 }
@@ -310,10 +274,7 @@ pub(crate) fn call(d: &Deputy, arg: usize) -> Result<i32> {
 /// made again as a real `pause()`), its lane ends.
 pub(crate) fn release(d: Arc<Deputy>) {
     d.closed.store(true, Ordering::Release);
-    if sys::intercept_remove((&*d as *const Deputy).cast()) {
-        // SAFETY: the table's reference, from `Arc::into_raw` in `register`, given back once.
-        drop(unsafe { Arc::from_raw(&*d as *const Deputy) });
-    }
+    crate::freeze::table_remove(&d);
     d.posted.store(P_CLOSED, Ordering::Release);
     if let Some(s) = d.lane.as_ref() {
         s.shutdown();

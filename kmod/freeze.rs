@@ -187,6 +187,47 @@ pub(crate) unsafe fn arc_ref<T>(p: *const T) -> Arc<T> {
     extra
 }
 
+/// Queues `work` (a field of `*x`) on the calling task with kind `kind` (see
+/// [`sys::task_work_add_resume`]), handing the work one more reference to `x`. Whether it was
+/// queued (if not, that reference is dropped again).
+///
+/// # Safety
+///
+/// `x` lives in an `Arc<T>`; `work` is a field of `*x`; the callback of `kind` takes that
+/// reference back with `Arc::from_raw` of the `T` around `work`.
+pub(crate) unsafe fn queue_with_ref<T>(x: &T, work: *mut bindings::callback_head, kind: sys::Kind) -> bool {
+    // SAFETY: per the contract, `x` lives in an `Arc`.
+    let for_work = Arc::into_raw(unsafe { arc_ref(x as *const T) });
+    // SAFETY: `work` lives in `*x`, which `for_work` keeps alive until the callback drops it; the
+    // callback satisfies `task_work_add_resume`'s contract per ours.
+    if unsafe { sys::task_work_add_resume(work, kind) }.is_err() {
+        // SAFETY: not queued: the reference is ours to drop.
+        drop(unsafe { Arc::from_raw(for_work) });
+        return false;
+    }
+    true
+}
+
+/// Enters `a` in the probe's table for `task` (kind `kind`), with a reference of its own, given
+/// back by [`table_remove`].
+pub(crate) fn table_add<T>(task: &TaskRef, a: &Arc<T>, kind: sys::Kind) -> Result {
+    let for_table = Arc::into_raw(a.clone());
+    sys::intercept_add(task, for_table.cast(), kind).inspect_err(|_| {
+        // SAFETY: the table did not take it: the reference is still ours to drop.
+        drop(unsafe { Arc::from_raw(for_table) });
+    })
+}
+
+/// Removes `a` from the probe's table (no probe uses it after this) and drops the table's
+/// reference.
+pub(crate) fn table_remove<T>(a: &Arc<T>) {
+    let p: *const T = &**a;
+    if sys::intercept_remove(p.cast()) {
+        // SAFETY: the table's reference, from `Arc::into_raw` in `table_add`, given back once.
+        drop(unsafe { Arc::from_raw(p) });
+    }
+}
+
 /// The process `pid` a descriptor may freeze or intercept: a MOSIX process (the caller's child:
 /// the program its mosrun runs, or the stub its guest restored; `EPERM` otherwise), not the
 /// caller nor a kernel thread, single-threaded (`EINVAL`), alive (`ESRCH`).

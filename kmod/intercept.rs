@@ -19,8 +19,9 @@
 //! process's park sends it on the lane socket to its deputy's module (deputy.rs) and waits there,
 //! killable, for the result, with no daemon on either side. A lane that fails is closed and its
 //! calls go to the guest again.
-use crate::abi::{Intercept, Lane, SeccompNotif, SeccompResp, AUDIT_ARCH_X86_64, LANE_CALL_LEN, LANE_REPLY_LEN};
+use crate::abi::{Intercept, SeccompNotif, SeccompResp, AUDIT_ARCH_X86_64};
 use crate::freeze::FileState;
+use crate::lane::{Lane, LaneErr};
 use crate::sys::{self, Sock, TaskRef};
 use core::mem::size_of;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -67,13 +68,11 @@ pub(crate) struct Listener {
     pass_at: AtomicU64,
     /// The descriptor is closed: nothing more is intercepted, a waiting call gets ENOSYS.
     closed: AtomicBool,
-    /// The kernel lane (`MOSIX_IOC_LANE`): a `KBox<Sock>` as a raw pointer, set once, owned by
+    /// The kernel lane (`MOSIX_IOC_LANE`): a `KBox<Lane>` as a raw pointer, set once, owned by
     /// this field and freed with the listener; null when there is none.
-    lane: AtomicPtr<Sock>,
+    lane: AtomicPtr<Lane>,
     /// The calls sent on the lane (bitmap of 0..512), set before `lane`.
     lane_calls: [AtomicU64; 8],
-    /// The lane failed (its peer is gone, or it broke the format): no call is sent on it any more.
-    lane_dead: AtomicBool,
 }
 
 impl Listener {
@@ -82,14 +81,14 @@ impl Listener {
     }
 
     /// The lane, if it is set and still used.
-    fn lane(&self) -> Option<&Sock> {
+    fn lane(&self) -> Option<&Lane> {
         let p = self.lane.load(Ordering::Acquire);
-        if p.is_null() || self.lane_dead.load(Ordering::Acquire) {
+        if p.is_null() {
             return None;
         }
-        // SAFETY: a non-null `lane` is a `KBox<Sock>` owned by this listener, freed only in its
+        // SAFETY: a non-null `lane` is a `KBox<Lane>` owned by this listener, freed only in its
         // `drop` (after every reference, and so every user of `&self`, is gone).
-        Some(unsafe { &*p })
+        Some(unsafe { &*p }).filter(|l| l.live())
     }
 
     fn goes_on_lane(&self, nr: i64) -> bool {
@@ -98,12 +97,9 @@ impl Listener {
             && self.lane().is_some()
     }
 
-    /// The lane failed: no more calls on it, and its peer is told by the end of the stream.
-    fn lane_failed(&self, why: &str) {
-        if let Some(s) = self.lane() {
+    fn lane_failed(&self, lane: &Lane, why: &str) {
+        if lane.fail() {
             pr_warn!("pid {}: kernel lane closed ({}); calls go to the guest\n", self.pid, why);
-            self.lane_dead.store(true, Ordering::Release);
-            s.shutdown();
         }
     }
 
@@ -111,41 +107,26 @@ impl Listener {
     /// could not be sent (the guest then takes it); else its result (-ENOSYS if the lane broke
     /// after sending, as for a listener that went away).
     fn lane_call(&self) -> Option<i64> {
-        let sock = self.lane()?;
-        let id = self.id.load(Ordering::Relaxed);
-        let mut m = [0u8; LANE_CALL_LEN];
-        m[0..8].copy_from_slice(&id.to_le_bytes());
-        m[8..12].copy_from_slice(&(self.nr.load(Ordering::Relaxed) as u32).to_le_bytes());
-        for (i, a) in self.args.iter().enumerate() {
-            m[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.load(Ordering::Relaxed).to_le_bytes());
+        let lane = self.lane()?;
+        let mut args = [0u64; 6];
+        for (a, s) in args.iter_mut().zip(&self.args) {
+            *a = s.load(Ordering::Relaxed);
         }
-        if sock.send_all(&m).is_err() {
-            self.lane_failed("cannot send");
-            return None;
-        }
-        let mut r = [0u8; LANE_REPLY_LEN];
-        let mut got = 0;
-        while got < r.len() {
-            match sock.recv(&mut r[got..]) {
-                Ok(Some(n)) => got += n,
-                Ok(None) => {
-                    // Killable only, as a call the guest received: the process is dying if this fails.
-                    if Sock::wait(Some(sock), None, 0, true).is_err() {
-                        return Some(-ENOSYS);
-                    }
-                }
-                Err(_) => {
-                    self.lane_failed("its peer is gone");
-                    return Some(-ENOSYS);
-                }
+        match lane.call(self.id.load(Ordering::Relaxed), self.nr.load(Ordering::Relaxed) as u32, &args) {
+            Ok(ret) => Some(ret),
+            // The process is dying: the value is never seen.
+            Err(LaneErr::Killed) => Some(-ENOSYS),
+            // Not made: the guest takes it.
+            Err(LaneErr::NotSent) => {
+                self.lane_failed(lane, "cannot send");
+                None
+            }
+            // Made or not: its result is lost with the lane.
+            Err(LaneErr::Broken(why)) => {
+                self.lane_failed(lane, why);
+                Some(-ENOSYS)
             }
         }
-        let seq = u64::from_le_bytes(r[0..8].try_into().unwrap_or_default());
-        if seq != id {
-            self.lane_failed("a reply out of sequence");
-            return Some(-ENOSYS);
-        }
-        Some(i64::from_le_bytes(r[8..16].try_into().unwrap_or_default()))
     }
 }
 
@@ -153,7 +134,7 @@ impl Drop for Listener {
     fn drop(&mut self) {
         let p = self.lane.swap(core::ptr::null_mut(), Ordering::AcqRel);
         if !p.is_null() {
-            // SAFETY: the `KBox<Sock>` this field owned (from `KBox::into_raw` in `lane`).
+            // SAFETY: the `KBox<Lane>` this field owned (from `KBox::into_raw` in `lane`).
             drop(unsafe { KBox::from_raw(p) });
         }
     }
@@ -190,15 +171,9 @@ pub(crate) unsafe extern "C" fn mosix_intercept_enter(l: *const Listener, nr: i6
     let id = l.id.load(Ordering::Relaxed).wrapping_add(1).max(1);
     l.id.store(id, Ordering::Relaxed);
     // The work holds a reference to the listener until it has run.
-    // SAFETY: `l` lives in an `Arc` (every `Listener` is made by `intercept` below); this makes
-    // one more reference for the queued work, taken back by `mosix_icpt_park`.
-    let for_work = Arc::into_raw(unsafe { crate::freeze::arc_ref(l as *const Listener) });
-    // SAFETY: `work` lives in the listener that `for_work` keeps alive until `mosix_icpt_park`
-    // drops it; the current task is the intercepted one and is running (not exiting: it makes a
-    // system call).
-    if unsafe { sys::task_work_add_resume((*for_work).work.get(), sys::Kind::Listener) }.is_err() {
-        // SAFETY: not queued: the reference is ours to drop.
-        drop(unsafe { Arc::from_raw(for_work) });
+    // SAFETY: `l` lives in an `Arc` (every `Listener` is made by `intercept` below); `work` is its
+    // field; `mosix_icpt_park` takes the reference back from it.
+    if !unsafe { crate::freeze::queue_with_ref(l, l.work.get(), sys::Kind::Listener) } {
         return false;
     }
     if l.goes_on_lane(nr) {
@@ -316,23 +291,17 @@ pub(crate) fn intercept(file: &FileState, arg: usize) -> Result<i32> {
             closed: AtomicBool::new(false),
             lane: AtomicPtr::new(core::ptr::null_mut()),
             lane_calls: Default::default(),
-            lane_dead: AtomicBool::new(false),
         },
         GFP_KERNEL,
     )?;
-    let for_table = Arc::into_raw(l.clone());
-    if let Err(e) = sys::intercept_add(&l.task, for_table.cast(), sys::Kind::Listener) {
-        // SAFETY: the table did not take it: the reference is still ours to drop.
-        drop(unsafe { Arc::from_raw(for_table) });
-        return Err(e);
-    }
+    crate::freeze::table_add(&l.task, &l, sys::Kind::Listener)?;
     file.set_listener(&held, l);
     Ok(0)
 }
 
 /// `MOSIX_IOC_LANE`: the listener's calls in `calls` go on the socket `fd` from now on.
 pub(crate) fn lane(file: &FileState, arg: usize) -> Result<i32> {
-    let req: Lane = UserSlice::new(arg, size_of::<Lane>()).reader().read()?;
+    let req: crate::abi::Lane = UserSlice::new(arg, size_of::<crate::abi::Lane>()).reader().read()?;
     if req.reserved0 != 0 || req.reserved != 0 {
         return Err(EINVAL);
     }
@@ -344,12 +313,12 @@ pub(crate) fn lane(file: &FileState, arg: usize) -> Result<i32> {
     if !l.lane.load(Ordering::Acquire).is_null() {
         return Err(EBUSY);
     }
-    let sock = KBox::into_raw(KBox::new(Sock::from_fd(req.fd)?, GFP_KERNEL)?);
+    let lane = KBox::into_raw(KBox::new(Lane::new(Sock::from_fd(req.fd)?), GFP_KERNEL)?);
     for (slot, c) in l.lane_calls.iter().zip(req.calls) {
         slot.store(c, Ordering::Relaxed);
     }
     // Under the descriptor's lock, so nothing else set it meanwhile.
-    l.lane.store(sock, Ordering::Release);
+    l.lane.store(lane, Ordering::Release);
     Ok(0)
 }
 
@@ -361,10 +330,7 @@ pub(crate) fn release(l: Arc<Listener>) {
         s.shutdown();
     }
     // After this no probe uses the table's reference: take it back.
-    if sys::intercept_remove((&*l as *const Listener).cast()) {
-        // SAFETY: the table's reference, from `Arc::into_raw` in `intercept`, given back once.
-        drop(unsafe { Arc::from_raw(&*l as *const Listener) });
-    }
+    crate::freeze::table_remove(&l);
     // No probe posts a call any more: one waiting (parked, or about to park) gets ENOSYS.
     l.ret.store(-ENOSYS, Ordering::Relaxed);
     l.cont.store(false, Ordering::Relaxed);

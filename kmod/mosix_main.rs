@@ -121,6 +121,7 @@ mod abi;
 mod deputy;
 mod freeze;
 mod intercept;
+mod lane;
 mod restore;
 mod sys;
 

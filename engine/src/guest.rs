@@ -1327,7 +1327,7 @@ pub fn serve<S: Wire>(stream: &mut S, g: &Guest, inbox: &Inbox) -> End {
 /// module, which offers the lane, and the deputy channel is not encrypted (the lane is not):
 /// returns the token of the offer.
 fn offer_lane<S: Wire>(h: &mut Host<'_, S>) -> Option<u64> {
-    if !h.s.plain() || !crate::native::lane_available() || !crate::native::can_freeze_guest(h.g.listener.as_fd()) {
+    if !h.s.plain() || !crate::native::lane_available() || !crate::native::is_device(h.g.listener.as_fd()) {
         return None;
     }
     let token = crate::channel::token().ok()?;

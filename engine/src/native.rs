@@ -5,8 +5,9 @@
 //! capture its whole user context in one call, where the portable engine injects a dozen system
 //! calls into it (brk, prctl, rt_sigaction per caught signal, sigaltstack). Its pages are read
 //! with process_vm_readv as before. A process that moved away is then handed to ptrace for its
-//! deputy ([`Parked::into_traced`]): the deputy is still the portable one, as is restoring on the
-//! receiving node. On that node the module intercepts the guest's system calls
+//! deputy ([`Parked::into_traced`]); restoring on the receiving node is portable. With the
+//! kernel lane the module also serves that deputy ([`serve_deputy`]) and carries a guest's
+//! register-only calls to it ([`set_lane`]). On that node the module intercepts the guest's system calls
 //! ([`intercept`]) and freezes it when it goes home, with its queued signals
 //! ([`Parked::pending_siginfo`]) (docs/NATIVE.md).
 //!
@@ -315,9 +316,12 @@ impl ServedDeputy {
 /// feature SIGINFO) and `fd` is the module's listener of that guest (a guest the module
 /// intercepts: a call it holds can be answered "restart" before the freeze).
 pub fn can_freeze_guest(fd: std::os::fd::BorrowedFd<'_>) -> bool {
-    if features() & (FEATURE_SIGINFO | FEATURE_INTERCEPT) != (FEATURE_SIGINFO | FEATURE_INTERCEPT) {
-        return false;
-    }
+    features() & (FEATURE_SIGINFO | FEATURE_INTERCEPT) == (FEATURE_SIGINFO | FEATURE_INTERCEPT) && is_device(fd)
+}
+
+/// Whether `fd` is a descriptor of `/dev/mosix` (a guest's listener from [`intercept`], not a
+/// seccomp listener).
+pub fn is_device(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     let (Ok(dev), Ok(st)) = (nix::sys::stat::stat(DEVICE), nix::sys::stat::fstat(fd)) else { return false };
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == dev.st_rdev
 }
