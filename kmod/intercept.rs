@@ -204,8 +204,11 @@ pub(crate) unsafe extern "C" fn mosix_icpt_park(head: *mut bindings::callback_he
     if l.state.load(Ordering::Acquire) == LANE {
         if let Some(ret) = l.lane_call() {
             sys::set_return(ret);
+            // No wake: a lane call is invisible to the guest (never readable, never received),
+            // and waking the module's queue would wake the guest's poll for nothing, a context
+            // switch into mosd for every lane call (RECV waiting on LANE wakes with the next
+            // POSTED).
             l.state.store(IDLE, Ordering::Release);
-            sys::wake();
             return;
         }
         // Not sent: the guest takes it, as any call. A listener closed meanwhile answers it

@@ -314,13 +314,14 @@ void mosix_shim_set_user_regs(const u64 *w)
  * The native engine's interception (intercept.rs): a probe on the sys_enter tracepoint, a table
  * of intercepted tasks, the task_work that parks an intercepted call, poll. The tracepoint is
  * found by name (for_each_kernel_tracepoint); the probe is registered while the table has an
- * entry, so that no other task pays for it.
+ * entry (and a few seconds after, see MOSIX_PROBE_LINGER), so that no other task pays for it.
  */
 #include <linux/mutex.h>
 #include <linux/poll.h>
 #include <linux/spinlock.h>
 #include <linux/string.h>
 #include <linux/tracepoint.h>
+#include <linux/workqueue.h>
 
 #define MOSIX_MAX_ICPT 64
 
@@ -331,6 +332,7 @@ void mosix_shim_interrupted_call(long nr);
 int mosix_shim_park_interruptible(u32 *state, u32 while_is);
 int mosix_shim_intercept_add(struct task_struct *t, const void *l, int kind);
 bool mosix_shim_intercept_remove(const void *l);
+void mosix_shim_intercept_exit(void);
 void mosix_shim_poll_wait(struct file *file, struct poll_table_struct *wait);
 int mosix_shim_can_intercept(void);
 bool mosix_intercept_enter(const void *l, long nr, const u64 *args, u64 ip); /* intercept.rs */
@@ -397,6 +399,33 @@ static void mosix_probe(void *data, struct pt_regs *regs, long id)
 	spin_unlock_irqrestore(&mosix_icpt_lock, flags);
 }
 
+/* The probe is unregistered a while after the table empties, not at once: unregistering waits
+ * for grace periods (tracepoint_synchronize_unregister) and patches the kernel's text, which took
+ * tens of milliseconds under TCG, and a table empties when a process goes home, while it is frozen
+ * (it is registered again at once for its next stay). Until then a task that is not in the table
+ * pays one look at the table per call. */
+#define MOSIX_PROBE_LINGER (5 * HZ)
+
+static void mosix_probe_off_fn(struct work_struct *w)
+{
+	mutex_lock(&mosix_icpt_reg);
+	if (mosix_probe_on && !READ_ONCE(mosix_icpt_n)) {
+		tracepoint_probe_unregister(mosix_tp_sys_enter, mosix_probe, NULL);
+		tracepoint_synchronize_unregister();
+		mosix_probe_on = false;
+	}
+	mutex_unlock(&mosix_icpt_reg);
+}
+
+static DECLARE_DELAYED_WORK(mosix_probe_off, mosix_probe_off_fn);
+
+/* Under mosix_icpt_reg: an empty table turns the probe off later. */
+static void mosix_probe_idle(void)
+{
+	if (mosix_probe_on && !READ_ONCE(mosix_icpt_n))
+		mod_delayed_work(system_wq, &mosix_probe_off, MOSIX_PROBE_LINGER);
+}
+
 static void mosix_find_sys_enter(struct tracepoint *tp, void *priv)
 {
 	if (!strcmp(tp->name, "sys_enter"))
@@ -435,11 +464,8 @@ int mosix_shim_intercept_add(struct task_struct *t, const void *l, int kind)
 	if (i == MOSIX_MAX_ICPT)
 		r = -EBUSY;
 out:
-	if (r && mosix_probe_on && !READ_ONCE(mosix_icpt_n)) {
-		tracepoint_probe_unregister(mosix_tp_sys_enter, mosix_probe, NULL);
-		tracepoint_synchronize_unregister();
-		mosix_probe_on = false;
-	}
+	if (r)
+		mosix_probe_idle();
 	mutex_unlock(&mosix_icpt_reg);
 	return r;
 }
@@ -462,13 +488,15 @@ bool mosix_shim_intercept_remove(const void *l)
 	}
 	spin_unlock_irqrestore(&mosix_icpt_lock, flags);
 	/* A probe that found the entry held the lock: none uses @l any more. */
-	if (mosix_probe_on && !READ_ONCE(mosix_icpt_n)) {
-		tracepoint_probe_unregister(mosix_tp_sys_enter, mosix_probe, NULL);
-		tracepoint_synchronize_unregister();
-		mosix_probe_on = false;
-	}
+	mosix_probe_idle();
 	mutex_unlock(&mosix_icpt_reg);
 	return found;
+}
+
+void mosix_shim_intercept_exit(void)
+{
+	cancel_delayed_work_sync(&mosix_probe_off);
+	mosix_probe_off_fn(NULL);
 }
 #else
 /* A kernel without tracepoints: no interception (the feature bit says so). */
@@ -480,6 +508,10 @@ int mosix_shim_intercept_add(struct task_struct *t, const void *l, int kind)
 bool mosix_shim_intercept_remove(const void *l)
 {
 	return false;
+}
+
+void mosix_shim_intercept_exit(void)
+{
 }
 #endif
 

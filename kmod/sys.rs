@@ -50,6 +50,7 @@ extern "C" {
     fn mosix_shim_set_call(nr: c_long, args: *const u64);
     fn mosix_shim_arg0() -> u64;
     fn mosix_shim_intercept_remove(l: *const c_void) -> bool;
+    fn mosix_shim_intercept_exit();
     fn mosix_shim_can_intercept() -> c_int;
     fn mosix_shim_poll_wait(file: *mut bindings::file, wait: *mut bindings::poll_table_struct);
 }
@@ -117,6 +118,10 @@ impl<T: Device> Drop for Registration<T> {
         // SAFETY: the device was registered in `register` (type invariant); after this call the
         // kernel holds no pointer to `self.fops`, which is freed after this function returns.
         unsafe { mosix_shim_misc_deregister() };
+        // SAFETY: no preconditions: with the device gone (and no descriptor open, or the module
+        // could not be unloading) the probe table is empty; this waits for the probe's delayed
+        // unregistration and makes it now, so no module code runs after the module's exit.
+        unsafe { mosix_shim_intercept_exit() };
     }
 }
 
