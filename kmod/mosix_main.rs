@@ -67,7 +67,8 @@
 //!     u64 local[8]; u64 pass_ip; u64 reserved; })`: this descriptor becomes the listener of
 //!     process `pid`'s system calls (the caller's single-threaded child, not the caller: `EPERM`,
 //!     `EINVAL`; one per descriptor, `EBUSY`; `ENOSYS` on a kernel without tracepoints). A probe
-//!     on the `sys_enter` tracepoint, registered while some process is intercepted, lets a call
+//!     on the `sys_enter` tracepoint, registered while some process is intercepted (and 5 s
+//!     after, so that a return home does not wait for its unregistration), lets a call
 //!     in the `local` bitmap, or made from `pass_ip` (the address after the `syscall`
 //!     instruction), run untouched; any other is skipped and the process parks, killable only,
 //!     until the listener answers. The descriptor then speaks the **seccomp user-notification
