@@ -69,8 +69,18 @@ int mosix_shim_is_parent(struct task_struct *child, struct task_struct *parent)
 
 /* The task_work of a freeze: freeze.rs's mosix_park(), then the module reference taken when it
  * was queued is dropped, as a tail call, so that no instruction of the module runs after it. */
+static bool mosix_icpt_parking(void);
+
 static void mosix_shim_work(struct callback_head *work)
 {
+	/* Task works run newest first: a freeze queued between the probe and the park of the call it
+	 * skipped would run first and freeze the task with that call neither made nor withdrawn. It
+	 * goes behind the park instead, queued again with TWA_SIGNAL, which also ends the park's
+	 * interruptible wait for a call not yet received (the call is withdrawn, to be restarted):
+	 * task_work_run() takes works queued meanwhile when its batch is done. The module reference
+	 * stays with the queued work. */
+	if (mosix_icpt_parking() && !task_work_add(current, work, TWA_SIGNAL))
+		return;
 	mosix_park(work);
 	module_put(THIS_MODULE);
 }
@@ -356,6 +366,8 @@ static struct {
 	struct task_struct *task;
 	const void *l;
 	int kind;
+	/* A listener's park is queued and has not ended (see mosix_shim_work). */
+	bool parking;
 } mosix_icpt[MOSIX_MAX_ICPT];
 static int mosix_icpt_n;
 static DEFINE_MUTEX(mosix_icpt_reg);
@@ -393,9 +405,39 @@ static void mosix_probe(void *data, struct pt_regs *regs, long id)
 
 		/* Skipped: the entry code re-reads the number after the tracepoint and runs nothing
 		 * for -1; rax keeps -ENOSYS until the answer replaces it. */
-		if (mosix_intercept_enter(l, id, args, regs->ip))
+		if (mosix_intercept_enter(l, id, args, regs->ip)) {
 			regs->orig_ax = -1;
+			mosix_icpt[i].parking = true;
+		}
 	}
+	spin_unlock_irqrestore(&mosix_icpt_lock, flags);
+}
+
+/* Whether the calling task has an intercepted call whose park is queued or running. */
+static bool mosix_icpt_parking(void)
+{
+	unsigned long flags;
+	bool r = false;
+	int i;
+
+	spin_lock_irqsave(&mosix_icpt_lock, flags);
+	for (i = 0; i < MOSIX_MAX_ICPT; i++)
+		if (mosix_icpt[i].task == current && mosix_icpt[i].kind == MOSIX_KIND_LISTENER)
+			r = mosix_icpt[i].parking;
+	spin_unlock_irqrestore(&mosix_icpt_lock, flags);
+	return r;
+}
+
+/* The calling task's park has ended. */
+static void mosix_icpt_parked(void)
+{
+	unsigned long flags;
+	int i;
+
+	spin_lock_irqsave(&mosix_icpt_lock, flags);
+	for (i = 0; i < MOSIX_MAX_ICPT; i++)
+		if (mosix_icpt[i].task == current)
+			mosix_icpt[i].parking = false;
 	spin_unlock_irqrestore(&mosix_icpt_lock, flags);
 }
 
@@ -455,6 +497,7 @@ int mosix_shim_intercept_add(struct task_struct *t, const void *l, int kind)
 		if (!mosix_icpt[i].task) {
 			mosix_icpt[i].l = l;
 			mosix_icpt[i].kind = kind;
+			mosix_icpt[i].parking = false;
 			WRITE_ONCE(mosix_icpt[i].task, t);
 			WRITE_ONCE(mosix_icpt_n, mosix_icpt_n + 1);
 			break;
@@ -513,6 +556,15 @@ bool mosix_shim_intercept_remove(const void *l)
 void mosix_shim_intercept_exit(void)
 {
 }
+
+static bool mosix_icpt_parking(void)
+{
+	return false;
+}
+
+static void mosix_icpt_parked(void)
+{
+}
 #endif
 
 /* The task_work of an intercepted call: intercept.rs's mosix_icpt_park(), then the module
@@ -520,6 +572,7 @@ void mosix_shim_intercept_exit(void)
 static void mosix_shim_icpt_work(struct callback_head *work)
 {
 	mosix_icpt_park(work);
+	mosix_icpt_parked();
 	module_put(THIS_MODULE);
 }
 

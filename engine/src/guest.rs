@@ -491,9 +491,6 @@ fn kill_and_reap(pid: Pid) {
 /// How long the guest busy-polls for a reply before it sleeps (see [`SpinPolicy`]).
 const REPLY_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
-/// Whether a guest the module intercepts is frozen by the module to go home (see `Host::freeze`).
-const NATIVE_GUEST_FREEZE: bool = false;
-
 /// The kernel's "restart this call" result (an interrupted call with no handler to run).
 const ERESTARTSYS: i32 = 512;
 
@@ -1122,11 +1119,9 @@ impl<S: Wire> Host<'_, S> {
     /// and the freeze finds it interrupted, to be restarted at home), else with ptrace.
     fn freeze(&self, held: Option<(i32, u64)>) -> Result<capture::Held, Error> {
         let pid = self.g.pid;
-        // Off: a freeze queued while the task is between the probe and its park runs first
-        // (task works run newest first) and parks it with the skipped call neither made nor
-        // withdrawn (a write was lost in CI). Needs the module to withdraw a posted call in its
-        // freeze park; until then guests freeze with ptrace.
-        if NATIVE_GUEST_FREEZE && crate::native::can_freeze_guest(self.g.listener.as_fd()) {
+        // A freeze queued while the task is between the probe and its park goes behind that park
+        // (the module requeues it), so the skipped call is answered or withdrawn before it parks.
+        if crate::native::can_freeze_guest(self.g.listener.as_fd()) {
             if let Some((listener, id)) = held {
                 let _ = sys::notif_send(listener, id, Err(ERESTARTSYS), false);
             }

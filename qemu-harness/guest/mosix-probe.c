@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <linux/seccomp.h>
 #include "mosix.h"
@@ -375,6 +377,87 @@ static void intercept_withdrawn(void) {
 	close(p[0]), close(go[0]), close(go[1]);
 }
 
+/* A freeze queued between the probe and the park of the call it skipped runs behind that park
+ * (task works run newest first: the module queues the freeze again). The window is made on the
+ * VM's single CPU: a SCHED_FIFO thread polls the listener, so the probe's wake-up of it preempts
+ * the child on its way back to user mode, where a reschedule comes before task works; the thread
+ * freezes the child there. The frozen child's call must be withdrawn as an interrupted one
+ * (orig_rax getppid, rax -ERESTARTSYS), not lost (orig_rax -1, rax -ENOSYS), and after the thaw
+ * it is made again and answered. */
+struct freezer {
+	int fd, listener;
+	pid_t pid;
+	int fifo, polled, r, err;
+};
+static void *freeze_thread(void *arg) {
+	struct freezer *f = arg;
+	struct sched_param sp = {.sched_priority = 10};
+	f->fifo = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
+	struct pollfd pf = {.fd = f->listener, .events = POLLIN};
+	f->polled = poll(&pf, 1, 10000) == 1;
+	struct mosix_target t = {.pid = f->pid, .timeout_ms = 10000};
+	f->r = ioctl(f->fd, MOSIX_IOC_FREEZE, &t);
+	f->err = errno;
+	return NULL;
+}
+
+static void freeze_behind_park(int fd) {
+	int p[2], go[2];
+	if (pipe(p) || pipe(go)) {
+		check(0, "behind: pipes");
+		return;
+	}
+	pid_t c = fork();
+	if (c == 0) {
+		char b;
+		if (read(go[0], &b, 1) != 1)
+			_exit(2);
+		long r = syscall(SYS_getppid); /* frozen behind its park, made again, answered 77 */
+		_exit(write(p[1], &r, sizeof r) == sizeof r ? 0 : 3);
+	}
+	check(sleeping(c), "behind: the child blocks in its read");
+	int l = open("/dev/mosix", O_RDWR | O_CLOEXEC);
+	struct mosix_intercept req = {.pid = c};
+	req.local[SYS_write / 64] |= 1ull << (SYS_write % 64);
+	req.local[SYS_exit_group / 64] |= 1ull << (SYS_exit_group % 64);
+	check(ioctl(l, MOSIX_IOC_INTERCEPT, &req) == 0, "behind: MOSIX_IOC_INTERCEPT");
+	struct freezer f = {.fd = fd, .listener = l, .pid = c, .r = -2};
+	pthread_t th;
+	check(pthread_create(&th, NULL, freeze_thread, &f) == 0, "behind: a freezing thread");
+	pause_ms(200); /* it polls */
+	if (write(go[1], "g", 1) != 1)
+		check(0, "behind: start the child");
+	pthread_join(th, NULL);
+	check(f.fifo && f.polled, "behind: the SCHED_FIFO thread saw the call posted");
+	check(f.r == 0, "behind: MOSIX_IOC_FREEZE parks the child");
+	if (f.r)
+		printf("mosix-probe: behind: FREEZE gave %d (%s)\n", f.r, strerror(f.err));
+	static struct mosix_context ctx;
+	memset(&ctx, 0, sizeof ctx);
+	ctx.pid = c;
+	int r = f.r == 0 ? ioctl(fd, MOSIX_IOC_CONTEXT, &ctx) : -1;
+	/* user_regs_struct: rax is word 10, orig_rax 15 */
+	check(r == 0 && ctx.regs[15] == SYS_getppid && (long)ctx.regs[10] == -512,
+	      "behind: the frozen child's getppid was withdrawn (orig_rax getppid, rax -ERESTARTSYS)");
+	if (r == 0 && ctx.regs[15] != SYS_getppid)
+		printf("mosix-probe: behind: frozen with orig_rax %lld rax %lld\n", (long long)ctx.regs[15], (long long)ctx.regs[10]);
+	struct mosix_target t = {.pid = c};
+	check(f.r != 0 || ioctl(fd, MOSIX_IOC_THAW, &t) == 0, "behind: MOSIX_IOC_THAW");
+	struct pollfd pf = {.fd = l, .events = POLLIN};
+	struct seccomp_notif n;
+	memset(&n, 0, sizeof n);
+	check(poll(&pf, 1, 10000) == 1 && ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n) == 0 && n.data.nr == SYS_getppid,
+	      "behind: after the thaw the getppid is made again");
+	struct seccomp_notif_resp a = {.id = n.id, .val = 77};
+	check(ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &a) == 0, "behind: NOTIF_SEND 77");
+	long got = 0;
+	close(p[1]);
+	check(read(p[0], &got, sizeof got) == sizeof got && got == 77, "behind: the child's getppid returned 77");
+	int st;
+	check(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0, "behind: the child exits normally");
+	close(l), close(p[0]), close(go[0]), close(go[1]);
+}
+
 /* The kernel lane (feature bit 5): a deputy served by the module (MOSIX_IOC_DEPUTY) runs the
  * lane loop below; an intercepted child's lane calls (MOSIX_IOC_LANE) reach it over a socket
  * pair with no daemon in between; calls posted with MOSIX_IOC_DEPUTY_CALL run in it too. */
@@ -650,6 +733,7 @@ int main(int argc, char **argv) {
 	same_as_ptrace(fd);
 	intercept(fd);
 	intercept_withdrawn();
+	freeze_behind_park(fd);
 	lane();
 	siginfo(fd);
 	close(fd);

@@ -123,8 +123,11 @@ fn workload_migrates_vm1_to_vm2_to_vm3() {
         assert!(text.contains("kernel lane open"), "VM {vm} did not open the kernel lane:\n{text}");
     }
     assert!(log.contains("kernel lane open: the module serves the deputy"), "home did not serve the deputy with the module");
-    // execer was sent home by its execve (a call held while freezing).
+    // The returns home from VM 2 were frozen by VM 2's module (no ptrace on the guest): the
+    // recalled counter, and execer, sent home by its execve (a call held while freezing).
     let vm2 = std::fs::read_to_string(repo().join("target/qemu/runs/migrate/vm2.log")).unwrap_or_default();
+    let native_homes = vm2.lines().filter(|l| l.contains("sent home") && l.contains(r#"engine="native""#)).count();
+    assert_eq!(native_homes, 2, "VM 2 did not freeze both guests with the module to send them home:\n{vm2}");
     assert!(vm2.contains("call must run at home") && vm2.contains("execve"), "execer was not sent home by its execve:\n{vm2}");
 }
 
