@@ -67,10 +67,10 @@ int mosix_shim_is_parent(struct task_struct *child, struct task_struct *parent)
 	return r;
 }
 
-/* The task_work of a freeze: freeze.rs's mosix_park(), then the module reference taken when it
- * was queued is dropped, as a tail call, so that no instruction of the module runs after it. */
 static bool mosix_icpt_parking(void);
 
+/* The task_work of a freeze: freeze.rs's mosix_park(), then the module reference taken when it
+ * was queued is dropped, as a tail call, so that no instruction of the module runs after it. */
 static void mosix_shim_work(struct callback_head *work)
 {
 	/* Task works run newest first: a freeze queued between the probe and the park of the call it
