@@ -388,12 +388,14 @@ struct freezer {
 	int fd, listener;
 	pid_t pid;
 	int fifo, polled, r, err;
+	volatile pid_t tid;
 };
 static void *freeze_thread(void *arg) {
 	struct freezer *f = arg;
 	struct sched_param sp = {.sched_priority = 10};
 	f->fifo = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
 	struct pollfd pf = {.fd = f->listener, .events = POLLIN};
+	f->tid = syscall(SYS_gettid);
 	f->polled = poll(&pf, 1, 10000) == 1;
 	struct mosix_target t = {.pid = f->pid, .timeout_ms = 10000};
 	f->r = ioctl(f->fd, MOSIX_IOC_FREEZE, &t);
@@ -424,7 +426,9 @@ static void freeze_behind_park(int fd) {
 	struct freezer f = {.fd = fd, .listener = l, .pid = c, .r = -2};
 	pthread_t th;
 	check(pthread_create(&th, NULL, freeze_thread, &f) == 0, "behind: a freezing thread");
-	pause_ms(200); /* it polls */
+	for (int i = 0; i < 10000 && !f.tid; i++)
+		pause_ms(1);
+	check(f.tid && sleeping(f.tid), "behind: the thread sleeps in its poll");
 	if (write(go[1], "g", 1) != 1)
 		check(0, "behind: start the child");
 	pthread_join(th, NULL);
