@@ -642,9 +642,8 @@ pub(crate) fn intercept_add(t: &TaskRef, l: *const c_void, kind: Kind) -> Result
     to_result(unsafe { mosix_shim_intercept_add(t.0, l, kind as c_int) })
 }
 
-/// Removes listener `l` from the probe's table (the probe is unregistered a few seconds after
-/// the last entry goes);
-/// when this returns no probe uses `l` any more. Whether it was there.
+/// Removes listener `l` from the probe's table (the probe itself is unregistered a few seconds
+/// after the last entry goes); when this returns no probe uses `l` any more. Whether it was there.
 pub(crate) fn intercept_remove(l: *const c_void) -> bool {
     // SAFETY: the shim only compares the pointer and waits for running probes.
     unsafe { mosix_shim_intercept_remove(l) }

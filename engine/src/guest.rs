@@ -1112,11 +1112,10 @@ impl<S: Wire> Host<'_, S> {
         })
     }
 
-    /// Freezes the process and streams it home over the deputy channel. `held`: the notification
-    /// (listener, id) of the call that sends it home, which the task waits on.
     /// Freezes the guest to send it home: with the module when it intercepts this guest (a call
-    /// held, received but not answered, is answered "restart" first: the module makes it again,
-    /// and the freeze finds it interrupted, to be restarted at home), else with ptrace.
+    /// held, received but not answered, is answered "restart" first: the kernel makes it again,
+    /// and the freeze finds it interrupted, to be restarted at home), else with ptrace. `held`:
+    /// the notification (listener, id) of the call that sends it home, which the task waits on.
     fn freeze(&self, held: Option<(i32, u64)>) -> Result<capture::Held, Error> {
         let pid = self.g.pid;
         // A freeze queued while the task is between the probe and its park goes behind that park
