@@ -30,7 +30,8 @@
 //!     The process must be a child of the caller (the program its mosrun runs: only MOSIX
 //!     processes are touched; `EPERM` otherwise), single-threaded and not the caller (`EINVAL`),
 //!     and alive (`ESRCH`). One process per descriptor (`EBUSY` while one is frozen through it).
-//!     If it has not parked within `timeout_ms` (0: 10 s), for example because it is stopped by
+//!     A process with an intercepted call (`MOSIX_IOC_INTERCEPT`) parks only once that call is
+//!     answered or withdrawn (an interrupted call, restarted when it goes on). If it has not parked within `timeout_ms` (0: 10 s), for example because it is stopped by
 //!     SIGSTOP, the freeze is abandoned and `ETIMEDOUT` returned; a signal to the caller abandons
 //!     it too (`EINTR`/restart). `reserved` must be 0 (`EINVAL`).
 //!   - `MOSIX_IOC_THAW = _IOW(0xB7, 3, struct mosix_target)`: lets the process frozen through this
