@@ -615,6 +615,17 @@ void mosix_shim_interrupted_call(long nr)
 
 int mosix_shim_park_interruptible(u32 *state, u32 while_is)
 {
+	/* At a ptrace stop, ptrace_notify() runs task works with TIF_NOTIFY_SIGNAL still set (get_signal()
+	 * clears it first), which would end this wait at once: a process traced with PTRACE_SYSCALL
+	 * would have its call withdrawn at every exit stop and made again forever. With no task work
+	 * queued and no signal pending the flag announces nothing: it is cleared as get_signal() does,
+	 * and set again if a work (a freeze) was queued meanwhile (task_work_add() queues, then sets
+	 * it; clear_notify_signal() orders the clearing before the look). */
+	if (test_thread_flag(TIF_NOTIFY_SIGNAL) && !task_sigpending(current) && !task_work_pending(current)) {
+		clear_notify_signal();
+		if (task_work_pending(current))
+			set_thread_flag(TIF_NOTIFY_SIGNAL);
+	}
 	return wait_event_interruptible(mosix_wq, READ_ONCE(*state) != while_is);
 }
 

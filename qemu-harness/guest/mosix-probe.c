@@ -377,6 +377,77 @@ static void intercept_withdrawn(void) {
 	close(p[0]), close(go[0]), close(go[1]);
 }
 
+/* An intercepted process traced with PTRACE_SYSCALL: its call's park runs in ptrace_notify()
+ * (task works run there before the exit stop) with TIF_NOTIFY_SIGNAL still set, and must still
+ * wait for the listener's answer, not withdraw the call at once (which made it again forever). */
+static void intercept_traced(void) {
+	int p[2];
+	if (pipe(p)) {
+		check(0, "traced: a pipe");
+		return;
+	}
+	pid_t c = fork();
+	if (c == 0) {
+		ptrace(PTRACE_TRACEME, 0, 0, 0);
+		raise(SIGSTOP);
+		long r = syscall(SYS_getppid); /* answered 55 */
+		_exit(write(p[1], &r, sizeof r) == sizeof r ? 0 : 3);
+	}
+	int st;
+	check(waitpid(c, &st, 0) == c && WIFSTOPPED(st), "traced: a traced child stops");
+	int l = open("/dev/mosix", O_RDWR | O_CLOEXEC);
+	struct mosix_intercept req = {.pid = c};
+	int local[] = {SYS_rt_sigprocmask, SYS_getpid, SYS_gettid, SYS_tgkill, SYS_write, SYS_exit_group};
+	for (unsigned i = 0; i < sizeof local / sizeof local[0]; i++)
+		req.local[local[i] / 64] |= 1ull << (local[i] % 64);
+	check(ioctl(l, MOSIX_IOC_INTERCEPT, &req) == 0, "traced: MOSIX_IOC_INTERCEPT");
+	/* Entry and exit stops alternate from here; count getppid's entries. */
+	struct user_regs_struct regs;
+	int entry = 1, entries = 0;
+	for (int i = 0; i < 40 && !entries; i++, entry = !entry) {
+		if (ptrace(PTRACE_SYSCALL, c, 0, 0) || waitpid(c, &st, 0) != c || !WIFSTOPPED(st))
+			break;
+		ptrace(PTRACE_GETREGS, c, 0, &regs);
+		entries += entry && regs.orig_rax == SYS_getppid;
+	}
+	check(entries == 1, "traced: the child stops at getppid's entry");
+	ptrace(PTRACE_SYSCALL, c, 0, 0);
+	/* Its park waits for the answer (asleep), before the exit stop ('t'). */
+	char state = '?';
+	for (int i = 0; i < 10000 && state != 'S' && state != 't'; i++) {
+		pause_ms(1);
+		state = proc_state(c);
+	}
+	check(state == 'S', "traced: the call waits for the listener, not withdrawn at the exit stop");
+	if (state != 'S')
+		printf("mosix-probe: traced: the child is in state %c\n", state);
+	struct pollfd pf = {.fd = l, .events = POLLIN};
+	struct seccomp_notif n;
+	memset(&n, 0, sizeof n);
+	int got = state == 'S' && poll(&pf, 1, 10000) == 1 && ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n) == 0 && n.data.nr == SYS_getppid;
+	struct seccomp_notif_resp a = {.id = n.id, .val = 55};
+	check(got && ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &a) == 0, "traced: NOTIF_RECV getppid, NOTIF_SEND 55");
+	/* Then to the end, counting getppid's entries (a withdrawn call would enter again). */
+	int exited = 0;
+	for (int i = 0; i < 200 && !exited; i++) {
+		if (waitpid(c, &st, 0) != c)
+			break;
+		if (WIFEXITED(st) || WIFSIGNALED(st)) {
+			exited = 1;
+			break;
+		}
+		if (ptrace(PTRACE_GETREGS, c, 0, &regs) == 0 && regs.orig_rax == SYS_getppid && (long)regs.rax == -ENOSYS)
+			entries++;
+		ptrace(PTRACE_SYSCALL, c, 0, 0);
+	}
+	check(exited && WIFEXITED(st) && WEXITSTATUS(st) == 0, "traced: the child exits normally");
+	check(entries == 1, "traced: getppid was entered once");
+	long r = 0;
+	close(p[1]);
+	check(read(p[0], &r, sizeof r) == sizeof r && r == 55, "traced: the child's getppid returned 55");
+	close(l), close(p[0]);
+}
+
 /* A freeze queued between the probe and the park of the call it skipped runs behind that park
  * (task works run newest first: the module queues the freeze again). The window is made on the
  * VM's single CPU: a SCHED_FIFO thread polls the listener, so the probe's wake-up of it preempts
@@ -738,6 +809,7 @@ int main(int argc, char **argv) {
 	intercept(fd);
 	intercept_withdrawn();
 	freeze_behind_park(fd);
+	intercept_traced();
 	lane();
 	siginfo(fd);
 	close(fd);
