@@ -374,6 +374,18 @@ static DEFINE_MUTEX(mosix_icpt_reg);
 static struct tracepoint *mosix_tp_sys_enter;
 static bool mosix_probe_on;
 
+/* Under mosix_icpt_lock: the index of the calling task's entry (its first, the one the probe
+ * serves), or -1. */
+static int mosix_icpt_slot(void)
+{
+	int i;
+
+	for (i = 0; i < MOSIX_MAX_ICPT; i++)
+		if (mosix_icpt[i].task == current)
+			return i;
+	return -1;
+}
+
 static void mosix_probe(void *data, struct pt_regs *regs, long id)
 {
 	const void *l = NULL;
@@ -390,12 +402,10 @@ static void mosix_probe(void *data, struct pt_regs *regs, long id)
 	if (i == MOSIX_MAX_ICPT)
 		return;
 	spin_lock_irqsave(&mosix_icpt_lock, flags);
-	for (i = 0; i < MOSIX_MAX_ICPT; i++) {
-		if (mosix_icpt[i].task == current) {
-			l = mosix_icpt[i].l;
-			kind = mosix_icpt[i].kind;
-			break;
-		}
+	i = mosix_icpt_slot();
+	if (i >= 0) {
+		l = mosix_icpt[i].l;
+		kind = mosix_icpt[i].kind;
 	}
 	if (l && kind == MOSIX_KIND_DEPUTY) {
 		if (mosix_deputy_enter(l, id, regs->ip))
@@ -417,13 +427,12 @@ static void mosix_probe(void *data, struct pt_regs *regs, long id)
 static bool mosix_icpt_parking(void)
 {
 	unsigned long flags;
-	bool r = false;
+	bool r;
 	int i;
 
 	spin_lock_irqsave(&mosix_icpt_lock, flags);
-	for (i = 0; i < MOSIX_MAX_ICPT; i++)
-		if (mosix_icpt[i].task == current && mosix_icpt[i].kind == MOSIX_KIND_LISTENER)
-			r = mosix_icpt[i].parking;
+	i = mosix_icpt_slot();
+	r = i >= 0 && mosix_icpt[i].kind == MOSIX_KIND_LISTENER && mosix_icpt[i].parking;
 	spin_unlock_irqrestore(&mosix_icpt_lock, flags);
 	return r;
 }
@@ -435,9 +444,9 @@ static void mosix_icpt_parked(void)
 	int i;
 
 	spin_lock_irqsave(&mosix_icpt_lock, flags);
-	for (i = 0; i < MOSIX_MAX_ICPT; i++)
-		if (mosix_icpt[i].task == current)
-			mosix_icpt[i].parking = false;
+	i = mosix_icpt_slot();
+	if (i >= 0)
+		mosix_icpt[i].parking = false;
 	spin_unlock_irqrestore(&mosix_icpt_lock, flags);
 }
 
